@@ -1,0 +1,78 @@
+"""Cohort assets: source -> cohort (+ quarantine) -> patient splits -> subgroup cells."""
+
+from __future__ import annotations
+
+import pandas as pd
+from dagster import AssetExecutionContext, AssetOut, MetadataValue, Output, asset, multi_asset
+
+from cardio_assets.cell_table import summarize_cells
+from cardio_assets.cohort_build import drop_duplicate_ids, quarantine_frame, validate_entries
+from cardio_assets.defs.resources import SOURCES, PipelineSettings
+from cardio_assets.sources import describe_real_source, prepare_phantom, scan_source
+from cardio_assets.splits import split_patients
+
+
+@asset(group_name="cohort")
+def cohort_source(context: AssetExecutionContext, settings: PipelineSettings) -> dict:
+    """What to read: the built-in phantom (generated here on first run) or a real cohort's folder."""
+    if settings.source not in SOURCES:
+        raise ValueError(f"unknown source {settings.source!r}; choose one of {SOURCES}")
+    if settings.source == "phantom":
+        profile = settings.get_profile()
+        description = prepare_phantom(settings.data_lake, profile.name, profile.phantom, settings.n_workers())
+    else:
+        description = describe_real_source(settings.source, settings.source_root, settings.metadata_csv)
+    context.add_output_metadata({
+        "source": settings.source,
+        "folders": MetadataValue.json([p["root"] for p in description["parts"]]),
+    })
+    return description
+
+
+@multi_asset(
+    group_name="cohort",
+    outs={
+        "cohort": AssetOut(description="One row per usable patient: attributes, cell, files, ED/ES frames, geometry."),
+        "cohort_quarantine": AssetOut(description="Patients left out, each with the file and the reason."),
+    },
+)
+def cohort(context: AssetExecutionContext, settings: PipelineSettings, cohort_source: dict):
+    scan = scan_source(cohort_source, settings.diagnosis_overrides())
+    context.log.info(f"validating {len(scan.entries)} patients with {settings.n_workers()} workers")
+    table, bad_volumes = validate_entries(scan.entries, workers=settings.n_workers())
+    table, duplicates = drop_duplicate_ids(table)
+    quarantine = pd.concat(
+        [quarantine_frame([q.as_dict() for q in scan.quarantine]), bad_volumes, duplicates], ignore_index=True
+    )
+    for row in quarantine.itertuples():
+        context.log.warning(f"quarantined: {row.detail} [{row.reason}]")
+    yield Output(table, output_name="cohort", metadata={
+        "n_patients": len(table),
+        "n_with_cell": int(table["cell"].notna().sum()),
+        "n_hf": int((table["diagnosis"] == "hf").sum()),
+        "by_subset": MetadataValue.json(table["subset"].value_counts().to_dict()),
+    })
+    yield Output(quarantine, output_name="cohort_quarantine", metadata={
+        "n_quarantined": len(quarantine),
+        "by_reason": MetadataValue.json(quarantine["reason"].value_counts().to_dict()),
+        "preview": MetadataValue.md(quarantine.head(20).to_markdown(index=False) if len(quarantine) else "none"),
+    })
+
+
+@asset(group_name="cohort")
+def patient_splits(context: AssetExecutionContext, settings: PipelineSettings, cohort: pd.DataFrame) -> pd.DataFrame:
+    """By patient: 20% test, 20% of the rest validation, stratified by cell; held-out cohort apart."""
+    splits = split_patients(cohort, seed=settings.seed)
+    context.add_output_metadata({"seed": settings.seed, "counts": MetadataValue.json(splits["split"].value_counts().to_dict())})
+    return splits
+
+
+@asset(group_name="cohort")
+def subgroup_cells(context: AssetExecutionContext, cohort: pd.DataFrame, patient_splits: pd.DataFrame) -> pd.DataFrame:
+    """The 36 sex x age x BMI x diagnosis cells: counts per split, HF prevalence, sampling weights."""
+    table = summarize_cells(cohort, patient_splits)
+    context.add_output_metadata({
+        "empty_cells": int((table["n_patients"] == 0).sum()),
+        "table": MetadataValue.md(table.to_markdown(index=False, floatfmt=".3f")),
+    })
+    return table

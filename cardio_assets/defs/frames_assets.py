@@ -1,0 +1,30 @@
+"""The `frames` asset: the paper's ED/ES images and control masks, one partition per cell."""
+
+from __future__ import annotations
+
+import pandas as pd
+from dagster import AssetExecutionContext, MetadataValue, asset
+
+from cardio_assets.defs.partitions import cell_partitions
+from cardio_assets.defs.resources import PipelineSettings
+from cardio_assets.frame_table import build_cell_frames
+from cardio_assets.lake import FrameSet
+
+
+@asset(group_name="frames", partitions_def=cell_partitions)
+def frames(
+    context: AssetExecutionContext, settings: PipelineSettings, cohort: pd.DataFrame, patient_splits: pd.DataFrame
+) -> FrameSet:
+    """R = ED, G = ES, B = ED of a short-axis slice, cropped around the heart; 9 per training patient, 1 otherwise."""
+    cell = context.partition_key
+    patients = cohort[cohort["cell"] == cell].merge(patient_splits[["patient_id", "split"]], on="patient_id")
+    spec = settings.get_profile().frames
+    result = build_cell_frames(patients, spec, workers=settings.n_workers())
+    context.add_output_metadata({
+        "n_patients": len(patients),
+        "n_images": len(result),
+        "images_per_split": MetadataValue.json(result.index["split"].value_counts().to_dict()),
+        "size": spec.size,
+        "crop_px": spec.crop_px,
+    })
+    return result

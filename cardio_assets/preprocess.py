@@ -1,0 +1,132 @@
+"""The paper's frame format, made from one patient's cine and ED/ES label maps.
+
+An image is a 2D RGB array of one short-axis slice: R = ED frame, G = ES frame,
+B = ED frame again. The control image stacks the ED and ES label maps the same way.
+Steps: crop a square of `crop_px` pixels centred on the bounding box of the heart's
+labels, min-max the three channels together to [0, 1] (so ED and ES keep their
+relative brightness), resize to `size`. Training patients give 9 images (3 central
+slices x frame offsets -1, 0, +1 around ED and ES, the cycle wrapping around);
+validation, test and held-out patients give 1 (central slice, ED/ES).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+
+from cardio_assets.labels import LV
+from cardio_assets.readers.base import MaskRef
+from cardio_assets.volumes import load_cine, load_mask
+
+TRAIN_SLICE_OFFSETS = (-1, 0, 1)
+TRAIN_FRAME_OFFSETS = (-1, 0, 1)
+
+
+@dataclass(frozen=True)
+class FrameSpec:
+    crop_px: int = 120  # the paper's crop, in pixels of the source image
+    size: int = 224  # output size (224 classifier, 512 Stable Diffusion)
+
+
+@dataclass(frozen=True)
+class PatientFrames:
+    images: np.ndarray  # float16 (k, 3, size, size) in [0, 1]
+    controls: np.ndarray  # uint8 (k, 3, size, size) canonical labels
+    slices: list[int]  # slice index of each image
+    slice_offsets: list[int]
+    frame_offsets: list[int]
+
+
+def central_slice(ed_mask: np.ndarray) -> int:
+    """The middle of the slices that hold LV cavity at ED."""
+    lv = np.flatnonzero((ed_mask == LV).any(axis=(0, 1)))
+    if len(lv) == 0:
+        raise ValueError("ED mask has no LV cavity voxels")
+    return int(lv[len(lv) // 2])
+
+
+def crop_box(masks: list[np.ndarray], crop_px: int) -> tuple[int, int]:
+    """Top-left corner (x0, y0) of a crop_px square centred on the labels' bounding box."""
+    union = np.zeros(masks[0].shape[:2], dtype=bool)
+    for m in masks:
+        union |= m.any(axis=2) if m.ndim == 3 else m > 0
+    xs, ys = np.nonzero(union)
+    cx = (xs.min() + xs.max() + 1) // 2
+    cy = (ys.min() + ys.max() + 1) // 2
+    return int(cx - crop_px // 2), int(cy - crop_px // 2)
+
+
+def _crop(plane: np.ndarray, x0: int, y0: int, crop_px: int, fill) -> np.ndarray:
+    """Crop (x, y) plane, padding with `fill` where the square leaves the image."""
+    out = np.full((crop_px, crop_px), fill, dtype=plane.dtype)
+    xs, ys = max(x0, 0), max(y0, 0)
+    xe, ye = min(x0 + crop_px, plane.shape[0]), min(y0 + crop_px, plane.shape[1])
+    if xe > xs and ye > ys:
+        out[xs - x0 : xe - x0, ys - y0 : ye - y0] = plane[xs:xe, ys:ye]
+    return out
+
+
+def make_frames(
+    cine: np.ndarray,
+    ed_mask: np.ndarray,
+    es_mask: np.ndarray,
+    ed_frame: int,
+    es_frame: int,
+    training: bool,
+    spec: FrameSpec,
+) -> PatientFrames:
+    """All images of one patient in the paper's format (see module docstring)."""
+    n_slices, n_frames = cine.shape[2], cine.shape[3]
+    centre = central_slice(ed_mask)
+    slice_offsets = TRAIN_SLICE_OFFSETS if training else (0,)
+    frame_offsets = TRAIN_FRAME_OFFSETS if training else (0,)
+    picks = [(o, centre + o) for o in slice_offsets if 0 <= centre + o < n_slices]
+    x0, y0 = crop_box([ed_mask[:, :, [z for _, z in picks]], es_mask[:, :, [z for _, z in picks]]], spec.crop_px)
+
+    images, controls, slices, s_offs, f_offs = [], [], [], [], []
+    for s_off, z in picks:
+        label_ed = _crop(ed_mask[:, :, z], x0, y0, spec.crop_px, 0)
+        label_es = _crop(es_mask[:, :, z], x0, y0, spec.crop_px, 0)
+        control = np.stack([label_ed, label_es, label_ed])
+        for f_off in frame_offsets:
+            ed = cine[:, :, z, (ed_frame + f_off) % n_frames]
+            es = cine[:, :, z, (es_frame + f_off) % n_frames]
+            fill = min(ed.min(), es.min())
+            rgb = np.stack([_crop(p, x0, y0, spec.crop_px, fill) for p in (ed, es, ed)]).astype(np.float32)
+            lo, hi = float(rgb.min()), float(rgb.max())
+            rgb = (rgb - lo) / (hi - lo) if hi > lo else np.zeros_like(rgb)
+            images.append(rgb)
+            controls.append(control)
+            slices.append(z)
+            s_offs.append(s_off)
+            f_offs.append(f_off)
+    # (x, y) planes -> (row = y, col = x) images, the usual radiological display
+    imgs = torch.from_numpy(np.stack(images)).transpose(2, 3)
+    ctrl = torch.from_numpy(np.stack(controls).astype(np.uint8)).transpose(2, 3)
+    imgs = F.interpolate(imgs, size=(spec.size, spec.size), mode="bilinear", antialias=True, align_corners=False)
+    ctrl = F.interpolate(ctrl.float(), size=(spec.size, spec.size), mode="nearest-exact")
+    return PatientFrames(
+        images=imgs.clamp_(0, 1).numpy().astype(np.float16),
+        controls=ctrl.numpy().astype(np.uint8),
+        slices=slices,
+        slice_offsets=s_offs,
+        frame_offsets=f_offs,
+    )
+
+
+def frames_for_row(row: dict, training: bool, spec: FrameSpec) -> PatientFrames:
+    """Read one cohort row's files and make its frames (used by the `frames` asset)."""
+    label_map = {int(k): v for k, v in json.loads(row["label_map"]).items()}
+    cine, _, _ = load_cine(row["image_path"])
+    ed_mask, _ = load_mask(MaskRef(row["ed_mask_path"], _opt_int(row["ed_mask_frame"])), label_map)
+    es_mask, _ = load_mask(MaskRef(row["es_mask_path"], _opt_int(row["es_mask_frame"])), label_map)
+    return make_frames(cine, ed_mask, es_mask, int(row["ed_frame"]), int(row["es_frame"]), training, spec)
+
+
+def _opt_int(value) -> int | None:  # pandas gives <NA> for a missing Int64
+    return None if value is None or pd.isna(value) else int(value)

@@ -1,0 +1,54 @@
+"""Profiles: one code path, several sizes.
+
+- `smoke`: seconds to a few minutes on 2 CPU cores; the tests use it.
+- `demo` (the default): the whole graph on the phantom cohort in minutes on a laptop CPU.
+- `paper`: the main paper's settings (crop 120 px, 224 px frames, SD 2.1-base at 512 px
+  from local weights, 8 classifier runs), for a GPU.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from cardio_assets.phantom.generate import PhantomConfig
+from cardio_assets.preprocess import FrameSpec
+
+
+@dataclass(frozen=True)
+class Profile:
+    name: str
+    phantom: PhantomConfig
+    frames: FrameSpec
+    # cells with fewer training patients than this get a warning: the generator will
+    # have to borrow masks for them from a neighbouring cell
+    min_train_patients_per_cell: int
+    max_quarantine_share: float = 0.05
+
+
+PROFILES: dict[str, Profile] = {
+    "smoke": Profile(
+        name="smoke",
+        phantom=PhantomConfig(n_patients=72, heldout_per_cell=1, hf_prevalence=0.3, matrix=64, n_slices=5, n_frames=20),
+        frames=FrameSpec(crop_px=56, size=32),
+        min_train_patients_per_cell=1,
+    ),
+    "demo": Profile(
+        name="demo",
+        phantom=PhantomConfig(n_patients=1500, heldout_per_cell=6, hf_prevalence=0.08),
+        frames=FrameSpec(crop_px=64, size=64),
+        min_train_patients_per_cell=3,
+    ),
+    "paper": Profile(
+        name="paper",
+        phantom=PhantomConfig(n_patients=25480, heldout_per_cell=20, hf_prevalence=0.0108, matrix=128, n_slices=10, n_frames=50),
+        frames=FrameSpec(crop_px=120, size=224),
+        min_train_patients_per_cell=5,
+    ),
+}
+
+
+def get_profile(name: str) -> Profile:
+    try:
+        return PROFILES[name]
+    except KeyError:
+        raise ValueError(f"unknown profile {name!r}; choose one of {sorted(PROFILES)}") from None

@@ -1,0 +1,90 @@
+"""Data-quality rules as plain functions: each returns (passed, details).
+
+The Dagster asset checks in `cardio_assets.defs.checks` call these; tests call them
+directly on hand-made tables.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from cardio_assets.cells import AGE_RANGE, BMI_RANGE, DIAGNOSES, SEXES, cell_key_or_none
+from cardio_assets.cohort_build import COHORT_COLUMNS
+from cardio_assets.labels import CANONICAL_LABELS
+from cardio_assets.lake import FrameSet
+
+
+def cohort_schema_problems(cohort: pd.DataFrame) -> list[str]:
+    problems = []
+    missing = [c for c in COHORT_COLUMNS if c not in cohort.columns]
+    if missing:
+        return [f"missing columns {missing}"]
+    if not cohort["sex"].dropna().isin(SEXES).all():
+        problems.append(f"sex values outside {SEXES}: {sorted(set(cohort['sex'].dropna()) - set(SEXES))}")
+    if not cohort["diagnosis"].dropna().isin(DIAGNOSES).all():
+        problems.append(f"diagnosis values outside {DIAGNOSES}")
+    for col, (lo, hi) in (("age", AGE_RANGE), ("bmi", BMI_RANGE)):
+        values = cohort[col].dropna()
+        out = values[(values < lo) | (values > hi)]
+        if len(out):
+            problems.append(f"{len(out)} {col} values outside {lo}-{hi}")
+    expected = [cell_key_or_none(s, a, b, d) for s, a, b, d in zip(cohort["sex"], cohort["age"], cohort["bmi"], cohort["diagnosis"])]
+    wrong = [pid for pid, got, want in zip(cohort["patient_id"], cohort["cell"], expected) if (got or None) != want]
+    if wrong:
+        problems.append(f"{len(wrong)} patients whose cell disagrees with their attributes, e.g. {wrong[:3]}")
+    bad_frames = cohort[(cohort["ed_frame"] >= cohort["n_frames"]) | (cohort["es_frame"] >= cohort["n_frames"])]
+    if len(bad_frames):
+        problems.append(f"{len(bad_frames)} patients with ED/ES outside the cine")
+    return problems
+
+
+def duplicated_ids(table: pd.DataFrame) -> list[str]:
+    return sorted(table.loc[table["patient_id"].duplicated(keep=False), "patient_id"].unique().tolist())
+
+
+def split_leaks(splits: pd.DataFrame, cohort: pd.DataFrame) -> list[str]:
+    """Patients in more than one split, held-out patients outside 'heldout', or patients without a split."""
+    problems = []
+    multi = splits.groupby("patient_id")["split"].nunique()
+    if (multi > 1).any():
+        problems.append(f"{int((multi > 1).sum())} patients in more than one split")
+    heldout_ids = set(cohort.loc[cohort["subset"] == "heldout", "patient_id"])
+    misplaced = splits[splits["patient_id"].isin(heldout_ids) & (splits["split"] != "heldout")]
+    if len(misplaced):
+        problems.append(f"{len(misplaced)} held-out patients in a training/validation/test split")
+    unsplit = set(cohort["patient_id"]) - set(splits["patient_id"])
+    if unsplit:
+        problems.append(f"{len(unsplit)} cohort patients without a split")
+    return problems
+
+
+def frame_problems(frames: FrameSet, size: int) -> list[str]:
+    n = len(frames.index)
+    problems = []
+    for name, arr in (("images", frames.images), ("controls", frames.controls)):
+        if arr.shape != (n, 3, size, size):
+            problems.append(f"{name} shape {arr.shape}, expected {(n, 3, size, size)}")
+    if problems or n == 0:
+        return problems
+    lo, hi, finite = np.inf, -np.inf, True
+    for start in range(0, n, 512):  # in chunks: the arrays are memory-mapped
+        chunk = np.asarray(frames.images[start : start + 512], dtype=np.float32)
+        finite &= bool(np.isfinite(chunk).all())
+        lo, hi = min(lo, float(np.nanmin(chunk))), max(hi, float(np.nanmax(chunk)))
+        labels = np.unique(frames.controls[start : start + 512])
+        if not set(labels.tolist()) <= CANONICAL_LABELS:
+            problems.append(f"control labels {sorted(set(labels.tolist()) - CANONICAL_LABELS)} outside the canonical set")
+    if not finite:
+        problems.append("images hold NaN or inf")
+    if lo < 0 or hi > 1:
+        problems.append(f"pixel range [{lo:.3f}, {hi:.3f}] outside [0, 1]")
+    per_patient = frames.index.groupby(["patient_id", "split"]).size().reset_index(name="n")
+    wrong = per_patient[((per_patient["split"] == "train") & (per_patient["n"] > 9)) | ((per_patient["split"] != "train") & (per_patient["n"] != 1))]
+    if len(wrong):
+        problems.append(f"{len(wrong)} patients with the wrong number of images (train <= 9, others 1)")
+    return problems
+
+
+def cells_below_minimum(cells: pd.DataFrame, minimum: int) -> pd.DataFrame:
+    return cells.loc[cells["n_train"] < minimum, ["cell", "n_train"]]

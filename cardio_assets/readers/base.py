@@ -1,0 +1,202 @@
+"""What every reader returns: patient entries pointing at files, and quarantine rows.
+
+A reader only looks at the layout and the metadata table (cheap); opening the volumes,
+checking voxels and labels, and finding ES is done once for all sources by
+`cardio_assets.cohort_build.validate_entry`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class MaskRef:
+    """Where one phase's label map lives: a 3D file, or one frame of a 4D file."""
+
+    path: str
+    frame: int | None = None  # index into the 4th axis of a 4D label file, else None
+
+
+@dataclass
+class PatientEntry:
+    patient_id: str
+    source: str  # "phantom" | "ukbb" | "mms" | "acdc"
+    image_path: str  # 4D cine (x, y, z, t)
+    ed_mask: MaskRef
+    es_mask: MaskRef
+    label_map: dict[int, int]  # source label -> canonical (see cardio_assets.labels)
+    ed_frame: int = 0  # 0-based index into the cine
+    es_frame: int | None = None  # 0-based; None: found from the images (smallest LV)
+    sex: str | None = None  # "female" | "male" | None when the source lacks it
+    age: float | None = None
+    bmi: float | None = None
+    diagnosis: str | None = None  # "healthy" | "hf" | None (excluded or unknown)
+    subset: str = "study"  # "study" | "heldout" (phantom's balanced cohort, never trained on)
+    extra: dict = field(default_factory=dict)  # source-specific: vendor, centre, pathology...
+
+
+@dataclass(frozen=True)
+class QuarantineRow:
+    patient_id: str
+    source: str
+    file: str  # the file (or metadata table) the problem is in
+    reason: str  # short machine-friendly code, e.g. "missing_es_mask"
+    detail: str  # human sentence naming the problem
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class ScanResult:
+    entries: list[PatientEntry]
+    quarantine: list[QuarantineRow]
+
+
+class SourceMissingError(FileNotFoundError):
+    """The configured source folder or metadata table does not exist or holds no patients."""
+
+
+def require_dir(path: str | Path, what: str) -> Path:
+    p = Path(path)
+    if not p.is_dir():
+        raise SourceMissingError(f"{what}: looked for a folder at {p.resolve()} and found none")
+    return p
+
+
+def require_file(path: str | Path, what: str) -> Path:
+    p = Path(path)
+    if not p.is_file():
+        raise SourceMissingError(f"{what}: looked for a file at {p.resolve()} and found none")
+    return p
+
+
+# --- Parsing helpers shared by the readers (metadata cells are read as strings) ---------
+
+import math as _math
+import re as _re
+
+MISSING_TOKENS: frozenset[str] = frozenset({"", "na", "nan", "none", "null", "n/a", "-"})
+NIFTI_SUFFIXES: tuple[str, ...] = (".nii.gz", ".nii")
+
+
+class MetadataFormatError(ValueError):
+    """A metadata table lacks a required column (message names the file and the columns)."""
+
+
+def is_blank(value) -> bool:
+    """True for None, NaN and empty/placeholder strings ("", "NA", "nan", ...)."""
+    if value is None:
+        return True
+    if isinstance(value, float) and _math.isnan(value):
+        return True
+    return str(value).strip().lower() in MISSING_TOKENS
+
+
+def parse_number(value, what: str, *, positive: bool = True) -> float | None:
+    """A finite float, or None when blank; ValueError (naming `what`) when unparsable."""
+    if is_blank(value):
+        return None
+    try:
+        number = float(str(value).strip())
+    except ValueError:
+        raise ValueError(f"{what} {str(value).strip()!r} is not a number") from None
+    if not _math.isfinite(number):
+        raise ValueError(f"{what} {value!r} is not finite")
+    if positive and number <= 0:
+        raise ValueError(f"{what} {value!r} is not positive")
+    return number
+
+
+def parse_frame(value, what: str) -> int | None:
+    """A non-negative integer frame index (``"5"`` or ``"5.0"``), None when blank."""
+    if is_blank(value):
+        return None
+    number = parse_number(value, what, positive=False)
+    if number < 0 or number != int(number):
+        raise ValueError(f"{what} {value!r} is not a non-negative whole number")
+    return int(number)
+
+
+_SEX_WORDS = {
+    "female": "female", "f": "female", "0": "female", "woman": "female", "w": "female",
+    "male": "male", "m": "male", "1": "male", "man": "male",
+}
+
+
+def parse_sex(value, what: str = "sex") -> str | None:
+    """"female" | "male" from female/male/F/M/0/1 (UK Biobank field 31: 0 female, 1 male)."""
+    if is_blank(value):
+        return None
+    text = str(value).strip().lower()
+    if _re.fullmatch(r"[01]\.0+", text):
+        text = text[0]
+    if text not in _SEX_WORDS:
+        raise ValueError(f"{what} {str(value).strip()!r} is not one of female/male/F/M/0/1")
+    return _SEX_WORDS[text]
+
+
+def bmi_from_height_weight(height, weight) -> float | None:
+    """BMI = kg / m^2 from height (cm; a value <= 3 is taken as metres) and weight (kg).
+
+    None when either is missing (None). Inputs are already-parsed positive floats.
+    """
+    if height is None or weight is None:
+        return None
+    metres = height if height <= 3.0 else height / 100.0
+    return float(weight) / (metres * metres)
+
+
+def find_nifti(folder: Path, stem: str) -> Path | None:
+    """``folder/stem.nii.gz`` or ``folder/stem.nii``, whichever exists first; else None."""
+    for suffix in NIFTI_SUFFIXES:
+        candidate = folder / f"{stem}{suffix}"
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def split_duplicates(
+    rows: list[tuple[int, str, dict]], *, source: str, file: str
+) -> tuple[dict[str, tuple[int, dict]], list[QuarantineRow]]:
+    """Resolve ids that occur more than once in a metadata table.
+
+    `rows` are ``(line number, patient id, raw values)`` in table order. Policy:
+
+    - every copy identical: the first is kept, each later copy is quarantined
+      (``duplicate_id``), so nothing is lost and the table's mistake is visible;
+    - copies that disagree: *all* copies are quarantined, since nothing says which is right.
+
+    Returns the kept rows by id and the quarantine rows.
+    """
+    by_id: dict[str, list[tuple[int, dict]]] = {}
+    for line, pid, values in rows:
+        by_id.setdefault(pid, []).append((line, values))
+    kept: dict[str, tuple[int, dict]] = {}
+    quarantine: list[QuarantineRow] = []
+    for pid, copies in by_id.items():
+        if len(copies) == 1:
+            kept[pid] = copies[0]
+            continue
+        lines = ", ".join(str(line) for line, _ in copies)
+        identical = all(values == copies[0][1] for _, values in copies[1:])
+        if identical:
+            kept[pid] = copies[0]
+            for line, _ in copies[1:]:
+                quarantine.append(QuarantineRow(
+                    pid, source, file, "duplicate_id",
+                    f"patient {pid} appears {len(copies)} times in {file} (lines {lines}); "
+                    f"the copies are identical, so line {copies[0][0]} is kept and the copy "
+                    f"on line {line} is quarantined",
+                ))
+        else:
+            for line, _ in copies:
+                quarantine.append(QuarantineRow(
+                    pid, source, file, "duplicate_id",
+                    f"patient {pid} appears {len(copies)} times in {file} (lines {lines}) "
+                    f"with conflicting values; every copy (this one on line {line}) is "
+                    f"quarantined since nothing says which is right",
+                ))
+    return kept, quarantine

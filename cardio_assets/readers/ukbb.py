@@ -1,0 +1,299 @@
+"""UK Biobank cohorts in the ukbb_cardiac layout (and the built-in phantom, which copies it).
+
+Layout::
+
+    <root>/<eid>/sa.nii.gz          4D short-axis cine (x, y, z, t)
+    <root>/<eid>/seg_sa_ED.nii.gz   3D labels at ED (frame 0): 1 LV, 2 MYO, 3 RV
+    <root>/<eid>/seg_sa_ES.nii.gz   3D labels at ES
+
+(``.nii`` is accepted where ``.nii.gz`` is absent.) ES is found later from the images
+(smallest LV cavity) unless the table has an ``es_frame`` column (0-based).
+
+The metadata table is a CSV with one row per participant. Columns by UK Biobank field id,
+in any of the common export spellings (``31-0.0``, ``f.31.0.0``, ``p31`` / ``p21003_i2``):
+
+- ``eid`` (also ``f.eid``), kept as a string (leading zeros survive);
+- sex, field 31 (0 female, 1 male; instance 0 preferred);
+- age at imaging, field 21003 (instance 2, the first imaging visit, preferred; else the
+  first 21003 column present);
+- BMI, field 21001 (instance 2 preferred; else the first present);
+- ICD-10 diagnoses, field 41270 (every column): HF when any code starts with ``I50``,
+  otherwise healthy.
+
+Or friendly names: ``eid, sex, age, bmi, icd10`` (sex female/male/F/M/0/1; codes joined
+by ``;`` or ``|``), optionally ``diagnosis`` (hf/healthy) instead of ``icd10``. Field-id
+columns win when both kinds are present. Optional ``es_frame`` / ``ed_frame`` (0-based).
+
+A blank value (empty, NA) leaves that attribute None; a value that is present but
+unparsable quarantines the patient as ``missing_metadata``. Duplicate ids follow
+`split_duplicates` (identical copies: first kept; conflicting copies: all quarantined).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from cardio_assets.labels import IDENTITY_MAP
+
+from .base import (
+    MetadataFormatError,
+    PatientEntry,
+    MaskRef,
+    QuarantineRow,
+    ScanResult,
+    SourceMissingError,
+    find_nifti,
+    is_blank,
+    parse_frame,
+    parse_number,
+    parse_sex,
+    require_dir,
+    require_file,
+    split_duplicates,
+)
+
+IMAGE_STEM = "sa"
+ED_MASK_STEM = "seg_sa_ED"
+ES_MASK_STEM = "seg_sa_ES"
+
+FIELD_SEX, FIELD_AGE, FIELD_BMI, FIELD_ICD10 = 31, 21003, 21001, 41270
+HF_ICD10_PREFIX = "I50"
+
+_FIELD_PATTERNS = (
+    re.compile(r"^(?P<field>\d+)-(?P<instance>\d+)\.(?P<array>\d+)$"),  # 31-0.0
+    re.compile(r"^f\.(?P<field>\d+)\.(?P<instance>\d+)\.(?P<array>\d+)$"),  # f.31.0.0
+    re.compile(r"^p(?P<field>\d+)(?:_i(?P<instance>\d+))?(?:_a(?P<array>\d+))?$"),  # p21003_i2
+)
+_FRIENDLY = {
+    "eid": ("eid", "f.eid", "patient_id", "id"),
+    "sex": ("sex",),
+    "age": ("age", "age_at_imaging"),
+    "bmi": ("bmi",),
+    "icd10": ("icd10", "icd_10", "icd10_codes"),
+    "diagnosis": ("diagnosis",),
+    "es_frame": ("es_frame",),
+    "ed_frame": ("ed_frame",),
+}
+_CODE_SPLIT = re.compile(r"[;|,\s\[\]\"']+")
+_HF_WORDS = {"hf": "hf", "heart failure": "hf", "1": "hf", "true": "hf", "yes": "hf",
+             "healthy": "healthy", "control": "healthy", "0": "healthy", "false": "healthy",
+             "no": "healthy"}
+
+
+def read_metadata_table(path: Path) -> pd.DataFrame:
+    """A CSV as strings (no NA conversion, so ids keep leading zeros and blanks stay "")."""
+    try:
+        table = pd.read_csv(path, dtype=str, keep_default_na=False, na_filter=False)
+    except Exception as exc:  # pandas raises several kinds on a malformed file
+        raise MetadataFormatError(f"could not read the metadata table {path}: {exc}") from exc
+    table.columns = [str(c).strip() for c in table.columns]
+    return table
+
+
+def _field_columns(columns: list[str]) -> dict[int, list[tuple[int, int, str]]]:
+    fields: dict[int, list[tuple[int, int, str]]] = {}
+    for col in columns:
+        for pattern in _FIELD_PATTERNS:
+            m = pattern.match(col)
+            if m:
+                fields.setdefault(int(m["field"]), []).append(
+                    (int(m["instance"] or 0), int(m["array"] or 0), col)
+                )
+                break
+    return fields
+
+
+def _pick(fields: dict[int, list[tuple[int, int, str]]], field: int, instance: int) -> str | None:
+    """The column of `field` at `instance` (array 0 first), else the first column present."""
+    cols = fields.get(field, [])
+    for inst, arr, col in sorted(cols, key=lambda c: c[1]):
+        if inst == instance:
+            return col
+    return cols[0][2] if cols else None
+
+
+@dataclass(frozen=True)
+class UkbColumns:
+    eid: str
+    sex: str
+    age: str
+    bmi: str
+    icd10: tuple[str, ...]  # field 41270 columns, or the friendly icd10 column
+    diagnosis: str | None  # a friendly hf/healthy column, used only when no ICD-10 columns
+    es_frame: str | None
+    ed_frame: str | None
+
+    @classmethod
+    def detect(cls, columns: list[str], path: Path) -> "UkbColumns":
+        fields = _field_columns(columns)
+        lower = {c.lower(): c for c in columns}
+
+        def friendly(name: str) -> str | None:
+            return next((lower[a] for a in _FRIENDLY[name] if a in lower), None)
+
+        found = {
+            "eid": friendly("eid"),
+            "sex": _pick(fields, FIELD_SEX, 0) or friendly("sex"),
+            "age": _pick(fields, FIELD_AGE, 2) or friendly("age"),
+            "bmi": _pick(fields, FIELD_BMI, 2) or friendly("bmi"),
+        }
+        icd = tuple(col for _, _, col in fields.get(FIELD_ICD10, []))
+        if not icd and friendly("icd10"):
+            icd = (friendly("icd10"),)
+        diagnosis = None if icd else friendly("diagnosis")
+        missing = [k for k, v in found.items() if v is None]
+        if not icd and diagnosis is None:
+            missing.append("diagnosis")
+        if missing:
+            accepted = {
+                "eid": "eid", "sex": "31-0.0 (any 31-*) or sex",
+                "age": "21003-2.0 (any 21003-*) or age", "bmi": "21001-2.0 (any 21001-*) or bmi",
+                "diagnosis": "41270-* (ICD-10) or icd10 or diagnosis",
+            }
+            wanted = "; ".join(f"{k}: {accepted[k]}" for k in missing)
+            raise MetadataFormatError(
+                f"metadata table {path} lacks columns for {', '.join(missing)} "
+                f"(accepted: {wanted}); its columns are {list(columns)[:20]}"
+            )
+        return cls(found["eid"], found["sex"], found["age"], found["bmi"], icd, diagnosis,
+                   friendly("es_frame"), friendly("ed_frame"))
+
+
+def icd10_codes(record: dict, columns: tuple[str, ...]) -> list[str]:
+    codes: list[str] = []
+    for col in columns:
+        value = record.get(col, "")
+        if is_blank(value):
+            continue
+        codes.extend(c.upper() for c in _CODE_SPLIT.split(str(value).strip()) if c)
+    return codes
+
+
+def _parse_row(record: dict, cols: UkbColumns) -> dict:
+    """Attributes of one row; ValueError names the first unparsable value."""
+    sex = parse_sex(record[cols.sex], f"sex ({cols.sex})")
+    age = parse_number(record[cols.age], f"age ({cols.age})")
+    bmi = parse_number(record[cols.bmi], f"BMI ({cols.bmi})")
+    codes = icd10_codes(record, cols.icd10)
+    if cols.icd10:
+        diagnosis = "hf" if any(c.startswith(HF_ICD10_PREFIX) for c in codes) else "healthy"
+    else:
+        raw = str(record[cols.diagnosis]).strip().lower()
+        if is_blank(raw):
+            diagnosis = None
+        elif raw in _HF_WORDS:
+            diagnosis = _HF_WORDS[raw]
+        else:
+            raise ValueError(f"diagnosis {raw!r} is not hf or healthy")
+    ed = parse_frame(record[cols.ed_frame], "ed_frame") if cols.ed_frame else None
+    es = parse_frame(record[cols.es_frame], "es_frame") if cols.es_frame else None
+    ed = 0 if ed is None else ed
+    if es is not None and es == ed:
+        raise ValueError(f"es_frame {es} equals ed_frame {ed}")
+    extra = {"icd10": codes} if cols.icd10 else {}
+    return dict(sex=sex, age=age, bmi=bmi, diagnosis=diagnosis, ed_frame=ed, es_frame=es,
+                extra=extra)
+
+
+def scan_ukbb(
+    root: str | Path, metadata_csv: str | Path, *, subset: str = "study", source: str = "ukbb"
+) -> ScanResult:
+    """Entries and quarantine rows of a ukbb_cardiac-layout cohort (see module docstring).
+
+    Raises SourceMissingError when `root` or `metadata_csv` is missing or `root` holds no
+    patient folders, MetadataFormatError when the table lacks a required column.
+    """
+    root = require_dir(root, f"{source} image folder (<eid>/sa.nii.gz)")
+    csv = require_file(metadata_csv, f"{source} metadata table")
+    folders = {
+        p.name: p for p in sorted(root.iterdir()) if p.is_dir() and not p.name.startswith(".")
+    }
+    if not folders:
+        raise SourceMissingError(
+            f"{source}: looked for patient folders <eid>/sa.nii.gz in {root.resolve()} "
+            f"and found none"
+        )
+    table = read_metadata_table(csv)
+    cols = UkbColumns.detect(list(table.columns), csv)
+    table_name = str(csv)
+
+    quarantine: list[QuarantineRow] = []
+    rows: list[tuple[int, str, dict]] = []
+    for index, record in enumerate(table.to_dict("records")):
+        line = index + 2  # the header is line 1
+        pid = str(record[cols.eid]).strip()
+        if is_blank(pid):
+            quarantine.append(QuarantineRow(
+                "", source, table_name, "missing_metadata",
+                f"line {line} of metadata table {table_name} has no eid; the row is skipped",
+            ))
+            continue
+        rows.append((line, pid, record))
+    kept, duplicates = split_duplicates(rows, source=source, file=table_name)
+    quarantine.extend(duplicates)
+    fully_duplicated = {q.patient_id for q in duplicates} - set(kept)
+
+    entries: list[PatientEntry] = []
+    for pid in sorted(set(kept) | set(folders)):
+        if pid in fully_duplicated:
+            continue  # every copy already quarantined as duplicate_id
+        if pid not in kept:
+            quarantine.append(QuarantineRow(
+                pid, source, table_name, "missing_metadata",
+                f"patient folder {folders[pid]} has no row in metadata table {table_name}",
+            ))
+            continue
+        line, record = kept[pid]
+        if pid not in folders:
+            quarantine.append(QuarantineRow(
+                pid, source, str(root / pid), "no_images",
+                f"patient {pid} (line {line} of {table_name}) has no folder {root / pid}",
+            ))
+            continue
+        problems: list[QuarantineRow] = []
+        try:
+            attrs = _parse_row(record, cols)
+        except ValueError as exc:
+            attrs = None
+            problems.append(QuarantineRow(
+                pid, source, table_name, "missing_metadata",
+                f"patient {pid}: line {line} of {table_name}: {exc}",
+            ))
+        folder = folders[pid]
+        files = {}
+        for key, stem, reason, what in (
+            ("image", IMAGE_STEM, "missing_image", "cine"),
+            ("ed", ED_MASK_STEM, "missing_ed_mask", "ED segmentation"),
+            ("es", ES_MASK_STEM, "missing_es_mask", "ES segmentation"),
+        ):
+            files[key] = find_nifti(folder, stem)
+            if files[key] is None:
+                expected = folder / f"{stem}.nii.gz"
+                problems.append(QuarantineRow(
+                    pid, source, str(expected), reason,
+                    f"patient {pid}: the {what} file {expected} does not exist",
+                ))
+        if problems:
+            quarantine.extend(problems)
+            continue
+        entries.append(PatientEntry(
+            patient_id=pid,
+            source=source,
+            image_path=str(files["image"].absolute()),
+            ed_mask=MaskRef(str(files["ed"].absolute())),
+            es_mask=MaskRef(str(files["es"].absolute())),
+            label_map=dict(IDENTITY_MAP),
+            ed_frame=attrs["ed_frame"],
+            es_frame=attrs["es_frame"],
+            sex=attrs["sex"],
+            age=attrs["age"],
+            bmi=attrs["bmi"],
+            diagnosis=attrs["diagnosis"],
+            subset=subset,
+            extra=attrs["extra"],
+        ))
+    return ScanResult(entries, quarantine)

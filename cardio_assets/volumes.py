@@ -1,0 +1,68 @@
+"""Reading cine volumes and label maps from NIfTI, in their stored dtype.
+
+Volumes are read once, whole, in their on-disk integer type: gzip streams cannot seek,
+so any frame costs decompressing the file up to it, and ED-1 is the last frame. Never
+as float64 (nibabel's `get_fdata`): that would be four times the memory of int16.
+"""
+
+from __future__ import annotations
+
+import nibabel as nib
+import numpy as np
+
+from cardio_assets.labels import to_canonical
+from cardio_assets.readers.base import MaskRef
+
+
+class VolumeError(ValueError):
+    """A file cannot be read or does not hold what it should; the message names the file."""
+
+
+def load_cine(path: str) -> tuple[np.ndarray, np.ndarray, tuple[float, ...]]:
+    """4D cine (x, y, z, t) in its stored dtype, its affine and voxel sizes."""
+    img = _open(path)
+    if img.ndim != 4:
+        raise VolumeError(f"{path}: expected a 4D cine (x, y, z, t), found shape {img.shape}")
+    data = _read(img, path)
+    return data, img.affine, tuple(float(z) for z in img.header.get_zooms()[:3])
+
+
+def load_mask(ref: MaskRef, label_map: dict[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """Canonical uint8 label map (x, y, z) of one phase and its affine."""
+    img = _open(ref.path)
+    data = _read(img, ref.path)
+    if ref.frame is not None:
+        if data.ndim != 4:
+            raise VolumeError(f"{ref.path}: expected a 4D label file to take frame {ref.frame} from, found shape {data.shape}")
+        if not 0 <= ref.frame < data.shape[3]:
+            raise VolumeError(f"{ref.path}: frame {ref.frame} outside 0..{data.shape[3] - 1}")
+        data = data[..., ref.frame]
+    elif data.ndim == 4 and data.shape[3] == 1:
+        data = data[..., 0]
+    if data.ndim != 3:
+        raise VolumeError(f"{ref.path}: expected a 3D label map, found shape {data.shape}")
+    if np.issubdtype(data.dtype, np.floating):
+        if not np.all(np.isfinite(data)):
+            raise VolumeError(f"{ref.path}: label map holds NaN or inf")
+        rounded = np.rint(data)
+        if not np.array_equal(rounded, data):
+            raise VolumeError(f"{ref.path}: label map holds non-integer values")
+        data = rounded.astype(np.int64)
+    return to_canonical(data, label_map), img.affine
+
+
+def _open(path: str) -> nib.Nifti1Image:
+    try:
+        return nib.load(path)
+    except FileNotFoundError:
+        raise VolumeError(f"{path}: file not found") from None
+    except Exception as exc:  # nibabel raises many types for bad headers
+        raise VolumeError(f"{path}: unreadable NIfTI header ({type(exc).__name__}: {exc})") from None
+
+
+def _read(img: nib.Nifti1Image, path: str) -> np.ndarray:
+    try:
+        # asanyarray on the proxy applies scl_slope/inter only when set, keeping int16 otherwise
+        return np.asanyarray(img.dataobj)
+    except Exception as exc:  # truncated gzip -> EOFError, zlib.error, OSError, ValueError
+        raise VolumeError(f"{path}: unreadable or truncated voxel data ({type(exc).__name__}: {exc})") from None
