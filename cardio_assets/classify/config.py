@@ -45,6 +45,8 @@ class ClassifierConfig:
     alpha_grid: tuple[float, ...] = (0.25, 0.5, 0.75)
     # torch CPU threads during training (None: leave torch's default)
     torch_threads: int | None = None
+    # "cpu", "cuda", ... (None: cuda when available)
+    device: str | None = None
 
     def __post_init__(self) -> None:
         if not 0.0 < self.hf_train_fraction < 1.0 or not 0.0 < self.hf_val_fraction < 1.0:

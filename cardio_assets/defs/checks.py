@@ -32,13 +32,14 @@ def cohort_unique_ids(cohort: pd.DataFrame) -> AssetCheckResult:
     description="Share of quarantined patients under the profile's threshold (warning).",
 )
 def quarantine_share(settings: PipelineSettings, cohort: pd.DataFrame, cohort_quarantine: pd.DataFrame) -> AssetCheckResult:
-    total = len(cohort) + len(cohort_quarantine)
-    share = len(cohort_quarantine) / total if total else 0.0
+    n_bad = cohort_quarantine["patient_id"].nunique()  # a patient may have several problems
+    total = len(cohort) + n_bad
+    share = n_bad / total if total else 0.0
     limit = settings.get_profile().max_quarantine_share
     return AssetCheckResult(
         passed=share <= limit,
         severity=AssetCheckSeverity.WARN,
-        metadata={"share": share, "limit": limit, "n_quarantined": len(cohort_quarantine)},
+        metadata={"share": share, "limit": limit, "n_quarantined": n_bad},
     )
 
 

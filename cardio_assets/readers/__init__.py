@@ -1,0 +1,68 @@
+"""Readers for the cohort layouts the pipeline understands.
+
+Each reader inspects a folder layout and its metadata (never the voxels) and returns a
+`ScanResult`: `PatientEntry`s pointing at files, plus `QuarantineRow`s for everything it
+could not use. Quarantine reason codes:
+
+- ``missing_image``: no cine file for the patient;
+- ``missing_ed_mask`` / ``missing_es_mask``: no label file for that phase;
+- ``missing_metadata``: a patient folder with no metadata row (or no Info.cfg), or a
+  metadata row whose values are present but unparsable (or without an id);
+- ``duplicate_id``: an id twice in the metadata (identical copies: the first is kept;
+  conflicting copies: all quarantined) or a patient folder found twice (first kept);
+- ``no_images``: a metadata row whose patient folder is absent;
+- ``bad_metadata``: a malformed ACDC Info.cfg.
+
+Opening the volumes, checking voxels, labels, shapes and orientation, and finding ES is
+done afterwards for every source by `cardio_assets.cohort_build`.
+"""
+
+from .acdc import scan_acdc
+from .base import (
+    MaskRef,
+    MetadataFormatError,
+    PatientEntry,
+    QuarantineRow,
+    ScanResult,
+    SourceMissingError,
+)
+from .diagnosis import ACDC_DIAGNOSIS_DEFAULT, MMS_DIAGNOSIS_DEFAULT
+from .mms import scan_mms
+from .ukbb import scan_ukbb
+
+SOURCES: dict[str, str] = {
+    "phantom": "built-in synthetic cohort with known ground truth, in the UK Biobank layout "
+               "(read by scan_ukbb with source='phantom')",
+    "ukbb": "UK Biobank, ukbb_cardiac layout: <eid>/sa.nii.gz, seg_sa_ED/ES.nii.gz, and a "
+            "CSV of fields 31 (sex), 21003 (age), 21001 (BMI), 41270 (ICD-10; I50* = HF)",
+    "mms": "M&Ms-1: <code>/<code>_sa.nii.gz and _sa_gt.nii.gz (4D, labelled at ED/ES), and "
+           "the release CSV (vendor, centre, 0-based ED/ES, age, sex, pathology, height, weight)",
+    "acdc": "ACDC: patientNNN/ with _4d.nii.gz, _frameXX_gt.nii.gz and Info.cfg (1-based "
+            "ED/ES, group, height, weight); no sex or age",
+}
+
+QUARANTINE_REASONS: tuple[str, ...] = (
+    "missing_image",
+    "missing_ed_mask",
+    "missing_es_mask",
+    "missing_metadata",
+    "duplicate_id",
+    "no_images",
+    "bad_metadata",
+)
+
+__all__ = [
+    "ACDC_DIAGNOSIS_DEFAULT",
+    "MMS_DIAGNOSIS_DEFAULT",
+    "MaskRef",
+    "MetadataFormatError",
+    "PatientEntry",
+    "QUARANTINE_REASONS",
+    "QuarantineRow",
+    "SOURCES",
+    "ScanResult",
+    "SourceMissingError",
+    "scan_acdc",
+    "scan_mms",
+    "scan_ukbb",
+]

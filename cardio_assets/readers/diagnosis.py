@@ -85,7 +85,9 @@ def resolve_diagnosis_map(
     return merged
 
 
-def map_diagnosis(code: str | None, mapping: Mapping[str, str | None]) -> tuple[str | None, str | None]:
+def map_diagnosis(
+    code: str | None, mapping: Mapping[str, str | None]
+) -> tuple[str | None, str | None]:
     """``(diagnosis, excluded_reason)`` of a pathology/group code under a resolved mapping.
 
     `excluded_reason` is None when the code maps to "hf" or "healthy".

@@ -9,8 +9,9 @@ Layout::
 (``.nii`` is accepted where ``.nii.gz`` is absent.) ES is found later from the images
 (smallest LV cavity) unless the table has an ``es_frame`` column (0-based).
 
-The metadata table is a CSV with one row per participant. Columns by UK Biobank field id,
-in any of the common export spellings (``31-0.0``, ``f.31.0.0``, ``p31`` / ``p21003_i2``):
+The metadata table is a CSV (comma, tab or semicolon separated; a byte-order mark is
+ignored; only the columns used are read) with one row per participant. Columns by UK
+Biobank field id, in any common export spelling (``31-0.0``, ``f.31.0.0``, ``p21003_i2``):
 
 - ``eid`` (also ``f.eid``), kept as a string (leading zeros survive);
 - sex, field 31 (0 female, 1 male; instance 0 preferred);
@@ -84,14 +85,39 @@ _HF_WORDS = {"hf": "hf", "heart failure": "hf", "1": "hf", "true": "hf", "yes": 
              "no": "healthy"}
 
 
-def read_metadata_table(path: Path) -> pd.DataFrame:
-    """A CSV as strings (no NA conversion, so ids keep leading zeros and blanks stay "")."""
+def _delimiter(path: Path) -> str:
+    """The header line's most frequent of ``,``, tab and ``;`` (comma on a tie)."""
+    with open(path, encoding="utf-8-sig", errors="replace") as handle:
+        header = handle.readline()
+    counts = {sep: header.count(sep) for sep in (",", "\t", ";")}
+    best = max(counts, key=lambda sep: (counts[sep], sep == ","))
+    return best if counts[best] else ","
+
+
+def read_metadata_table(path: Path, usecols=None) -> pd.DataFrame:
+    """A CSV (or tab/semicolon-separated table) as strings: no NA conversion, so ids keep
+    leading zeros and blanks stay "". A byte-order mark is dropped. `usecols`: a list of
+    column names, or a callable on a (stripped) name, to read only those columns."""
     try:
-        table = pd.read_csv(path, dtype=str, keep_default_na=False, na_filter=False)
+        sep = _delimiter(path)
+        if callable(usecols):
+            keep = usecols
+            usecols = lambda name: keep(str(name).strip())  # noqa: E731
+        table = pd.read_csv(path, sep=sep, dtype=str, keep_default_na=False, na_filter=False,
+                            encoding="utf-8-sig", usecols=usecols)
     except Exception as exc:  # pandas raises several kinds on a malformed file
         raise MetadataFormatError(f"could not read the metadata table {path}: {exc}") from exc
     table.columns = [str(c).strip() for c in table.columns]
     return table
+
+
+def read_metadata_columns(path: Path) -> list[str]:
+    """The header of a metadata table (cheap: reads no rows)."""
+    try:
+        table = pd.read_csv(path, sep=_delimiter(path), dtype=str, nrows=0, encoding="utf-8-sig")
+    except Exception as exc:  # pandas raises several kinds on a malformed file
+        raise MetadataFormatError(f"could not read the metadata table {path}: {exc}") from exc
+    return [str(c).strip() for c in table.columns]
 
 
 def _field_columns(columns: list[str]) -> dict[int, list[tuple[int, int, str]]]:
@@ -207,6 +233,8 @@ def scan_ukbb(
     Raises SourceMissingError when `root` or `metadata_csv` is missing or `root` holds no
     patient folders, MetadataFormatError when the table lacks a required column.
     """
+    if subset not in ("study", "heldout"):
+        raise ValueError(f"subset must be 'study' or 'heldout', not {subset!r}")
     root = require_dir(root, f"{source} image folder (<eid>/sa.nii.gz)")
     csv = require_file(metadata_csv, f"{source} metadata table")
     folders = {
@@ -217,8 +245,11 @@ def scan_ukbb(
             f"{source}: looked for patient folders <eid>/sa.nii.gz in {root.resolve()} "
             f"and found none"
         )
-    table = read_metadata_table(csv)
-    cols = UkbColumns.detect(list(table.columns), csv)
+    cols = UkbColumns.detect(read_metadata_columns(csv), csv)
+    # read only the columns used: a UK Biobank export can hold thousands
+    wanted = {cols.eid, cols.sex, cols.age, cols.bmi, *cols.icd10}
+    wanted |= {c for c in (cols.diagnosis, cols.es_frame, cols.ed_frame) if c}
+    table = read_metadata_table(csv, usecols=lambda name: name in wanted)
     table_name = str(csv)
 
     quarantine: list[QuarantineRow] = []

@@ -1,0 +1,356 @@
+"""The six training strategies, as data, and the code that runs one of them.
+
+| name | training data |
+|---|---|
+| `real` | real training patients (healthy undersampled to HF 25%) |
+| `real_plus_synth_1x` | + a synthetic set balanced over the 36 cells, N per cell |
+| `real_plus_synth_2x` | + the balanced synthetic set with 2N per cell (the 1x set is its first half) |
+| `synth_only` | the 2N-per-cell synthetic set alone |
+| `synth_pretrain_real_finetune` | train on the 2N synthetic set, then fine-tune on real from those weights (RoentGen-v2) |
+| `real_synth_mix_alpha` | every batch mixes real and synthetic with real share alpha, alpha from a grid chosen on validation balanced accuracy (Ktena et al.) |
+
+N is `ClassifierConfig.synthetic_per_cell`. Validation, test and the balanced held-out set are
+always real: synthetic images are only ever training data. Validation healthy patients are
+undersampled to `hf_val_fraction`; test and held-out keep their prevalence.
+
+In the alpha mix the synthetic half of a batch is drawn, as in Ktena et al., uniformly over
+the demographic cells while keeping the training label prevalence (HF at
+`hf_train_fraction`); an epoch has as many batches as the `real` strategy's epoch.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from cardio_assets.cells import CELL_KEYS
+from cardio_assets.classify.config import ClassifierConfig
+from cardio_assets.classify.train import (
+    EpochBatches,
+    Frames,
+    Log,
+    as_frames,
+    choose_threshold,
+    predict,
+    train_classifier,
+    undersample_healthy,
+)
+
+PREDICTION_COLUMNS = (
+    "strategy", "seed", "evaluation_set", "patient_id", "cell", "sex", "age_band", "bmi_band",
+    "label", "score", "threshold", "prediction",
+)
+EVALUATION_SETS = ("test", "heldout")
+
+
+@dataclass(frozen=True)
+class Strategy:
+    name: str
+    label: str  # column header in reports
+    uses_real: bool
+    synthetic_multiple: int  # synthetic images per cell, in units of config.synthetic_per_cell
+    scheme: str  # "concat" | "pretrain_finetune" | "mix"
+    description: str
+
+
+STRATEGIES: dict[str, Strategy] = {
+    s.name: s
+    for s in (
+        Strategy("real", "Real", True, 0, "concat", "real training images only (baseline)"),
+        Strategy("real_plus_synth_1x", "Real + synth 1x", True, 1, "concat",
+                 "real + balanced synthetic, N per cell"),
+        Strategy("real_plus_synth_2x", "Real + synth 2x", True, 2, "concat",
+                 "real + balanced synthetic, 2N per cell"),
+        Strategy("synth_only", "Synthetic only", False, 2, "concat", "balanced synthetic (2N per cell) only"),
+        Strategy("synth_pretrain_real_finetune", "Synth pretrain + real finetune", True, 2, "pretrain_finetune",
+                 "trained on balanced synthetic (2N per cell), then fine-tuned on real from those weights"),
+        Strategy("real_synth_mix_alpha", "Real/synth mix (alpha)", True, 2, "mix",
+                 "batches mix real (share alpha) and synthetic; alpha chosen on validation"),
+    )
+}
+STRATEGY_NAMES: tuple[str, ...] = tuple(STRATEGIES)
+
+
+@dataclass
+class ImageSet:
+    """Images (N, 3, H, W) in [0, 1] (array, memmap or lazy `Frames`) and their index, row i
+    of the index describing image i."""
+
+    images: object
+    index: pd.DataFrame
+
+    def __post_init__(self) -> None:
+        self.index = self.index.reset_index(drop=True)
+        if len(self.index) != len(self.images):
+            raise ValueError(f"index has {len(self.index)} rows but there are {len(self.images)} images")
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def frames(self, rows=None) -> Frames:
+        frames = as_frames(self.images)
+        return frames if rows is None else frames.subset(rows)
+
+    @classmethod
+    def concat(cls, sets) -> "ImageSet":
+        """Lazily concatenate several sets (e.g. the 36 per-cell FrameSets of the data lake,
+        anything with `.images` and `.index`); memory-mapped images stay on disk."""
+        sets = [s for s in sets if len(s.index)]
+        if not sets:
+            raise ValueError("nothing to concatenate")
+        parts = []
+        for s in sets:
+            f = as_frames(s.images)
+            parts += list(zip(f.arrays, f.rows))
+        return cls(Frames(parts), pd.concat([s.index for s in sets], ignore_index=True))
+
+
+@dataclass
+class TrainingSet:
+    """Rows (positions) of the real and synthetic indexes a strategy trains on."""
+
+    strategy: str
+    real_rows: np.ndarray
+    synthetic_rows: np.ndarray
+    notes: dict = field(default_factory=dict)
+
+
+def _labels(index: pd.DataFrame) -> np.ndarray:
+    return (index["diagnosis"].to_numpy() == "hf").astype(np.int64)
+
+
+def balanced_synthetic_rows(synthetic_index: pd.DataFrame, per_cell: int, seed: int) -> tuple[np.ndarray, dict]:
+    """Up to `per_cell` synthetic rows from each of the 36 cells, picked at random (seeded per
+    cell, so the first N of a cell are the same whatever the total asked: 1x is a subset of
+    2x). Returns the rows, sorted, and the count per cell (short cells are reported)."""
+    index = synthetic_index.reset_index(drop=True)
+    if "synthetic" in index and not index["synthetic"].astype(bool).all():
+        raise ValueError("the synthetic index holds rows not marked synthetic")
+    rows, counts = [], {}
+    for i, cell in enumerate(CELL_KEYS):
+        members = np.flatnonzero(index["cell"].to_numpy() == cell)
+        rng = np.random.default_rng([seed, i])
+        take = members[rng.permutation(len(members))[:per_cell]]
+        rows.append(take)
+        counts[cell] = len(take)
+    short = {c: n for c, n in counts.items() if n < per_cell}
+    return np.sort(np.concatenate(rows)) if rows else np.empty(0, np.int64), {"per_cell": counts, "short_cells": short}
+
+
+def real_training_rows(real_index: pd.DataFrame, config: ClassifierConfig, seed: int) -> np.ndarray:
+    index = real_index.reset_index(drop=True)
+    train = index[(index["split"] == "train") & ~_synthetic_mask(index)]
+    return np.sort(undersample_healthy(train, config.hf_train_fraction, seed).index.to_numpy())
+
+
+def validation_rows(real_index: pd.DataFrame, config: ClassifierConfig, seed: int) -> np.ndarray:
+    index = real_index.reset_index(drop=True)
+    val = index[(index["split"] == "val") & ~_synthetic_mask(index)]
+    return np.sort(undersample_healthy(val, config.hf_val_fraction, seed).index.to_numpy())
+
+
+def _synthetic_mask(index: pd.DataFrame) -> np.ndarray:
+    return index["synthetic"].astype(bool).to_numpy() if "synthetic" in index else np.zeros(len(index), bool)
+
+
+def build_training_set(strategy: str, real_index: pd.DataFrame, synthetic_index: pd.DataFrame | None,
+                       config: ClassifierConfig, seed: int) -> TrainingSet:
+    """The training rows of a strategy (real rows undersampled at patient level, synthetic
+    rows balanced over the 36 cells)."""
+    spec = get_strategy(strategy)
+    real_rows = real_training_rows(real_index, config, seed) if spec.uses_real else np.empty(0, np.int64)
+    notes: dict = {}
+    synthetic_rows = np.empty(0, np.int64)
+    if spec.synthetic_multiple:
+        if synthetic_index is None or len(synthetic_index) == 0:
+            raise ValueError(f"strategy {strategy!r} needs synthetic images, and none were given")
+        synthetic_rows, notes = balanced_synthetic_rows(
+            synthetic_index, spec.synthetic_multiple * config.synthetic_per_cell, seed)
+    return TrainingSet(strategy, real_rows, synthetic_rows, notes)
+
+
+def get_strategy(name: str) -> Strategy:
+    try:
+        return STRATEGIES[name]
+    except KeyError:
+        raise ValueError(f"unknown strategy {name!r}; choose one of {STRATEGY_NAMES}") from None
+
+
+def mixed_batches(n_real: int, synthetic_labels: np.ndarray, synthetic_cells: np.ndarray, alpha: float,
+                  batch_size: int, hf_fraction: float) -> EpochBatches:
+    """Batches over [real 0..n_real) + [synthetic n_real..): round(alpha * batch) real images
+    (a shuffled pass, continued across batches) and the rest synthetic, drawn with replacement
+    with weights uniform over cells within a label and HF at `hf_fraction` (Ktena et al.)."""
+    n_synth = len(synthetic_labels)
+    k_real = min(batch_size, max(0, int(round(alpha * batch_size))))
+    if n_synth == 0:
+        k_real = batch_size
+    k_synth = batch_size - k_real
+    weights = np.zeros(n_synth)
+    if n_synth:
+        labels = np.asarray(synthetic_labels)
+        cells = pd.Series(np.asarray(synthetic_cells))
+        cell_size = cells.map(cells.value_counts()).to_numpy()
+        for label, share in ((1, hf_fraction), (0, 1.0 - hf_fraction)):
+            mine = labels == label
+            if mine.any():
+                n_cells = len(np.unique(cells[mine]))
+                weights[mine] = share / n_cells / cell_size[mine]
+        weights /= weights.sum()
+    n_steps = max(1, math.ceil(n_real / batch_size))
+
+    def make(rng: np.random.Generator) -> list[np.ndarray]:
+        real_stream = rng.permutation(n_real) if n_real else np.empty(0, np.int64)
+        batches, cursor = [], 0
+        for _ in range(n_steps):
+            real_part = np.empty(0, np.int64)
+            if k_real and n_real:
+                take = (np.arange(cursor, cursor + k_real)) % n_real
+                real_part = real_stream[take]
+                cursor += k_real
+            synth_part = n_real + rng.choice(n_synth, size=k_synth, p=weights) if k_synth else np.empty(0, np.int64)
+            batch = np.concatenate([real_part, synth_part]).astype(np.int64)
+            if len(batch) >= 2:
+                batches.append(batch)
+        return batches
+
+    return make
+
+
+def _predictions(strategy: str, seed: int, evaluation_set: str, index: pd.DataFrame, scores: np.ndarray,
+                 threshold: float) -> pd.DataFrame:
+    frame = index[["patient_id", "cell", "sex", "age_band", "bmi_band"]].copy()
+    frame["label"] = _labels(index)
+    frame["score"] = scores
+    # one row per patient (val/test/held-out patients have one image; average if more)
+    frame = (frame.groupby("patient_id", sort=True)
+             .agg(cell=("cell", "first"), sex=("sex", "first"), age_band=("age_band", "first"),
+                  bmi_band=("bmi_band", "first"), label=("label", "max"), score=("score", "mean"))
+             .reset_index())
+    frame["strategy"] = strategy
+    frame["seed"] = seed
+    frame["evaluation_set"] = evaluation_set
+    frame["threshold"] = threshold
+    frame["prediction"] = (frame["score"] >= threshold).astype(np.int64)
+    return frame[list(PREDICTION_COLUMNS)]
+
+
+def run_strategy(name: str, real: ImageSet, synthetic: ImageSet | None, config: ClassifierConfig, seed: int,
+                 log: Log = print) -> pd.DataFrame:
+    """Train one strategy with one seed, choose the threshold on validation, predict test and
+    held-out patients. Returns the predictions (`PREDICTION_COLUMNS`); `result.attrs["run"]`
+    holds what the run did (model provenance, sizes, best epoch, threshold, alpha, history)."""
+    t0 = time.perf_counter()
+    spec = get_strategy(name)
+    if _synthetic_mask(real.index).any():
+        raise ValueError("the real index holds synthetic rows; pass synthetic images separately")
+    synthetic_index = synthetic.index if synthetic is not None else None
+    ts = build_training_set(name, real.index, synthetic_index, config, seed)
+    short = ts.notes.get("short_cells", {})
+    if short:
+        wanted = spec.synthetic_multiple * config.synthetic_per_cell
+        log(f"[{name} seed {seed}] warning: {len(short)} of 36 cells have fewer than the {wanted} synthetic "
+            f"images asked for (fewest: {min(short.values())}, in {min(short, key=short.get)})")
+
+    val_rows = validation_rows(real.index, config, seed)
+    val_index = real.index.iloc[val_rows]
+    val = (real.frames(val_rows), _labels(val_index), val_index["sex"].to_numpy())
+
+    real_frames = real.frames(ts.real_rows)
+    real_labels = _labels(real.index.iloc[ts.real_rows])
+    synth_index = synthetic.index.iloc[ts.synthetic_rows] if len(ts.synthetic_rows) else None
+    synth_frames = synthetic.frames(ts.synthetic_rows) if synth_index is not None else None
+    synth_labels = _labels(synth_index) if synth_index is not None else np.empty(0, np.int64)
+
+    def stage_log(stage: str) -> Log:
+        return lambda msg: log(f"[{name} seed {seed}{' ' + stage if stage else ''}] {msg}")
+
+    log(f"[{name} seed {seed}] training on {len(real_labels)} real ({int(real_labels.sum())} HF) and "
+        f"{len(synth_labels)} synthetic ({int(synth_labels.sum())} HF) images; "
+        f"validation {len(val[1])} ({int(val[1].sum())} HF)")
+    run: dict = {"strategy": name, "seed": seed, "n_train_real": int(len(real_labels)),
+                 "n_train_real_hf": int(real_labels.sum()), "n_train_synthetic": int(len(synth_labels)),
+                 "n_train_synthetic_hf": int(synth_labels.sum()), "n_val": int(len(val[1])),
+                 "n_val_hf": int(val[1].sum()), "alpha": None, "alpha_scores": None}
+
+    if spec.scheme == "concat":
+        parts = [f for f in (real_frames if len(real_labels) else None, synth_frames) if f is not None]
+        frames = Frames([p for f in parts for p in zip(f.arrays, f.rows)])
+        labels = np.concatenate([real_labels, synth_labels])
+        model, history = train_classifier((frames, labels), val, config, seed, log=stage_log(""))
+        histories = {"train": history}
+        description = history["model_description"]
+    elif spec.scheme == "pretrain_finetune":
+        pre_model, pre_history = train_classifier((synth_frames, synth_labels), val, config, seed,
+                                                  log=stage_log("pretrain"))
+        init_state = {k: v.detach().clone() for k, v in pre_model.state_dict().items()}
+        description = f"synthetic pretraining from {pre_history['model_description']}, then real fine-tuning"
+        model, history = train_classifier((real_frames, real_labels), val, config, seed, init_state=init_state,
+                                          log=stage_log("finetune"), lr=config.finetune_lr,
+                                          init_description=description)
+        histories = {"pretrain": pre_history, "finetune": history}
+    elif spec.scheme == "mix":
+        frames = Frames([p for f in (real_frames, synth_frames) for p in zip(f.arrays, f.rows)])
+        labels = np.concatenate([real_labels, synth_labels])
+        best = None
+        scores = {}
+        histories = {}
+        for alpha in config.alpha_grid:
+            batches = mixed_batches(len(real_labels), synth_labels, synth_index["cell"].to_numpy(), alpha,
+                                    config.batch_size, config.hf_train_fraction)
+            m, h = train_classifier((frames, labels), val, config, seed, log=stage_log(f"alpha={alpha:g}"),
+                                    epoch_batches=batches)
+            scores[alpha] = float(h["best_val_balanced_accuracy"])
+            histories[f"alpha={alpha:g}"] = h
+            key = scores[alpha] if np.isfinite(scores[alpha]) else -np.inf
+            if best is None or key > best[0]:
+                best = (key, alpha, m, h)
+        _, alpha, model, history = best
+        run.update(alpha=alpha, alpha_scores={f"{a:g}": s for a, s in scores.items()})
+        description = history["model_description"]
+        log(f"[{name} seed {seed}] alpha {alpha:g} chosen on validation balanced accuracy {scores}")
+    else:  # pragma: no cover - guarded by the strategy table
+        raise ValueError(spec.scheme)
+
+    val_scores = predict(model, val[0], max(config.batch_size, 128))
+    threshold = choose_threshold(val_scores, val[1])
+    outputs = []
+    for evaluation_set in EVALUATION_SETS:
+        rows = np.flatnonzero((real.index["split"] == evaluation_set).to_numpy())
+        if len(rows) == 0:
+            continue
+        scores_eval = predict(model, real.frames(rows), max(config.batch_size, 128))
+        outputs.append(_predictions(name, seed, evaluation_set, real.index.iloc[rows], scores_eval, threshold))
+    predictions = pd.concat(outputs, ignore_index=True) if outputs else pd.DataFrame(columns=PREDICTION_COLUMNS)
+    run.update(
+        model_description=description, best_epoch=history["best_epoch"],
+        val_balanced_accuracy=history["best_val_balanced_accuracy"], threshold=threshold,
+        synthetic_per_cell=ts.notes.get("per_cell"), seconds=time.perf_counter() - t0, histories=histories,
+    )
+    predictions.attrs["run"] = run
+    log(f"[{name} seed {seed}] done in {run['seconds']:.1f} s; threshold {threshold:.3f}")
+    return predictions
+
+
+def run_record(predictions: pd.DataFrame) -> dict:
+    """The run description of a `run_strategy` result, without the per-epoch histories."""
+    run = dict(predictions.attrs.get("run", {}))
+    run.pop("histories", None)
+    return run
+
+
+def run_strategies(names, real: ImageSet, synthetic: ImageSet | None, config: ClassifierConfig,
+                   seeds=None, log: Log = print) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Every strategy x seed: (all predictions, one row per run from `run_record`)."""
+    seeds = list(range(config.n_seeds)) if seeds is None else list(seeds)
+    frames, runs = [], []
+    for seed in seeds:
+        for name in names:
+            p = run_strategy(name, real, synthetic, config, seed, log)
+            frames.append(p)
+            runs.append(run_record(p))
+    return pd.concat(frames, ignore_index=True), pd.DataFrame(runs)

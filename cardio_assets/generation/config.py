@@ -1,0 +1,305 @@
+"""Everything that sizes the generator models and their training and sampling.
+
+One frozen dataclass, three presets:
+
+- `smoke()`: 32 px, tiny models, a few steps; for tests (seconds on a CPU).
+- `demo()`:  64 px, small models trained here; sized so that backbone + ControlNet training on
+  ~6,000 images takes at most ~8 minutes and sampling ~1,500 images at most ~4 minutes on
+  2 CPU cores (see `benchmarks/diffusion.py` and docs for the measured numbers).
+- `paper()`: 512 px, Stable Diffusion 2.1-base loaded from a local folder, ControlNet AdamW lr
+  1e-5, batch 1 x 2 accumulation, DDIM 20 steps, guidance 4 (the main paper's settings).
+
+Naming note: diffusers' `UNet2DConditionModel(attention_head_dim=...)` is, for historical
+reasons, the *number of heads*; `unet_attention_heads` is passed there.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+
+# The UNet of Stable Diffusion 2.1-base (for benchmarks on random weights when no local folder
+# is configured; the paper preset otherwise loads the real one from `backbone_folder`).
+SD21_BASE_UNET = dict(
+    sample_size=64,
+    in_channels=4,
+    out_channels=4,
+    down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"),
+    up_block_types=("UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"),
+    block_out_channels=(320, 640, 1280, 1280),
+    layers_per_block=2,
+    attention_head_dim=(5, 10, 20, 20),
+    cross_attention_dim=1024,
+    use_linear_projection=True,
+)
+
+# Fields that may change between a checkpoint and its resumption without invalidating it.
+RESUMABLE_FIELDS = frozenset(
+    {
+        "name",
+        "controlnet_steps",
+        "checkpoint_every",
+        "log_every_seconds",
+        "sampler",
+        "sampler_steps",
+        "guidance_scale",
+        "sample_batch_size",
+        "device",
+        "dtype",
+        "tf32",
+        "cache_in_memory_max_bytes",
+        "encode_batch_size",
+    }
+)
+
+
+@dataclass(frozen=True)
+class DiffusionConfig:
+    name: str = "custom"
+    resolution: int = 32
+    # --- backbone source: a local Stable Diffusion (diffusers layout) folder, or None = train here
+    backbone_folder: str | None = None
+    # --- VAE (AutoencoderKL); downsampling = 2 ** (len(vae_block_channels) - 1)
+    vae_block_channels: tuple[int, ...] = (16, 32)
+    vae_layers_per_block: int = 1
+    vae_norm_groups: int = 8
+    vae_mid_attention: bool = False
+    latent_channels: int = 4
+    vae_kl_weight: float = 1e-4
+    # --- UNet2DConditionModel
+    unet_block_channels: tuple[int, ...] = (32, 64)
+    unet_attention: tuple[bool, ...] = (False, True)  # cross-attention per resolution level
+    unet_layers_per_block: int = 1
+    unet_attention_heads: int = 2
+    unet_norm_groups: int = 8
+    # --- CLIP text encoder (trained jointly with the UNet when train_text_encoder)
+    text_hidden: int = 32
+    text_layers: int = 1
+    text_heads: int = 2
+    text_intermediate: int = 64
+    text_max_length: int = 20
+    train_text_encoder: bool = True
+    # --- ControlNet conditioning encoder: len = log2(downsampling) + 1
+    controlnet_cond_channels: tuple[int, ...] = (8, 16)
+    # --- noise schedule (Stable Diffusion's)
+    num_train_timesteps: int = 1000
+    beta_schedule: str = "scaled_linear"
+    beta_start: float = 0.00085
+    beta_end: float = 0.012
+    # --- backbone training (only when trained here)
+    vae_steps: int = 20
+    vae_batch_size: int = 8
+    vae_lr: float = 1e-3
+    unet_steps: int = 20
+    unet_batch_size: int = 8
+    unet_lr: float = 1e-3
+    # --- ControlNet training
+    controlnet_steps: int = 20
+    batch_size: int = 4
+    grad_accumulation: int = 1
+    lr: float = 5e-4
+    lr_warmup_steps: int = 0
+    weight_decay: float = 1e-2
+    max_grad_norm: float = 1.0
+    prompt_drop: float = 0.1
+    gradient_checkpointing: bool = False
+    # --- sampling
+    sampler: str = "dpmsolver++"  # "dpmsolver++" | "unipc" | "ddim"
+    sampler_steps: int = 20
+    guidance_scale: float = 4.0
+    sample_batch_size: int = 8
+    # --- bookkeeping
+    checkpoint_every: int = 100
+    log_every_seconds: float = 10.0
+    seed: int = 0
+    device: str = "auto"
+    dtype: str = "auto"
+    tf32: bool = True
+    encode_batch_size: int = 64
+    cache_in_memory_max_bytes: int = 4 * 1024**3
+
+    def __post_init__(self) -> None:
+        for name in ("vae_block_channels", "unet_block_channels", "unet_attention", "controlnet_cond_channels"):
+            object.__setattr__(self, name, tuple(getattr(self, name)))
+        if len(self.unet_attention) != len(self.unet_block_channels):
+            raise ValueError("unet_attention needs one flag per UNet level")
+        if self.backbone_folder is None:
+            if self.resolution % self.downsampling:
+                raise ValueError(f"resolution {self.resolution} not divisible by VAE downsampling {self.downsampling}")
+            if 2 ** (len(self.controlnet_cond_channels) - 1) != self.downsampling:
+                raise ValueError(
+                    "controlnet_cond_channels must have log2(downsampling) + 1 entries "
+                    f"({self.downsampling}x downsampling)"
+                )
+        if not 0.0 <= self.prompt_drop < 1.0:
+            raise ValueError("prompt_drop must be in [0, 1)")
+        if self.sampler not in ("dpmsolver++", "unipc", "ddim"):
+            raise ValueError(f"unknown sampler {self.sampler!r}")
+
+    # ------------------------------------------------------------------ derived
+    @property
+    def downsampling(self) -> int:
+        """Pixels per latent cell along each axis (8 for Stable Diffusion)."""
+        return 2 ** (len(self.vae_block_channels) - 1)
+
+    @property
+    def latent_size(self) -> int:
+        return self.resolution // self.downsampling
+
+    @property
+    def effective_batch_size(self) -> int:
+        return self.batch_size * self.grad_accumulation
+
+    # ------------------------------------------------------------------ serialisation
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "DiffusionConfig":
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in names})
+
+    def replace(self, **changes) -> "DiffusionConfig":
+        return dataclasses.replace(self, **changes)
+
+    def training_fingerprint(self) -> dict:
+        """The fields a ControlNet checkpoint depends on (all but RESUMABLE_FIELDS)."""
+        return {k: v for k, v in self.to_dict().items() if k not in RESUMABLE_FIELDS}
+
+    # ------------------------------------------------------------------ presets
+    @classmethod
+    def smoke(cls, **changes) -> "DiffusionConfig":
+        """32 px, tiny models: a full train + sample cycle in seconds (tests)."""
+        base = cls(
+            name="smoke",
+            resolution=32,
+            vae_block_channels=(8, 16),
+            vae_norm_groups=4,
+            latent_channels=4,
+            unet_block_channels=(16, 32),
+            unet_attention=(False, True),
+            unet_attention_heads=2,
+            unet_norm_groups=4,
+            text_hidden=16,
+            text_layers=1,
+            text_heads=2,
+            text_intermediate=32,
+            text_max_length=20,
+            controlnet_cond_channels=(8, 16),
+            vae_steps=10,
+            vae_batch_size=8,
+            vae_lr=1e-3,
+            unet_steps=10,
+            unet_batch_size=8,
+            unet_lr=1e-3,
+            controlnet_steps=10,
+            batch_size=4,
+            lr=5e-4,
+            sampler_steps=4,
+            guidance_scale=4.0,
+            sample_batch_size=8,
+            checkpoint_every=5,
+            log_every_seconds=5.0,
+            encode_batch_size=64,
+        )
+        return base.replace(**changes)
+
+    @classmethod
+    def demo(cls, **changes) -> "DiffusionConfig":
+        """64 px, 16x16x4 latents, small models trained here (minutes on 2 CPU cores)."""
+        base = cls(
+            name="demo",
+            resolution=64,
+            vae_block_channels=(16, 32, 32),
+            vae_norm_groups=8,
+            latent_channels=4,
+            vae_kl_weight=1e-4,
+            unet_block_channels=(32, 64, 64),
+            unet_attention=(False, True, True),
+            unet_attention_heads=4,
+            unet_norm_groups=8,
+            text_hidden=64,
+            text_layers=2,
+            text_heads=4,
+            text_intermediate=128,
+            text_max_length=20,
+            controlnet_cond_channels=(16, 32, 64),
+            vae_steps=500,
+            vae_batch_size=32,
+            vae_lr=1e-3,
+            unet_steps=700,
+            unet_batch_size=32,
+            unet_lr=5e-4,
+            controlnet_steps=500,
+            batch_size=32,
+            grad_accumulation=1,
+            lr=3e-4,
+            lr_warmup_steps=20,
+            sampler="dpmsolver++",
+            sampler_steps=20,
+            guidance_scale=4.0,
+            sample_batch_size=64,
+            checkpoint_every=100,
+            log_every_seconds=15.0,
+            encode_batch_size=256,
+        )
+        return base.replace(**changes)
+
+    @classmethod
+    def paper(cls, backbone_folder: str | None = None, **changes) -> "DiffusionConfig":
+        """Stable Diffusion 2.1-base at 512 px from a local folder; the main paper's settings.
+
+        The architecture fields below describe SD 2.1-base for reference; the loaded folder's own
+        configs are what is used. 5 epochs of ~200k images at batch 2 is ~500k steps.
+        """
+        base = cls(
+            name="paper",
+            resolution=512,
+            backbone_folder=backbone_folder,
+            vae_block_channels=(128, 256, 512, 512),
+            vae_layers_per_block=2,
+            vae_norm_groups=32,
+            vae_mid_attention=True,
+            latent_channels=4,
+            unet_block_channels=(320, 640, 1280, 1280),
+            unet_attention=(True, True, True, False),
+            unet_layers_per_block=2,
+            unet_attention_heads=5,
+            unet_norm_groups=32,
+            text_hidden=1024,
+            text_layers=23,
+            text_heads=16,
+            text_intermediate=4096,
+            text_max_length=77,
+            train_text_encoder=False,
+            controlnet_cond_channels=(16, 32, 96, 256),
+            vae_steps=0,
+            unet_steps=0,
+            controlnet_steps=500_000,
+            batch_size=1,
+            grad_accumulation=2,
+            lr=1e-5,
+            lr_warmup_steps=0,
+            max_grad_norm=1.0,
+            gradient_checkpointing=True,
+            sampler="ddim",
+            sampler_steps=20,
+            guidance_scale=4.0,
+            sample_batch_size=16,
+            checkpoint_every=5000,
+            log_every_seconds=60.0,
+            encode_batch_size=16,
+        )
+        return base.replace(**changes)
+
+    @classmethod
+    def preset(cls, name: str, **changes) -> "DiffusionConfig":
+        try:
+            factory = {"smoke": cls.smoke, "demo": cls.demo, "paper": cls.paper}[name]
+        except KeyError:
+            raise ValueError(f"unknown preset {name!r}; expected smoke, demo or paper") from None
+        return factory(**changes)

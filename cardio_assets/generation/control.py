@@ -1,0 +1,64 @@
+"""Array conventions shared by training and sampling.
+
+- images: float32 (N, 3, H, W) in [0, 1], channels [ED, ES, ED]; models see them in [-1, 1].
+- controls: uint8 (N, 3, H, W) canonical label maps [ED, ES, ED] (0 bg, 1 LV, 2 MYO, 3 RV);
+  the ControlNet conditioning image is labels / 4.0 (the public code's convention).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+LABEL_SCALE = 4.0
+
+
+def control_image(labels: np.ndarray | torch.Tensor) -> torch.Tensor:
+    """Label maps (N, 3, H, W) or (3, H, W), uint8 -> float32 tensor labels / 4.0 in [0, 0.75]."""
+    t = torch.as_tensor(np.asarray(labels) if not isinstance(labels, torch.Tensor) else labels)
+    if t.ndim not in (3, 4) or t.shape[-3] != 3:
+        raise ValueError(f"labels must be (N, 3, H, W) or (3, H, W), got {tuple(t.shape)}")
+    return t.to(torch.float32) / LABEL_SCALE
+
+
+def check_images(images: np.ndarray) -> None:
+    if images.ndim != 4 or images.shape[1] != 3:
+        raise ValueError(f"images must be (N, 3, H, W), got {images.shape}")
+    if images.size and (np.nanmin(images) < -1e-4 or np.nanmax(images) > 1 + 1e-4):
+        raise ValueError("images must be in [0, 1]")
+
+
+def check_controls(controls: np.ndarray, n: int | None = None) -> None:
+    if controls.ndim != 4 or controls.shape[1] != 3:
+        raise ValueError(f"controls must be (N, 3, H, W), got {controls.shape}")
+    if n is not None and len(controls) != n:
+        raise ValueError(f"{len(controls)} controls for {n} images/prompts")
+    if controls.size and int(controls.max()) > 3:
+        raise ValueError("controls hold labels outside {0, 1, 2, 3}")
+
+
+def resize_images(images: torch.Tensor, size: int) -> torch.Tensor:
+    """Bilinear (antialiased) resize of float (N, C, H, W) to size x size; no-op when equal."""
+    if images.shape[-2:] == (size, size):
+        return images
+    return F.interpolate(images, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
+
+
+def resize_labels(labels: torch.Tensor, size: int) -> torch.Tensor:
+    """Nearest-neighbour resize of label maps (keeps label values)."""
+    if labels.shape[-2:] == (size, size):
+        return labels
+    return F.interpolate(labels.float(), size=(size, size), mode="nearest-exact").to(labels.dtype)
+
+
+def to_model_space(images: np.ndarray | torch.Tensor, size: int) -> torch.Tensor:
+    """[0, 1] numpy (N, 3, H, W) -> float32 tensor in [-1, 1] at size x size."""
+    t = torch.as_tensor(np.ascontiguousarray(images), dtype=torch.float32)
+    return resize_images(t, size) * 2.0 - 1.0
+
+
+def control_tensor(controls: np.ndarray, size: int) -> torch.Tensor:
+    """uint8 labels (N, 3, H, W) -> ControlNet conditioning float tensor at size x size."""
+    t = torch.as_tensor(np.ascontiguousarray(controls))
+    return control_image(resize_labels(t, size))

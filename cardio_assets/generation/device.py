@@ -1,0 +1,77 @@
+"""Where the diffusion models run: device, dtype, backend flags and seeding.
+
+Nothing here touches CUDA at import time; CUDA is only queried when a function is called.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+
+import numpy as np
+import torch
+
+_DTYPES = {
+    "fp32": torch.float32,
+    "float32": torch.float32,
+    "bf16": torch.bfloat16,
+    "bfloat16": torch.bfloat16,
+    "fp16": torch.float16,
+    "float16": torch.float16,
+}
+
+
+def resolve_device(name: str | torch.device | None = "auto") -> torch.device:
+    """`"auto"` (or None): CUDA when available, else CPU; any other name is passed to torch."""
+    if isinstance(name, torch.device):
+        return name
+    if name is None or name == "auto":
+        return torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError(f"device {name!r} requested but CUDA is not available")
+    return device
+
+
+def resolve_dtype(name: str | torch.dtype | None = "auto", device: torch.device | None = None) -> torch.dtype:
+    """`"auto"`: bf16 on CUDA (fp16 on GPUs without bf16), fp32 on CPU."""
+    if isinstance(name, torch.dtype):
+        return name
+    if name is None or name == "auto":
+        device = resolve_device("auto") if device is None else torch.device(device)
+        if device.type == "cuda":
+            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return torch.float32
+    try:
+        return _DTYPES[name]
+    except KeyError:
+        raise ValueError(f"unknown dtype {name!r}; expected 'auto' or one of {sorted(_DTYPES)}") from None
+
+
+def configure_backend(tf32: bool = True) -> None:
+    """TF32 matmuls/convolutions on Ampere+ GPUs (a no-op for CPU math); cuDNN autotuning off
+    so that runs are reproducible."""
+    torch.backends.cuda.matmul.allow_tf32 = bool(tf32)
+    torch.backends.cudnn.allow_tf32 = bool(tf32)
+    torch.backends.cudnn.benchmark = False
+    torch.set_float32_matmul_precision("high" if tf32 else "highest")
+
+
+def seed_everything(seed: int) -> None:
+    """Seed python, numpy and torch (all CUDA devices lazily, without initialising CUDA)."""
+    seed = int(seed)
+    os.environ.setdefault("PYTHONHASHSEED", str(seed))
+    random.seed(seed)
+    np.random.seed(seed % (2**32))
+    torch.manual_seed(seed)
+
+
+def autocast_context(device: torch.device, dtype: torch.dtype):
+    """Mixed-precision context for trainable fp32 models next to frozen low-precision ones."""
+    import contextlib
+
+    if dtype in (torch.bfloat16, torch.float16) and device.type in ("cuda", "cpu"):
+        if device.type == "cpu" and dtype is torch.float16:
+            return contextlib.nullcontext()
+        return torch.autocast(device_type=device.type, dtype=dtype)
+    return contextlib.nullcontext()

@@ -1,0 +1,195 @@
+"""ACDC (Automated Cardiac Diagnosis Challenge, MICCAI 2017).
+
+Layout, found anywhere below `root` (the release has ``training/`` and ``testing/``)::
+
+    patientNNN/patientNNN_4d.nii.gz            4D short-axis cine (x, y, z, t)
+    patientNNN/patientNNN_frameXX.nii.gz       3D image at frame XX (1-based)
+    patientNNN/patientNNN_frameXX_gt.nii.gz    3D labels at frame XX: 1 RV, 2 MYO, 3 LV
+    patientNNN/Info.cfg                        ``Key: value`` lines
+
+Info.cfg keys: ED, ES (1-based frame numbers), Group, Height (cm), NbFrame, Weight (kg).
+ED and ES are required (a file without them, or with a line that is not ``Key: value``,
+is ``bad_metadata``); a folder without Info.cfg is ``missing_metadata``. Frames become
+0-based (``ed_frame = ED - 1``); the masks are the ``_gt`` files of frames ED and ES.
+ACDC records no sex and no age: they stay None, so the patient has no cell. Labels are
+remapped with `ACDC_MAP`. Group -> diagnosis follows
+`cardio_assets.readers.diagnosis.ACDC_DIAGNOSIS_DEFAULT`, overridable with `diagnosis_map`.
+
+A patient id found in two folders keeps the first (sorted path order); later folders are
+quarantined as ``duplicate_id``.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+from cardio_assets.labels import ACDC_MAP
+
+from .base import (
+    MaskRef,
+    PatientEntry,
+    QuarantineRow,
+    ScanResult,
+    SourceMissingError,
+    bmi_from_height_weight,
+    find_nifti,
+    parse_frame,
+    parse_number,
+    require_dir,
+)
+from .diagnosis import ACDC_DIAGNOSIS_DEFAULT, map_diagnosis, resolve_diagnosis_map
+
+SOURCE = "acdc"
+INFO_FILE = "Info.cfg"
+PATIENT_DIR = re.compile(r"^patient\d+$")
+
+
+def read_info_cfg(path: Path) -> dict[str, str]:
+    """``Key: value`` lines as a dict; ValueError on a line of another shape."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (UnicodeDecodeError, OSError) as exc:
+        raise ValueError(f"cannot read it as text ({exc})") from None
+    info: dict[str, str] = {}
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        key, sep, value = line.partition(":")
+        if not sep or not key.strip():
+            raise ValueError(f"line {number} {line.strip()!r} is not 'Key: value'")
+        info[key.strip()] = value.strip()
+    return info
+
+
+def _parse_info(info: dict[str, str]) -> dict:
+    """0-based frames, BMI and group from Info.cfg values; ValueError when malformed."""
+    for key in ("ED", "ES"):
+        if key not in info:
+            raise ValueError(f"has no {key} line")
+    ed = parse_frame(info["ED"], "ED")
+    es = parse_frame(info["ES"], "ES")
+    if ed is None or es is None or ed < 1 or es < 1:
+        raise ValueError(f"ED {info['ED']!r} and ES {info['ES']!r} must be frame numbers >= 1")
+    if ed == es:
+        raise ValueError(f"ED and ES are the same frame ({ed})")
+    nb_frames = parse_frame(info.get("NbFrame"), "NbFrame")
+    if nb_frames is not None and max(ed, es) > nb_frames:
+        raise ValueError(f"ED {ed} or ES {es} is beyond NbFrame {nb_frames}")
+    height = parse_number(info.get("Height"), "Height")
+    weight = parse_number(info.get("Weight"), "Weight")
+    group = info.get("Group", "").strip() or None
+    return dict(ed=ed, es=es, nb_frames=nb_frames, height=height, weight=weight, group=group)
+
+
+def _patient_folders(root: Path) -> dict[str, list[Path]]:
+    found: dict[str, list[Path]] = {}
+    if PATIENT_DIR.match(root.name):
+        found[root.name] = [root]
+    for dirpath, dirnames, _ in os.walk(root):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        for d in dirnames:
+            if PATIENT_DIR.match(d):
+                found.setdefault(d, []).append(Path(dirpath) / d)
+    return found
+
+
+def _release_folder(folder: Path, root: Path) -> str:
+    """Where the patient sits in the release relative to `root` ("training", "" if flat)."""
+    if folder == root:
+        return ""
+    rel = str(folder.parent.relative_to(root))
+    return "" if rel == "." else rel
+
+
+def scan_acdc(root: str | Path, *, diagnosis_map: dict | None = None) -> ScanResult:
+    """Entries and quarantine rows of an ACDC cohort (see module docstring).
+
+    `diagnosis_map` (group -> "hf" | "healthy" | None) is merged over the defaults.
+    Raises SourceMissingError when `root` is missing or holds no ``patientNNN`` folder.
+    """
+    mapping = resolve_diagnosis_map(ACDC_DIAGNOSIS_DEFAULT, diagnosis_map)
+    root = require_dir(root, "ACDC folder (patientNNN/Info.cfg)")
+    found = _patient_folders(root)
+    if not found:
+        raise SourceMissingError(
+            f"ACDC: looked below {root.resolve()} for patientNNN folders and found none"
+        )
+
+    entries: list[PatientEntry] = []
+    quarantine: list[QuarantineRow] = []
+    for pid in sorted(found):
+        folder, *others = sorted(found[pid], key=str)
+        for other in others:
+            quarantine.append(QuarantineRow(
+                pid, SOURCE, str(other), "duplicate_id",
+                f"patient {pid} has a second folder {other}; the first, {folder}, is used "
+                f"and this one is quarantined",
+            ))
+        cfg = folder / INFO_FILE
+        if not cfg.is_file():
+            quarantine.append(QuarantineRow(
+                pid, SOURCE, str(cfg), "missing_metadata",
+                f"patient folder {folder} has no {INFO_FILE}",
+            ))
+            continue
+        try:
+            info = _parse_info(read_info_cfg(cfg))
+        except ValueError as exc:
+            quarantine.append(QuarantineRow(
+                pid, SOURCE, str(cfg), "bad_metadata", f"patient {pid}: {cfg} {exc}",
+            ))
+            continue
+        problems: list[QuarantineRow] = []
+        image = find_nifti(folder, f"{pid}_4d")
+        if image is None:
+            expected = folder / f"{pid}_4d.nii.gz"
+            problems.append(QuarantineRow(
+                pid, SOURCE, str(expected), "missing_image",
+                f"patient {pid}: the cine file {expected} does not exist",
+            ))
+        masks = {}
+        for phase, reason in (("ED", "missing_ed_mask"), ("ES", "missing_es_mask")):
+            number = info[phase.lower()]
+            masks[phase] = find_nifti(folder, f"{pid}_frame{number:02d}_gt")
+            if masks[phase] is None:
+                expected = folder / f"{pid}_frame{number:02d}_gt.nii.gz"
+                problems.append(QuarantineRow(
+                    pid, SOURCE, str(expected), reason,
+                    f"patient {pid}: the {phase} segmentation {expected} (frame {number} "
+                    f"in {INFO_FILE}) does not exist",
+                ))
+        if problems:
+            quarantine.extend(problems)
+            continue
+        diagnosis, excluded = map_diagnosis(info["group"], mapping)
+        extra = {
+            "group": info["group"],
+            "nb_frames": info["nb_frames"],
+            "height_cm": info["height"],
+            "weight_kg": info["weight"],
+            "release_folder": _release_folder(folder, root),
+        }
+        for phase in ("ED", "ES"):
+            frame_image = find_nifti(folder, f"{pid}_frame{info[phase.lower()]:02d}")
+            if frame_image is not None:
+                extra[f"{phase.lower()}_image"] = str(frame_image.absolute())
+        if excluded:
+            extra["excluded_reason"] = excluded
+        entries.append(PatientEntry(
+            patient_id=pid,
+            source=SOURCE,
+            image_path=str(image.absolute()),
+            ed_mask=MaskRef(str(masks["ED"].absolute())),
+            es_mask=MaskRef(str(masks["ES"].absolute())),
+            label_map=dict(ACDC_MAP),
+            ed_frame=info["ed"] - 1,
+            es_frame=info["es"] - 1,
+            sex=None,
+            age=None,
+            bmi=bmi_from_height_weight(info["height"], info["weight"]),
+            diagnosis=diagnosis,
+            extra=extra,
+        ))
+    return ScanResult(entries, quarantine)

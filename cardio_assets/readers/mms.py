@@ -1,0 +1,257 @@
+"""M&Ms-1 (Multi-Centre, Multi-Vendor & Multi-Disease Cardiac Segmentation Challenge).
+
+Layout, found anywhere below `root` (so both a flat folder of patients and the release
+root with ``Training/Labeled/``, ``Training/Unlabeled/``, ``Validation/``, ``Testing/``
+work)::
+
+    <code>/<code>_sa.nii.gz      4D short-axis cine (x, y, z, t)
+    <code>/<code>_sa_gt.nii.gz   4D labels, labelled at ED and ES only: 1 LV, 2 MYO, 3 RV
+
+Metadata CSV (the release's ``*_M&Ms_Dataset_information_diagnosis_opendataset.csv``):
+``External code, VendorName, Vendor, Centre, ED, ES, Age, Pathology, Sex, Height,
+Weight``; ED and ES are 0-based frame indices, Sex is M/F, Height (cm) and Weight (kg)
+may be empty (BMI None then). Column names match case- and space-insensitively; an
+unnamed index column is ignored. ``External code``, ``ED``, ``ES`` and ``Pathology`` are
+required columns; Age, Sex, Height, Weight, Vendor, VendorName and Centre are optional
+(None when absent).
+
+Pathology -> diagnosis follows `cardio_assets.readers.diagnosis.MMS_DIAGNOSIS_DEFAULT`
+(NOR healthy, DCM hf, the rest left out), overridable with `diagnosis_map`.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from cardio_assets.labels import IDENTITY_MAP
+
+from .base import (
+    MaskRef,
+    MetadataFormatError,
+    PatientEntry,
+    QuarantineRow,
+    ScanResult,
+    SourceMissingError,
+    bmi_from_height_weight,
+    find_nifti,
+    is_blank,
+    parse_frame,
+    parse_number,
+    parse_sex,
+    require_dir,
+    require_file,
+    split_duplicates,
+)
+from .diagnosis import MMS_DIAGNOSIS_DEFAULT, map_diagnosis, resolve_diagnosis_map
+from .ukbb import read_metadata_table
+
+SOURCE = "mms"
+# canonical name -> accepted spellings (compared lower-case with spaces/underscores removed)
+_COLUMNS = {
+    "code": ("externalcode", "code", "subjectcode"),
+    "vendor_name": ("vendorname",),
+    "vendor": ("vendor",),
+    "centre": ("centre", "center"),
+    "ed": ("ed",),
+    "es": ("es",),
+    "age": ("age",),
+    "pathology": ("pathology",),
+    "sex": ("sex",),
+    "height": ("height",),
+    "weight": ("weight",),
+}
+_REQUIRED = ("code", "ed", "es", "pathology")
+
+
+def _norm(name: str) -> str:
+    return "".join(ch for ch in name.lower() if ch not in " _-")
+
+
+def _detect_columns(columns: list[str], path: Path) -> dict[str, str | None]:
+    by_norm = {_norm(c): c for c in columns}
+    found = {
+        key: next((by_norm[a] for a in aliases if a in by_norm), None)
+        for key, aliases in _COLUMNS.items()
+    }
+    missing = [k for k in _REQUIRED if found[k] is None]
+    if missing:
+        names = {"code": "External code", "ed": "ED", "es": "ES", "pathology": "Pathology"}
+        raise MetadataFormatError(
+            f"M&Ms metadata table {path} lacks the column(s) "
+            f"{', '.join(names[k] for k in missing)}; its columns are {list(columns)}"
+        )
+    return found
+
+
+def _patient_folders(root: Path, codes: set[str]) -> dict[str, list[Path]]:
+    """Folders below `root` named like a patient: holding ``<name>_sa*.nii*`` or named as a
+    metadata code. Walked once, in sorted order, hidden folders skipped."""
+    found: dict[str, list[Path]] = {}
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        folder = Path(dirpath)
+        if folder == root:
+            continue
+        name = folder.name
+        prefix = f"{name}_sa"
+        if name in codes or any(f.startswith(prefix) and ".nii" in f for f in filenames):
+            found.setdefault(name, []).append(folder)
+    return found
+
+
+def _parse_row(record: dict, mapping: dict) -> dict:
+    """Attributes of one row, `record` keyed by canonical column key (absent column: no key);
+    ValueError names the first unparsable value."""
+    ed = parse_frame(record.get("ed"), "ED frame")
+    es = parse_frame(record.get("es"), "ES frame")
+    if ed is None or es is None:
+        raise ValueError("ED and ES frame indices are required")
+    if ed == es:
+        raise ValueError(f"ED and ES are the same frame ({ed})")
+    sex = parse_sex(record.get("sex"), "Sex")
+    age = parse_number(record.get("age"), "Age")
+    height = parse_number(record.get("height"), "Height")
+    weight = parse_number(record.get("weight"), "Weight")
+    pathology = record.get("pathology")
+    pathology = None if is_blank(pathology) else str(pathology).strip()
+    diagnosis, excluded = map_diagnosis(pathology, mapping)
+
+    def text(key):
+        value = record.get(key)
+        return None if is_blank(value) else str(value).strip()
+
+    extra = {
+        "vendor": text("vendor"),
+        "vendor_name": text("vendor_name"),
+        "centre": text("centre"),
+        "pathology": pathology,
+        "height_cm": height,
+        "weight_kg": weight,
+    }
+    if excluded:
+        extra["excluded_reason"] = excluded
+    return dict(ed_frame=ed, es_frame=es, sex=sex, age=age,
+                bmi=bmi_from_height_weight(height, weight), diagnosis=diagnosis, extra=extra)
+
+
+def scan_mms(
+    root: str | Path, metadata_csv: str | Path, *, diagnosis_map: dict | None = None
+) -> ScanResult:
+    """Entries and quarantine rows of an M&Ms-1 cohort (see module docstring).
+
+    `diagnosis_map` (pathology -> "hf" | "healthy" | None) is merged over the defaults.
+    Raises SourceMissingError when `root` or the table is missing or `root` holds no
+    patient folders; MetadataFormatError when the table lacks a required column.
+    """
+    mapping = resolve_diagnosis_map(MMS_DIAGNOSIS_DEFAULT, diagnosis_map)
+    root = require_dir(root, "M&Ms image folder (<code>/<code>_sa.nii.gz)")
+    csv = require_file(metadata_csv, "M&Ms metadata table")
+    table = read_metadata_table(csv)
+    cols = _detect_columns(list(table.columns), csv)
+    table_name = str(csv)
+
+    quarantine: list[QuarantineRow] = []
+    rows: list[tuple[int, str, dict]] = []
+    for index, record in enumerate(table.to_dict("records")):
+        line = index + 2
+        pid = str(record[cols["code"]]).strip()
+        if is_blank(pid):
+            quarantine.append(QuarantineRow(
+                "", SOURCE, table_name, "missing_metadata",
+                f"line {line} of metadata table {table_name} has no External code; "
+                f"the row is skipped",
+            ))
+            continue
+        # compare duplicates on the values, not on the (ignored) index column
+        rows.append((line, pid, {k: record[c] for k, c in cols.items() if c is not None}))
+    kept, duplicates = split_duplicates(rows, source=SOURCE, file=table_name)
+    quarantine.extend(duplicates)
+    fully_duplicated = {q.patient_id for q in duplicates} - set(kept)
+
+    found = _patient_folders(root, set(kept) | fully_duplicated)
+    if not found:
+        raise SourceMissingError(
+            f"M&Ms: looked below {root.resolve()} for patient folders <code>/<code>_sa.nii.gz "
+            f"and found none"
+        )
+    folders: dict[str, Path] = {}
+    for pid, paths in found.items():
+        folders[pid] = paths[0]
+        for extra_path in paths[1:]:
+            quarantine.append(QuarantineRow(
+                pid, SOURCE, str(extra_path), "duplicate_id",
+                f"patient {pid} has a second folder {extra_path}; the first, {paths[0]}, is "
+                f"used and this one is quarantined",
+            ))
+
+    entries: list[PatientEntry] = []
+    for pid in sorted(set(kept) | set(folders)):
+        if pid in fully_duplicated:
+            continue
+        if pid not in kept:
+            quarantine.append(QuarantineRow(
+                pid, SOURCE, table_name, "missing_metadata",
+                f"patient folder {folders[pid]} has no row in metadata table {table_name}",
+            ))
+            continue
+        line, record = kept[pid]
+        if pid not in folders:
+            quarantine.append(QuarantineRow(
+                pid, SOURCE, str(root), "no_images",
+                f"patient {pid} (line {line} of {table_name}) has no folder "
+                f"{pid}/{pid}_sa.nii.gz anywhere below {root}",
+            ))
+            continue
+        problems: list[QuarantineRow] = []
+        try:
+            attrs = _parse_row(record, mapping)
+        except ValueError as exc:
+            attrs = None
+            problems.append(QuarantineRow(
+                pid, SOURCE, table_name, "missing_metadata",
+                f"patient {pid}: line {line} of {table_name}: {exc}",
+            ))
+        folder = folders[pid]
+        image = find_nifti(folder, f"{pid}_sa")
+        labels = find_nifti(folder, f"{pid}_sa_gt")
+        if image is None:
+            expected = folder / f"{pid}_sa.nii.gz"
+            problems.append(QuarantineRow(
+                pid, SOURCE, str(expected), "missing_image",
+                f"patient {pid}: the cine file {expected} does not exist",
+            ))
+        if labels is None:
+            expected = folder / f"{pid}_sa_gt.nii.gz"
+            for reason, phase in (("missing_ed_mask", "ED"), ("missing_es_mask", "ES")):
+                problems.append(QuarantineRow(
+                    pid, SOURCE, str(expected), reason,
+                    f"patient {pid}: the label file {expected}, which holds the {phase} "
+                    f"segmentation, does not exist",
+                ))
+        if problems:
+            quarantine.extend(problems)
+            continue
+        gt = str(labels.absolute())
+        try:
+            split = str(folder.parent.relative_to(root))
+        except ValueError:
+            split = ""
+        extra = attrs["extra"]
+        extra["release_folder"] = "" if split == "." else split
+        entries.append(PatientEntry(
+            patient_id=pid,
+            source=SOURCE,
+            image_path=str(image.absolute()),
+            ed_mask=MaskRef(gt, frame=attrs["ed_frame"]),
+            es_mask=MaskRef(gt, frame=attrs["es_frame"]),
+            label_map=dict(IDENTITY_MAP),
+            ed_frame=attrs["ed_frame"],
+            es_frame=attrs["es_frame"],
+            sex=attrs["sex"],
+            age=attrs["age"],
+            bmi=attrs["bmi"],
+            diagnosis=attrs["diagnosis"],
+            extra=extra,
+        ))
+    return ScanResult(entries, quarantine)

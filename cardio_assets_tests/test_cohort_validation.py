@@ -1,0 +1,104 @@
+"""Every bad input gives its documented quarantine row; good ones give cohort rows."""
+
+
+import nibabel as nib
+import numpy as np
+import pandas as pd
+
+from cardio_assets.cohort_build import drop_duplicate_ids, validate_entries
+from cardio_assets.labels import LV
+from cardio_assets.preprocess import FrameSpec, frames_for_row
+from cardio_assets.readers import scan_acdc, scan_mms, scan_ukbb
+from cardio_assets_tests.layouts import write_acdc_cohort, write_mms_cohort, write_ukbb_cohort
+
+
+def _validate(scan):
+    cohort, quarantine = validate_entries(scan.entries)
+    reader_rows = pd.DataFrame([q.as_dict() for q in scan.quarantine], columns=quarantine.columns)
+    return cohort, pd.concat([reader_rows, quarantine], ignore_index=True)
+
+
+def _reason(quarantine, pid):
+    rows = quarantine[quarantine["patient_id"] == pid]
+    assert len(rows), f"{pid} not quarantined"
+    return set(rows["reason"])
+
+
+def test_ukbb_good_and_bad_patients(tmp_path):
+    paths = write_ukbb_cohort(tmp_path, [
+        {"id": "1001", "sex": "male", "age": 64.0, "bmi": 31.0, "diagnosis": "hf", "es": 3},
+        {"id": "1002", "sex": "female", "age": 59.9, "bmi": 24.9, "es": 5},
+        {"id": "1003", "nan_voxels": True},
+        {"id": "1004", "bad_label": 7},
+        {"id": "1005", "mask_shape": (20, 24, 4)},
+        {"id": "1006", "missing": ["es_mask"]},
+        {"id": "1007", "age": 150.0},
+        {"id": "1008"},  # truncated below
+        {"id": "1009"},  # re-oriented ED mask below
+    ])
+    image = paths.patients["1008"]["image"]
+    data = image.read_bytes()
+    image.write_bytes(data[: len(data) // 2])
+    ed_mask = paths.patients["1009"]["ed_mask"]
+    img = nib.load(ed_mask)
+    nib.save(nib.Nifti1Image(np.asanyarray(img.dataobj), np.diag([1.8, 1.8, 8.0, 1.0])), ed_mask)
+
+    cohort, quarantine = _validate(scan_ukbb(paths.root, paths.metadata))
+
+    assert sorted(cohort["patient_id"]) == ["1001", "1002"]
+    good = cohort.set_index("patient_id")
+    assert good.loc["1001", "cell"] == "male-60to70-obese-hf"
+    assert good.loc["1002", "cell"] == "female-lt60-normal-healthy"
+    assert good.loc["1001", "es_frame"] == 3 and good.loc["1002", "es_frame"] == 5  # found from the images
+    assert set(good["es_from"]) == {"images"}
+    assert _reason(quarantine, "1003") == {"nonfinite_voxels"}
+    assert _reason(quarantine, "1004") == {"labels_outside_canonical_set"}
+    assert _reason(quarantine, "1005") == {"shape_mismatch"}
+    assert _reason(quarantine, "1006") == {"missing_es_mask"}
+    assert _reason(quarantine, "1007") == {"implausible_age"}
+    assert _reason(quarantine, "1008") == {"unreadable_image"}
+    assert _reason(quarantine, "1009") == {"orientation_mismatch"}
+    # every row names the patient and the file
+    for row in quarantine.itertuples():
+        assert row.patient_id in row.detail and row.file
+
+
+def test_acdc_labels_are_converted_and_frames_are_zero_based(tmp_path):
+    paths = write_acdc_cohort(tmp_path, [{"id": 1, "ed": 0, "es": 4, "bmi": 27.0, "diagnosis": "hf"}])
+    cohort, quarantine = _validate(scan_acdc(paths.root))
+    assert quarantine.empty
+    row = cohort.iloc[0].to_dict()
+    assert (row["ed_frame"], row["es_frame"], row["es_from"]) == (0, 4, "metadata")
+    assert row["sex"] is None and np.isnan(row["age"]) and row["cell"] is None and row["bmi_band"] == "overweight"
+    out = frames_for_row({**row, "split": "test"}, training=False, spec=FrameSpec(crop_px=24, size=24))
+    # canonical LV (1) is the cavity in the middle of the heart, surrounded by myocardium (2)
+    ed = out.controls[0, 0]
+    rows, cols = np.nonzero(ed == LV)
+    assert len(rows) and (ed[rows.min() - 1, int(np.median(cols))] == 2)
+
+
+def test_mms_masks_come_from_the_4d_ground_truth(tmp_path):
+    paths = write_mms_cohort(tmp_path, [{"id": "A0S9V9", "ed": 1, "es": 5, "sex": "male", "age": 45.0, "bmi": 22.0, "diagnosis": "hf"}])
+    cohort, quarantine = _validate(scan_mms(paths.root, paths.metadata))
+    assert quarantine.empty
+    row = cohort.iloc[0]
+    assert (row["ed_frame"], row["es_frame"], row["ed_mask_frame"], row["es_mask_frame"]) == (1, 5, 1, 5)
+    assert row["cell"] == "male-lt60-normal-hf"
+
+
+def test_duplicate_ids_across_sources_keep_the_first(tmp_path):
+    first = write_ukbb_cohort(tmp_path / "a", [{"id": "42", "sex": "male", "age": 60.0, "bmi": 25.0}])
+    second = write_ukbb_cohort(tmp_path / "b", [{"id": "42", "sex": "female", "age": 70.0, "bmi": 30.0}])
+    entries = scan_ukbb(first.root, first.metadata).entries + scan_ukbb(second.root, second.metadata).entries
+    cohort, _ = validate_entries(entries)
+    kept, dropped = drop_duplicate_ids(cohort)
+    assert kept["patient_id"].tolist() == ["42"] and kept.iloc[0]["sex"] in ("male", "female")
+    assert dropped["reason"].tolist() == ["duplicate_id"]
+
+
+def test_validation_in_worker_processes_gives_the_same_table(tmp_path):
+    paths = write_ukbb_cohort(tmp_path, [{"id": str(1000 + i), "age": 50.0 + i, "es": 2 + i % 4} for i in range(6)])
+    entries = scan_ukbb(paths.root, paths.metadata).entries
+    serial, _ = validate_entries(entries, workers=1)
+    parallel, _ = validate_entries(entries, workers=2)
+    pd.testing.assert_frame_equal(serial, parallel)

@@ -1,0 +1,37 @@
+import numpy as np
+import pandas as pd
+import pytest
+
+from cardio_assets.lake import FrameSet, atomic_dir, read_value, write_value
+
+
+def test_values_round_trip_in_open_formats(tmp_path):
+    table = pd.DataFrame({"a": [1, 2], "b": ["x", "y"]})
+    write_value(tmp_path / "t", table)
+    pd.testing.assert_frame_equal(read_value(tmp_path / "t"), table)
+    assert (tmp_path / "t" / "table.parquet").is_file()
+
+    frames = FrameSet(pd.DataFrame({"patient_id": ["p1"]}), np.full((1, 3, 4, 4), 0.5, np.float16), np.ones((1, 3, 4, 4), np.uint8))
+    write_value(tmp_path / "f", frames)
+    loaded = read_value(tmp_path / "f")
+    assert isinstance(loaded.images, np.memmap)  # memory-mapped, not loaded
+    np.testing.assert_array_equal(loaded.images, frames.images)
+    np.testing.assert_array_equal(loaded.controls, frames.controls)
+
+    write_value(tmp_path / "d", {"k": [1, 2]})
+    assert read_value(tmp_path / "d") == {"k": [1, 2]}
+
+
+def test_a_failed_write_leaves_the_previous_value_in_place(tmp_path):
+    write_value(tmp_path / "t", pd.DataFrame({"a": [1]}))
+    with pytest.raises(RuntimeError):
+        with atomic_dir(tmp_path / "t") as tmp:
+            (tmp / "table.parquet").write_text("half-written")
+            raise RuntimeError("killed mid-write")
+    assert read_value(tmp_path / "t")["a"].tolist() == [1]
+    assert [p.name for p in tmp_path.iterdir()] == ["t"]  # no temporary folder left behind
+
+
+def test_unknown_values_are_refused(tmp_path):
+    with pytest.raises(TypeError, match="DataFrame, FrameSet or dict"):
+        write_value(tmp_path / "x", [1, 2, 3])
