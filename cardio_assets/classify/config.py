@@ -78,10 +78,12 @@ class ClassifierConfig:
     def demo(cls) -> "ClassifierConfig":
         """64 px, sized for the phantom cohort on a laptop CPU.
 
-        Measured on 2 shared CPU cores: ResNet-18 at 64 px trains at ~180 images/s
-        (batch 64), so one run over ~6,000 training images for 2 epochs takes ~70-80 s
-        including validation. A higher lr than the paper's makes up for the few epochs
-        of a randomly initialised network.
+        Measured on 2 CPU cores: ResNet-18 at 64 px trains at ~180 images/s (batch 64), so
+        one run over ~6,000 training images for 2 epochs takes ~70 s with validation
+        (5,652 images: 69 s). When the cores are shared with other busy processes, set
+        torch_threads=1: two threads then spin against each other (16 vs 96 images/s).
+        A higher lr than the paper's makes up for the few epochs of a randomly initialised
+        network.
         """
         return cls(
             image_size=64,

@@ -67,6 +67,8 @@ class Frames:
     def subset(self, positions: Iterable[int]) -> "Frames":
         """A lazy view of the given positions, in the given order."""
         positions = np.asarray(positions, dtype=np.int64)
+        if not self.arrays:
+            return self
         part_of = np.searchsorted(self.offsets, positions, side="right") - 1
         parts = []
         start = 0
@@ -262,9 +264,19 @@ def train_classifier(
         epoch (default: a shuffled pass). The real/synthetic mixing strategy uses it.
     lr: overrides config.lr (fine-tuning).
     """
-    t_start = time.perf_counter()
+    previous_threads = torch.get_num_threads()
     if config.torch_threads:
         torch.set_num_threads(config.torch_threads)
+    try:
+        return _train(train, val, config, seed, init_state, log, epoch_batches, lr, init_description)
+    finally:
+        if config.torch_threads:
+            torch.set_num_threads(previous_threads)
+
+
+def _train(train, val, config: ClassifierConfig, seed: int, init_state, log: Log, epoch_batches, lr,
+           init_description) -> tuple[HFClassifier, dict]:
+    t_start = time.perf_counter()
     seed_everything(seed)
     device = resolve_device(config)
 

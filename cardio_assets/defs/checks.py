@@ -1,6 +1,5 @@
 """Asset checks: the data-quality tests shown in the UI. Blocking ones stop downstream work."""
 
-from __future__ import annotations
 
 import pandas as pd
 from dagster import AssetCheckResult, AssetCheckSeverity, AssetIn, MetadataValue, asset_check

@@ -1,6 +1,5 @@
 """Cohort assets: source -> cohort (+ quarantine) -> patient splits -> subgroup cells."""
 
-from __future__ import annotations
 
 import pandas as pd
 from dagster import AssetExecutionContext, AssetOut, MetadataValue, Output, asset, multi_asset

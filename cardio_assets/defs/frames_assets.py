@@ -1,6 +1,5 @@
 """The `frames` asset: the paper's ED/ES images and control masks, one partition per cell."""
 
-from __future__ import annotations
 
 import pandas as pd
 from dagster import AssetExecutionContext, MetadataValue, asset

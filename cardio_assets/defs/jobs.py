@@ -2,8 +2,6 @@
 
 from dagster import AssetSelection, define_asset_job
 
-from cardio_assets.defs.partitions import cell_partitions
-
 COHORT_ASSETS = ["cohort_source", "cohort", "cohort_quarantine", "patient_splits", "subgroup_cells"]
 
 cohort_job = define_asset_job(
@@ -15,6 +13,5 @@ cohort_job = define_asset_job(
 frames_job = define_asset_job(
     "frames_job",
     selection=AssetSelection.assets("frames"),
-    partitions_def=cell_partitions,
     description="Preprocess one cell's patients into the paper's ED/ES frames.",
 )

@@ -1,6 +1,5 @@
 """The pipeline's settings, one typed resource editable in the UI's launchpad."""
 
-from __future__ import annotations
 
 import json
 import os

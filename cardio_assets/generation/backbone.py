@@ -34,7 +34,14 @@ import torch.nn.functional as F
 
 from .config import DiffusionConfig
 from .control import check_images, to_model_space
-from .device import autocast_context, configure_backend, resolve_device, resolve_dtype, seed_everything
+from .device import (
+    autocast_context,
+    configure_backend,
+    dtype_kwargs,
+    resolve_device,
+    resolve_dtype,
+    seed_everything,
+)
 from .progress import Progress, subsample_curve
 from .tokenizer import build_prompt_tokenizer
 
@@ -232,15 +239,18 @@ def load_backbone(
     device = resolve_device(device or "auto")
     dtype = resolve_dtype(dtype or "auto", device)
     kw = dict(local_files_only=True)
-    vae = AutoencoderKL.from_pretrained(folder, subfolder="vae", **kw)
-    unet = UNet2DConditionModel.from_pretrained(folder, subfolder="unet", **kw)
-    text_encoder = CLIPTextModel.from_pretrained(folder, subfolder="text_encoder", **kw)
+    dkw = dtype_kwargs(dtype, "diffusers")
+    vae = AutoencoderKL.from_pretrained(folder, subfolder="vae", **kw, **dkw)
+    unet = UNet2DConditionModel.from_pretrained(folder, subfolder="unet", **kw, **dkw)
+    text_encoder = CLIPTextModel.from_pretrained(
+        folder, subfolder="text_encoder", **kw, **dtype_kwargs(dtype, "transformers")
+    )
     tokenizer = CLIPTokenizer.from_pretrained(folder, subfolder="tokenizer", **kw)
     noise_scheduler = DDPMScheduler.from_pretrained(folder, subfolder="scheduler", **kw)
     for m in (vae, unet, text_encoder):
         m.requires_grad_(False)
         m.eval()
-        m.to(device=device, dtype=dtype)
+        m.to(device=device)
     record = read_record(folder) or {}
     return Backbone(
         vae=vae,
@@ -364,7 +374,7 @@ def train_small_backbone(
     t_start = time.perf_counter()
     device = resolve_device(config.device)
     amp_dtype = resolve_dtype(config.dtype, device)
-    configure_backend(config.tf32)
+    configure_backend(config.tf32, config.cpu_threads)
     seed_everything(config.seed)
     gen = torch.Generator().manual_seed(config.seed)
 
@@ -400,7 +410,7 @@ def train_small_backbone(
     unet_seconds = time.perf_counter() - t0
 
     for m in (vae, unet, text_encoder):
-        m.to("cpu", torch.float32)
+        m.to("cpu")
     if (out_dir / RECORD_NAME).exists():
         (out_dir / RECORD_NAME).unlink()
     for sub in ("vae", "unet", "text_encoder", "tokenizer", "scheduler"):

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 # The UNet of Stable Diffusion 2.1-base (for benchmarks on random weights when no local folder
 # is configured; the paper preset otherwise loads the real one from `backbone_folder`).
@@ -48,6 +48,7 @@ RESUMABLE_FIELDS = frozenset(
         "device",
         "dtype",
         "tf32",
+        "cpu_threads",
         "cache_in_memory_max_bytes",
         "encode_batch_size",
     }
@@ -116,6 +117,7 @@ class DiffusionConfig:
     device: str = "auto"
     dtype: str = "auto"
     tf32: bool = True
+    cpu_threads: int | None = None  # torch intra-op threads on CPU; None = torch's default
     encode_batch_size: int = 64
     cache_in_memory_max_bytes: int = 4 * 1024**3
 
@@ -229,12 +231,12 @@ class DiffusionConfig:
             text_max_length=20,
             controlnet_cond_channels=(16, 32, 64),
             vae_steps=500,
-            vae_batch_size=32,
+            vae_batch_size=16,
             vae_lr=1e-3,
-            unet_steps=700,
+            unet_steps=800,
             unet_batch_size=32,
             unet_lr=5e-4,
-            controlnet_steps=500,
+            controlnet_steps=800,
             batch_size=32,
             grad_accumulation=1,
             lr=3e-4,

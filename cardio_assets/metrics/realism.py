@@ -1,0 +1,320 @@
+"""Realism of the synthetic frames: FID and KID per subgroup (the paper's Table 1), and the
+diversity of images made from one prompt and one mask.
+
+FID and KID are computed by torch-fidelity (`calculate_metrics`) on two torch Datasets that
+return uint8 (3, H, W) tensors. The feature extractor is either
+- torch-fidelity's InceptionV3 from a local weights file (`inception_extractor(path)`;
+  nothing is downloaded), or
+- any torch module registered with torch-fidelity (`module_extractor(module, description)`),
+  e.g. the penultimate layer of a ResNet-18 trained by this package on real frames
+  (`classifier_extractor`). Such FIDs are comparable with each other, not with published
+  Inception FIDs; every report names the extractor.
+
+Each comparison draws n images from each side (equal n; n = min(asked, available)), without
+replacement, and is repeated `repeats` times with fresh draws: mean (std) over repeats.
+For a real subgroup against itself ("Male - Male", the lower bound) the subgroup's patients
+are split at random into two disjoint halves at every repeat. KID uses subsets of size
+min(1000, n).
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import itertools
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+import torch_fidelity
+from torch import nn
+from torch.utils.data import Dataset
+from torch_fidelity.feature_extractor_base import FeatureExtractorBase
+from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY
+
+from cardio_assets.cells import AGE_BAND_LABELS, BMI_BAND_LABELS, SEX_LABELS
+from cardio_assets.classify.train import Frames, as_frames
+
+# --------------------------------------------------------------------------- datasets
+
+
+class UInt8Frames(Dataset):
+    """Rows of an image array (float [0, 1], (N, 3, H, W), memmap welcome) as uint8 tensors."""
+
+    def __init__(self, images, positions=None):
+        self.frames: Frames = as_frames(images)
+        self.positions = np.arange(len(self.frames)) if positions is None else np.asarray(positions, dtype=np.int64)
+
+    def __len__(self) -> int:
+        return len(self.positions)
+
+    def __getitem__(self, i: int) -> torch.Tensor:
+        x = self.frames.take([self.positions[i]])[0]
+        return torch.from_numpy(np.round(np.clip(x, 0.0, 1.0) * 255.0).astype(np.uint8))
+
+
+# --------------------------------------------------------------------------- feature extractors
+
+
+@dataclass(frozen=True)
+class FeatureExtractor:
+    """A torch-fidelity feature extractor by registry name, and how reports describe it."""
+
+    name: str
+    description: str
+    weights_path: str | None = None
+    options: dict = field(default_factory=dict)
+
+    def kwargs(self) -> dict:
+        out = {"feature_extractor": self.name, **self.options}
+        if self.weights_path is not None:
+            out["feature_extractor_weights_path"] = self.weights_path
+        return out
+
+
+def inception_extractor(weights_path: str | Path) -> FeatureExtractor:
+    """torch-fidelity's InceptionV3 (the standard FID network) from a local weights file
+    (torch-fidelity's `weights-inception-2015-12-05-6726825d.pth`)."""
+    path = Path(weights_path).expanduser()
+    if not path.is_file():
+        raise FileNotFoundError(f"InceptionV3 weights file for FID not found: {path}")
+    return FeatureExtractor("inception-v3-compat", f"InceptionV3 (torch-fidelity FID network), weights from {path}",
+                            weights_path=str(path))
+
+
+_MODULES: dict[str, nn.Module] = {}
+
+
+class ModuleFeatureExtractor(FeatureExtractorBase):
+    """torch-fidelity wrapper of a torch module mapping float images in [0, 1]
+    (N, 3, H, W) to features (N, D); the module is looked up by the registered name."""
+
+    def __init__(self, name, features_list, **kwargs):
+        super().__init__(name, features_list)
+        if name not in _MODULES:
+            raise KeyError(f"no module registered as feature extractor {name!r}")
+        self.module = _MODULES[name]
+
+    def forward(self, x: torch.Tensor):
+        features = self.module(x.float() / 255.0)
+        return (torch.flatten(features, 1).to(torch.float32),)
+
+    @staticmethod
+    def get_provided_features_list():
+        return ("features",)
+
+    @staticmethod
+    def get_default_feature_layer_for_metric(metric):
+        return "features"
+
+    @staticmethod
+    def can_be_compiled():
+        return False
+
+    @staticmethod
+    def get_dummy_input_for_compile():
+        return (torch.rand([1, 3, 32, 32]) * 255).to(torch.uint8)
+
+
+def module_extractor(module: nn.Module, description: str, name: str | None = None) -> FeatureExtractor:
+    """Register `module` (float [0, 1] images -> features) with torch-fidelity; a copy is
+    kept, so the caller's module is not changed. The name defaults to one derived from the
+    description; registering a name again replaces its module."""
+    if name is None:
+        slug = re.sub(r"[^a-z0-9]+", "-", description.lower()).strip("-")[:40] or "module"
+        name = f"cardio-{slug}-{hashlib.blake2b(description.encode(), digest_size=4).hexdigest()}"
+    _MODULES[name] = copy.deepcopy(module).eval().requires_grad_(False)
+    if name not in FEATURE_EXTRACTORS_REGISTRY:
+        torch_fidelity.register_feature_extractor(name, ModuleFeatureExtractor)
+    elif FEATURE_EXTRACTORS_REGISTRY[name] is not ModuleFeatureExtractor:
+        raise ValueError(f"feature extractor name {name!r} is taken by torch-fidelity")
+    return FeatureExtractor(name, description)
+
+
+def classifier_extractor(classifier, description: str | None = None) -> FeatureExtractor:
+    """The 512-d penultimate layer of an `HFClassifier` trained on real frames."""
+    from cardio_assets.classify.model import PenultimateFeatures
+
+    description = description or (
+        f"penultimate layer (512-d) of a ResNet-18 HF classifier trained on real frames "
+        f"({getattr(classifier, 'description', '')})"
+    )
+    return module_extractor(PenultimateFeatures(classifier), description)
+
+
+# --------------------------------------------------------------------------- FID / KID
+
+
+def _fidelity(a: Dataset, b: Dataset, extractor: FeatureExtractor, n: int, kid_subsets: int,
+              batch_size: int, cuda: bool | None) -> dict:
+    cuda = torch.cuda.is_available() if cuda is None else cuda
+    out = torch_fidelity.calculate_metrics(
+        input1=a, input2=b, fid=True, kid=True, kid_subset_size=min(1000, n), kid_subsets=kid_subsets,
+        batch_size=batch_size, cuda=cuda, cache=False, save_cpu_ram=True, verbose=False, **extractor.kwargs(),
+    )
+    return {"fid": float(out["frechet_inception_distance"]), "kid": float(out["kernel_inception_distance_mean"])}
+
+
+def fid_kid(images_a, images_b, extractor: FeatureExtractor, n: int = 500, repeats: int = 3, seed: int = 0,
+            groups_a=None, kid_subsets: int = 100, batch_size: int = 64, cuda: bool | None = None) -> dict:
+    """FID and KID between two image sets, mean (std) over `repeats` draws of n images each.
+
+    With `images_b is None`, set a is compared with itself: its items are split into two
+    disjoint halves at every repeat, by `groups_a` (e.g. patient ids) when given.
+    """
+    rng = np.random.default_rng(seed)
+    frames_a = as_frames(images_a)
+    same = images_b is None
+    frames_b = frames_a if same else as_frames(images_b)
+    fids, kids, used = [], [], 0
+    for _ in range(repeats):
+        if same:
+            pos_a, pos_b = _disjoint_halves(len(frames_a), groups_a, rng)
+        else:
+            pos_a, pos_b = np.arange(len(frames_a)), np.arange(len(frames_b))
+        m = min(n, len(pos_a), len(pos_b))
+        if m < 2:
+            break
+        pos_a = rng.choice(pos_a, size=m, replace=False)
+        pos_b = rng.choice(pos_b, size=m, replace=False)
+        r = _fidelity(UInt8Frames(frames_a, pos_a), UInt8Frames(frames_b, pos_b), extractor, m, kid_subsets,
+                      batch_size, cuda)
+        fids.append(r["fid"])
+        kids.append(r["kid"])
+        used = m
+    return {
+        "n": used, "repeats": len(fids),
+        "fid_mean": float(np.mean(fids)) if fids else float("nan"),
+        "fid_std": float(np.std(fids, ddof=1)) if len(fids) > 1 else (0.0 if fids else float("nan")),
+        "kid_mean": float(np.mean(kids)) if kids else float("nan"),
+        "kid_std": float(np.std(kids, ddof=1)) if len(kids) > 1 else (0.0 if kids else float("nan")),
+        "extractor": extractor.description,
+    }
+
+
+def _disjoint_halves(n: int, groups, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    if groups is None:
+        order = rng.permutation(n)
+        return order[: n // 2], order[n // 2:]
+    groups = np.asarray(groups)
+    unique = pd.unique(groups)
+    chosen = set(unique[rng.permutation(len(unique))[: len(unique) // 2]])
+    first = np.array([g in chosen for g in groups])
+    return np.flatnonzero(first), np.flatnonzero(~first)
+
+
+# The paper's Table 1: for each attribute, two groups A and B, rows A-A, A-B, B-B, for
+# real-real (the lower bound) and real-synthetic (real of the first, synthetic of the second).
+TABLE1_ATTRIBUTES: tuple[tuple[str, str, tuple[str, str], tuple[str, str]], ...] = (
+    ("Sex", "sex", ("male", "female"), (SEX_LABELS["male"], SEX_LABELS["female"])),
+    ("Age", "age_band", ("lt60", "ge70"), (AGE_BAND_LABELS["lt60"], AGE_BAND_LABELS["ge70"])),
+    ("BMI", "bmi_band", ("normal", "obese"), (BMI_BAND_LABELS["normal"], BMI_BAND_LABELS["obese"])),
+    ("Condition", "diagnosis", ("healthy", "hf"), ("Healthy", "HF")),
+)
+REAL_REAL = "Real - Real (lower bound)"
+REAL_SYNTHETIC = "Real - Synthetic"
+REALISM_COLUMNS = ("attribute", "comparison", "kind", "n", "repeats", "fid_mean", "fid_std", "kid_mean", "kid_std",
+                   "extractor")
+
+
+def realism_table(real, synthetic, extractor: FeatureExtractor, n: int = 500, repeats: int = 3, seed: int = 0,
+                  real_splits: tuple[str, ...] | None = ("train",), kid_subsets: int = 100, batch_size: int = 64,
+                  log=print) -> pd.DataFrame:
+    """Table 1: FID/KID between real subgroups and between real and synthetic of a subgroup.
+
+    real, synthetic: objects with `.images` and `.index` (e.g. `ImageSet`); synthetic may
+    be None (real-real rows only). `real_splits`: the real images used (default: training
+    frames, from which the synthetic images' prompts and masks come).
+    """
+    real_index = real.index.reset_index(drop=True)
+    real_rows = np.arange(len(real_index))
+    if real_splits is not None and "split" in real_index:
+        real_rows = np.flatnonzero(real_index["split"].isin(real_splits).to_numpy())
+    real_frames = as_frames(real.images)
+    rows = []
+    for i, (title, column, (a, b), (label_a, label_b)) in enumerate(TABLE1_ATTRIBUTES):
+        labels = {a: label_a, b: label_b}
+        for j, (x, y) in enumerate(((a, a), (a, b), (b, b))):
+            comparison = f"{labels[x]} - {labels[y]}"
+            rx = real_rows[real_index[column].to_numpy()[real_rows] == x]
+            ry = real_rows[real_index[column].to_numpy()[real_rows] == y]
+            if x == y:
+                res = fid_kid(real_frames.subset(rx), None, extractor, n, repeats, seed=[seed, i, j, 0],
+                              groups_a=real_index["patient_id"].to_numpy()[rx], kid_subsets=kid_subsets,
+                              batch_size=batch_size)
+            else:
+                res = fid_kid(real_frames.subset(rx), real_frames.subset(ry), extractor, n, repeats,
+                              seed=[seed, i, j, 0], kid_subsets=kid_subsets, batch_size=batch_size)
+            rows.append({"attribute": title, "comparison": comparison, "kind": REAL_REAL, **res})
+            log(f"FID {title} {comparison} real-real: {res['fid_mean']:.2f} ({res['fid_std']:.2f}), n={res['n']}")
+            if synthetic is not None:
+                s_index = synthetic.index.reset_index(drop=True)
+                sy = np.flatnonzero(s_index[column].to_numpy() == y)
+                res = fid_kid(real_frames.subset(rx), as_frames(synthetic.images).subset(sy), extractor, n, repeats,
+                              seed=[seed, i, j, 1], kid_subsets=kid_subsets, batch_size=batch_size)
+                rows.append({"attribute": title, "comparison": comparison, "kind": REAL_SYNTHETIC, **res})
+                log(f"FID {title} {comparison} real-synthetic: {res['fid_mean']:.2f} ({res['fid_std']:.2f}), "
+                    f"n={res['n']}")
+    return pd.DataFrame(rows, columns=list(REALISM_COLUMNS))
+
+
+# --------------------------------------------------------------------------- diversity
+
+MS_SSIM_MIN_SIDE = 161  # pytorch_msssim: 11-px window and 4 downsamplings need > 160 px
+
+
+def intra_prompt_diversity(images) -> float:
+    """Mean pairwise MS-SSIM (Wang et al. 2003: 5 scales, 11-px Gaussian window,
+    `pytorch_msssim`) over all pairs of images made from the same prompt and mask; lower
+    means more diverse. Images smaller than 161 px are first upsampled (bilinear) to 176
+    px, as the standard MS-SSIM needs; values are then comparable between sets of one size.
+    NaN for fewer than two images."""
+    from pytorch_msssim import ms_ssim
+
+    x = torch.from_numpy(np.asarray(as_frames(images).take(np.arange(len(images))), dtype=np.float32))
+    if len(x) < 2:
+        return float("nan")
+    if min(x.shape[-2:]) < MS_SSIM_MIN_SIDE:
+        x = F.interpolate(x, size=(176, 176), mode="bilinear", align_corners=False).clamp(0, 1)
+    pairs = np.array(list(itertools.combinations(range(len(x)), 2)))
+    values = []
+    for start in range(0, len(pairs), 64):
+        p = pairs[start:start + 64]
+        values.append(ms_ssim(x[p[:, 0]], x[p[:, 1]], data_range=1.0, size_average=False))
+    return float(torch.cat(values).mean())
+
+
+def diversity_table(synthetic, by: tuple[str, ...] | None = None, max_groups: int = 50, max_per_group: int = 8,
+                    seed: int = 0) -> pd.DataFrame:
+    """Intra-prompt diversity of synthetic images grouped by prompt and mask.
+
+    `by`: the index columns that identify one prompt and one mask. Default: `prompt` and
+    whichever mask-identifying columns exist (`mask_id`, `source_patient_id`, `source_row`,
+    `source_slice`, `slice`, `slice_offset`, `frame_offset`). Up to `max_groups` groups with
+    at least two images (seeded choice), up to `max_per_group` images each. One row per
+    group, with its cell, n_images and ms_ssim.
+    """
+    index = synthetic.index.reset_index(drop=True)
+    if by is None:
+        by = ("prompt",) + tuple(c for c in ("mask_id", "source_patient_id", "source_row", "source_slice", "slice",
+                                             "slice_offset", "frame_offset") if c in index)
+    missing = [c for c in by if c not in index]
+    if missing:
+        raise ValueError(f"synthetic index lacks the grouping columns {missing}")
+    rng = np.random.default_rng(seed)
+    groups = [(key, rows.to_numpy()) for key, rows in index.groupby(list(by), sort=True).groups.items()
+              if len(rows) >= 2]
+    if len(groups) > max_groups:
+        groups = [groups[i] for i in sorted(rng.choice(len(groups), size=max_groups, replace=False))]
+    frames = as_frames(synthetic.images)
+    out = []
+    for key, rows in groups:
+        rows = np.sort(rng.permutation(rows)[:max_per_group])
+        key = key if isinstance(key, tuple) else (key,)
+        out.append({**dict(zip(by, key)), "cell": index["cell"].iloc[rows[0]] if "cell" in index else None,
+                    "n_images": len(rows), "ms_ssim": intra_prompt_diversity(frames.subset(rows))})
+    return pd.DataFrame(out, columns=list(by) + ["cell", "n_images", "ms_ssim"])

@@ -1,0 +1,303 @@
+"""Write the phantom cohort to disk in the UK Biobank layout.
+
+One reader then serves the phantom and real UK Biobank data alike::
+
+    <out_dir>/study/<eid>/sa.nii.gz          4D cine int16 (X, Y, Z, T)
+    <out_dir>/study/<eid>/seg_sa_ED.nii.gz   3D uint8 labels at ED (frame 0)
+    <out_dir>/study/<eid>/seg_sa_ES.nii.gz   3D uint8 labels at ES (smallest LV cavity)
+    <out_dir>/study/metadata.csv             eid,31-0.0,21003-2.0,21001-2.0,41270-0.0
+    <out_dir>/study/truth.csv                ground truth and every per-patient parameter
+    <out_dir>/heldout/...                    the same, for the balanced held-out cohort
+    <out_dir>/manifest.json                  config, its hash, counts; written last
+
+Generation is deterministic per patient (its image depends only on config and eid), so
+any number of workers gives byte-identical files, and an interrupted run resumes: files
+are written atomically, a patient whose three files exist is skipped, and manifest.json,
+written last, is the only sign that a cohort is complete.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+import multiprocessing
+import os
+import shutil
+import time
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+
+from cardio_assets.cells import CELL_KEYS
+from cardio_assets.phantom.anatomy import (
+    PatientParams,
+    frame_seconds,
+    patient_truth,
+    render_patient,
+    sample_anatomy,
+)
+from cardio_assets.phantom.population import (
+    PatientAttributes,
+    sample_heldout_attributes,
+    sample_study_attributes,
+)
+
+# Bump when a code change alters the generated files: it is part of the config hash, so
+# a cohort written by older code is regenerated instead of reused.
+PHANTOM_VERSION = 1
+
+SUBSETS = ("study", "heldout")
+IMAGE_FILE, ED_FILE, ES_FILE = "sa.nii.gz", "seg_sa_ED.nii.gz", "seg_sa_ES.nii.gz"
+PATIENT_FILES = (IMAGE_FILE, ED_FILE, ES_FILE)
+METADATA_COLUMNS = ("eid", "31-0.0", "21003-2.0", "21001-2.0", "41270-0.0")
+MANIFEST = "manifest.json"
+PARTIAL_MARKER = ".phantom_partial.json"  # names the config hash of an unfinished run
+
+
+@dataclass(frozen=True)
+class PhantomConfig:
+    """Everything that decides the phantom cohort's files.
+
+    ``difficulty`` in [0, 1] is the one knob on how hard HF is to see in the images: the
+    fraction ``1 - difficulty**2`` of each HF patient's disease shift (EF drop, LV
+    dilation, wall thinning/thickening, RV EF drop) is expressed; 0 = well separated,
+    1 = HF and healthy images identically distributed given sex, age and BMI. See
+    :func:`cardio_assets.phantom.anatomy.separation`.
+    """
+
+    n_patients: int = 1500
+    heldout_per_cell: int = 6
+    hf_prevalence: float = 0.08
+    difficulty: float = 0.5
+    matrix: int = 80
+    n_slices: int = 6
+    n_frames: int = 20
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.n_patients < 0 or self.heldout_per_cell < 0:
+            raise ValueError("n_patients and heldout_per_cell must be >= 0")
+        if not 0.0 < self.hf_prevalence < 1.0:
+            raise ValueError(f"hf_prevalence must be in (0, 1), got {self.hf_prevalence}")
+        if not 0.0 <= self.difficulty <= 1.0:
+            raise ValueError(f"difficulty must be in [0, 1], got {self.difficulty}")
+        if self.matrix < 16 or self.n_slices < 1 or self.n_frames < 3:
+            raise ValueError("need matrix >= 16, n_slices >= 1, n_frames >= 3")
+
+    def config_hash(self) -> str:
+        """Stable hash of all fields (and PHANTOM_VERSION): equal hash, equal files."""
+        payload = {"phantom_version": PHANTOM_VERSION, **asdict(self)}
+        text = json.dumps(payload, sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+# ---------------------------------------------------------------------------------------
+# Atomic writes
+# ---------------------------------------------------------------------------------------
+def _tmp_name(path: Path) -> Path:
+    # same folder (so os.replace is atomic), hidden, and keeping the .nii.gz suffix so
+    # nibabel compresses it
+    return path.with_name(f".tmp-{os.getpid()}-{path.name}")
+
+
+def _write_nifti(path: Path, img: nib.Nifti1Image) -> None:
+    tmp = _tmp_name(path)
+    nib.save(img, tmp)
+    os.replace(tmp, path)
+
+
+def _write_text(path: Path, text: str) -> None:
+    tmp = _tmp_name(path)
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def _csv_text(rows: list[dict], columns: list[str] | tuple[str, ...]) -> str:
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=list(columns), lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    return buf.getvalue()
+
+
+# ---------------------------------------------------------------------------------------
+# One patient
+# ---------------------------------------------------------------------------------------
+def _nifti(data: np.ndarray, affine: np.ndarray, descrip: str, dt: float | None) -> nib.Nifti1Image:
+    img = nib.Nifti1Image(data, affine)
+    header = img.header
+    header.set_xyzt_units("mm", "sec")
+    if dt is not None:
+        header.set_zooms(header.get_zooms()[:3] + (dt,))
+    header["descrip"] = descrip.encode()[:79]
+    return img
+
+
+def _write_patient(params: PatientParams, config: PhantomConfig, folder: Path, skip_existing: bool) -> dict:
+    """Render and write one patient unless its files exist; return its truth row."""
+    if skip_existing and all((folder / name).is_file() for name in PATIENT_FILES):
+        truth, _, _ = patient_truth(params, config)  # labels only, no image: cheap
+        return truth
+    cine, ed_mask, es_mask, affine, truth = render_patient(params, config)
+    folder.mkdir(parents=True, exist_ok=True)
+    tag = f"cardio-assets phantom {config.config_hash()} eid {params.eid}"
+    _write_nifti(folder / IMAGE_FILE, _nifti(cine, affine, tag, frame_seconds(params, config)))
+    _write_nifti(folder / ED_FILE, _nifti(ed_mask, affine, tag + " ED frame 0", None))
+    _write_nifti(folder / ES_FILE, _nifti(es_mask, affine, tag + f" ES frame {truth['es_frame']}", None))
+    return truth
+
+
+def _write_chunk(args: tuple[list[PatientAttributes], PhantomConfig, str, bool]) -> list[dict]:
+    attrs_list, config, subset_dir, skip_existing = args
+    base = Path(subset_dir)
+    return [
+        _write_patient(sample_anatomy(a, config), config, base / a.eid, skip_existing)
+        for a in attrs_list
+    ]
+
+
+# ---------------------------------------------------------------------------------------
+# The cohort
+# ---------------------------------------------------------------------------------------
+def cohort_attributes(config: PhantomConfig) -> dict[str, list[PatientAttributes]]:
+    """Attributes of both cohorts, before any rendering (cheap)."""
+    return {
+        "study": sample_study_attributes(config.n_patients, config.hf_prevalence, config.seed),
+        "heldout": sample_heldout_attributes(config.heldout_per_cell, config.seed),
+    }
+
+
+def metadata_row(a: PatientAttributes) -> dict:
+    """One metadata.csv row with UK Biobank field ids."""
+    return {"eid": a.eid, "31-0.0": 1 if a.sex == "male" else 0,
+            "21003-2.0": f"{a.age:.1f}", "21001-2.0": f"{a.bmi:.1f}", "41270-0.0": a.icd10}
+
+
+def _read_json(path: Path) -> dict | None:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _is_complete(out: Path, manifest: dict | None, config: PhantomConfig) -> bool:
+    if not manifest or manifest.get("config_hash") != config.config_hash():
+        return False
+    for subset in SUBSETS:
+        sub = out / subset
+        if not ((sub / "metadata.csv").is_file() and (sub / "truth.csv").is_file()):
+            return False
+        for eid in manifest.get("eids", {}).get(subset, []):
+            if not all((sub / eid / name).is_file() for name in PATIENT_FILES):
+                return False
+    return True
+
+
+def _remove_stale_patients(sub: Path, keep: set[str]) -> int:
+    """Delete patient folders (digit names only) that the current config does not hold."""
+    removed = 0
+    if sub.is_dir():
+        for child in sub.iterdir():
+            if child.is_dir() and child.name.isdigit() and child.name not in keep:
+                shutil.rmtree(child)
+                removed += 1
+    return removed
+
+
+def _chunks(items: list, size: int) -> list[list]:
+    return [items[i:i + size] for i in range(0, len(items), size)]
+
+
+def generate_phantom_cohort(out_dir: str | Path, config: PhantomConfig, workers: int = 1) -> dict:
+    """Write (or reuse) the phantom cohort under ``out_dir``; return the manifest dict.
+
+    If ``out_dir/manifest.json`` holds this config's hash and every file is present,
+    nothing is written. Otherwise patients whose three files exist (from an interrupted
+    run of the same config) are skipped, the rest rendered with ``workers`` processes,
+    the CSVs rewritten, and manifest.json written last.
+    """
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    chash = config.config_hash()
+    manifest_path = out / MANIFEST
+    existing = _read_json(manifest_path)
+    if _is_complete(out, existing, config):
+        return existing
+
+    # Files on disk are only trusted (skipped) if they were written for this same config.
+    partial = _read_json(out / PARTIAL_MARKER)
+    trusted = (existing or {}).get("config_hash") == chash or (partial or {}).get("config_hash") == chash
+    if manifest_path.exists():
+        manifest_path.unlink()  # from here on, the folder does not look complete
+    _write_text(out / PARTIAL_MARKER, json.dumps({"config_hash": chash}))
+
+    started = time.perf_counter()
+    attrs = cohort_attributes(config)
+    truths: dict[str, list[dict]] = {}
+    removed = 0
+    n_workers = max(1, int(workers))
+    for subset in SUBSETS:
+        sub = out / subset
+        sub.mkdir(parents=True, exist_ok=True)
+        people = attrs[subset]
+        removed += _remove_stale_patients(sub, {a.eid for a in people})
+        chunk_size = max(1, min(32, len(people) // (4 * n_workers) or 1))
+        jobs = [(chunk, config, str(sub), trusted) for chunk in _chunks(people, chunk_size)]
+        rows: list[dict] = []
+        if n_workers == 1 or len(jobs) <= 1:
+            for job in jobs:
+                rows.extend(_write_chunk(job))
+        else:
+            # spawn: safe in processes that already hold threads (Dagster, torch)
+            ctx = multiprocessing.get_context("spawn")
+            with ProcessPoolExecutor(max_workers=n_workers, mp_context=ctx) as pool:
+                for chunk_rows in pool.map(_write_chunk, jobs):
+                    rows.extend(chunk_rows)
+        truths[subset] = rows
+        _write_text(sub / "metadata.csv", _csv_text([metadata_row(a) for a in people], METADATA_COLUMNS))
+        truth_columns = list(rows[0]) if rows else ["eid"] + [f.name for f in fields(PatientParams)][1:]
+        _write_text(sub / "truth.csv", _csv_text(rows, truth_columns))
+
+    manifest = _manifest(out, config, attrs, truths, time.perf_counter() - started, removed)
+    _write_text(manifest_path, json.dumps(manifest, indent=2))
+    (out / PARTIAL_MARKER).unlink(missing_ok=True)
+    return manifest
+
+
+def _manifest(out: Path, config: PhantomConfig, attrs: dict[str, list[PatientAttributes]],
+              truths: dict[str, list[dict]], seconds: float, removed: int) -> dict:
+    counts: dict[str, dict] = {}
+    for subset in SUBSETS:
+        rows = truths[subset]
+        per_cell = {key: 0 for key in CELL_KEYS}
+        for row in rows:
+            per_cell[row["cell"]] += 1
+        counts[subset] = {
+            "patients": len(rows),
+            "hf": sum(int(r["hf"]) for r in rows),
+            "healthy": sum(1 - int(r["hf"]) for r in rows),
+            "per_cell": per_cell,
+        }
+    n_bytes = sum(f.stat().st_size for s in SUBSETS for f in (out / s).rglob("*.nii.gz"))
+    n_all = sum(len(attrs[s]) for s in SUBSETS)
+    return {
+        "generator": "cardio_assets.phantom",
+        "phantom_version": PHANTOM_VERSION,
+        "config": asdict(config),
+        "config_hash": config.config_hash(),
+        "layout": {"subsets": list(SUBSETS), "patient_files": list(PATIENT_FILES),
+                   "metadata_columns": list(METADATA_COLUMNS), "ed_frame": 0,
+                   "es_frame": "smallest LV cavity (truth.csv es_frame)",
+                   "labels": {"0": "background", "1": "LV cavity", "2": "myocardium", "3": "RV cavity"}},
+        "counts": counts,
+        "eids": {s: [a.eid for a in attrs[s]] for s in SUBSETS},
+        "bytes_nifti": n_bytes,
+        "bytes_per_patient": round(n_bytes / n_all) if n_all else 0,
+        "stale_patients_removed": removed,
+        "seconds": round(seconds, 2),
+    }

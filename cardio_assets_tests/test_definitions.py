@@ -1,0 +1,20 @@
+"""The code location loads, and holds the graph, partitions, checks and jobs users see."""
+
+from dagster import AssetKey
+
+from cardio_assets.cells import CELL_KEYS
+from cardio_assets.definitions import defs
+
+
+def test_definitions_load_with_the_whole_graph():
+    graph = defs.resolve_asset_graph()
+    keys = {k.to_user_string() for k in graph.get_all_asset_keys()}
+    assert {"cohort_source", "cohort", "cohort_quarantine", "patient_splits", "subgroup_cells", "frames"} <= keys
+    assert graph.get(AssetKey("frames")).partitions_def.get_partition_keys() == list(CELL_KEYS)
+    assert AssetKey("cohort") in graph.get(AssetKey("frames")).parent_keys
+
+
+def test_checks_and_jobs_are_registered():
+    checks = {k.name for k in defs.resolve_asset_graph().asset_check_keys}
+    assert {"cohort_schema", "cohort_unique_ids", "quarantine_share", "no_patient_in_two_splits", "cell_minimum_counts", "frames_valid"} <= checks
+    assert defs.resolve_job_def("cohort_job") and defs.resolve_job_def("frames_job")

@@ -1,0 +1,335 @@
+"""Tests of the generation layer (backbone, ControlNet, sampling, QC) on tiny models.
+
+Everything runs on the CPU at 16 px (8x8 latents) with a handful of steps; the whole file
+takes well under a minute and a half on 2 cores.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from cardio_assets.generation import (
+    CheckpointMismatch,
+    DiffusionConfig,
+    QCItem,
+    QCThresholds,
+    Sampler,
+    attribute_agreement,
+    control_image,
+    generate,
+    generate_with_qc,
+    load_backbone,
+    make_check,
+    mask_adherence,
+    resolve_device,
+    resolve_dtype,
+    sample_grid,
+    sample_seed,
+    train_controlnet,
+    train_small_backbone,
+)
+from cardio_assets.generation.controlnet import controlnet_loss
+from cardio_assets.generation.toy import paint, toy_dataset, toy_labels
+
+RES = 16
+
+
+def quiet(_msg: str) -> None:
+    pass
+
+
+def cfg(**changes) -> DiffusionConfig:
+    base = dict(
+        resolution=RES,
+        vae_steps=8,
+        unet_steps=8,
+        controlnet_steps=6,
+        batch_size=4,
+        checkpoint_every=3,
+        log_every_seconds=1000.0,
+        sampler_steps=3,
+        sample_batch_size=4,
+        device="cpu",
+    )
+    base.update(changes)
+    return DiffusionConfig.smoke(**base)
+
+
+@pytest.fixture(scope="module")
+def data():
+    images, labels, prompts, keys = toy_dataset(16, RES, seed=0)
+    return images, labels, prompts, keys
+
+
+@pytest.fixture(scope="module")
+def backbone_dir(tmp_path_factory, data):
+    images, _, prompts, _ = data
+    out = tmp_path_factory.mktemp("backbone")
+    record = train_small_backbone(images, prompts, cfg(), out, log=quiet)
+    assert record["trained_here"] is True
+    return out
+
+
+@pytest.fixture(scope="module")
+def controlnet_dir(tmp_path_factory, backbone_dir, data):
+    images, labels, prompts, _ = data
+    out = tmp_path_factory.mktemp("controlnet")
+    train_controlnet(backbone_dir, images, labels, prompts, cfg(), out, log=quiet)
+    return out
+
+
+# ---------------------------------------------------------------------------- basics
+def test_device_and_dtype_on_cpu():
+    assert resolve_device("cpu").type == "cpu"
+    assert resolve_dtype("auto", torch.device("cpu")) == torch.float32
+    assert resolve_dtype("bf16") == torch.bfloat16
+    assert not torch.cuda.is_initialized()  # importing the package touched no GPU
+
+
+def test_presets_and_roundtrip():
+    paper = DiffusionConfig.paper("/models/sd21-base")
+    assert (paper.resolution, paper.lr, paper.batch_size, paper.grad_accumulation) == (512, 1e-5, 1, 2)
+    assert (paper.sampler, paper.sampler_steps, paper.guidance_scale) == ("ddim", 20, 4.0)
+    demo = DiffusionConfig.demo()
+    assert demo.resolution == 64 and demo.downsampling == 4
+    assert DiffusionConfig.from_dict(json.loads(demo.to_json())) == demo
+    with pytest.raises(ValueError):
+        DiffusionConfig.smoke(controlnet_cond_channels=(8, 16, 32))  # 4x conditioning for 2x latents
+
+
+def test_control_image_convention():
+    labels = np.array([[[[0, 1], [2, 3]]] * 3], dtype=np.uint8)
+    assert torch.equal(control_image(labels)[0, 0], torch.tensor([[0.0, 0.25], [0.5, 0.75]]))
+
+
+def test_tokenizer_keeps_prompt_words_whole(backbone_dir):
+    from transformers import CLIPTokenizer
+
+    tok = CLIPTokenizer.from_pretrained(backbone_dir, subfolder="tokenizer")
+    tokens = tok.tokenize("Female, age in 60s, overweight BMI, heart failure")
+    assert tokens == ["female</w>", ",</w>", "age</w>", "in</w>", "6</w>", "0</w>", "s</w>", ",</w>",
+                      "overweight</w>", "bmi</w>", ",</w>", "heart</w>", "failure</w>"]
+    assert tok.model_max_length == cfg().text_max_length
+
+
+# ---------------------------------------------------------------------------- backbone
+def test_backbone_folder_loads_like_stable_diffusion(backbone_dir):
+    from diffusers import StableDiffusionPipeline
+
+    record = json.loads((backbone_dir / "training_record.json").read_text())
+    assert record["trained_here"] and record["steps"] == {"vae": 8, "unet": 8}
+    assert record["loss_curve"]["unet"] and record["seed"] == 0
+    pipe = StableDiffusionPipeline.from_pretrained(backbone_dir, local_files_only=True)
+    assert pipe.safety_checker is None
+    bb = load_backbone(backbone_dir, device="cpu")
+    assert bb.trained_here and bb.resolution == RES
+    assert not any(p.requires_grad for m in (bb.vae, bb.unet, bb.text_encoder) for p in m.parameters())
+    assert bb.vae.config.scaling_factor != 0.18215  # measured on the training latents
+
+
+# ---------------------------------------------------------------------------- ControlNet
+def test_controlnet_loss_falls_on_fixed_batch(backbone_dir, data):
+    from diffusers import ControlNetModel
+
+    from cardio_assets.generation.backbone import encode_prompts
+    from cardio_assets.generation.control import control_tensor, to_model_space
+
+    images, labels, prompts, _ = data
+    torch.manual_seed(0)
+    bb = load_backbone(backbone_dir, device="cpu")
+    net = ControlNetModel.from_unet(bb.unet, conditioning_embedding_out_channels=cfg().controlnet_cond_channels)
+    x = to_model_space(images[:4], RES)
+    with torch.no_grad():
+        latents = bb.vae.encode(x).latent_dist.mean * bb.vae.config.scaling_factor
+        hidden = encode_prompts(bb.tokenizer, bb.text_encoder, prompts[:4], torch.device("cpu"))
+    g = torch.Generator().manual_seed(0)
+    noise = torch.randn(latents.shape, generator=g)
+    t = torch.tensor([100, 300, 500, 700])
+    cond = control_tensor(labels[:4], RES)
+    opt = torch.optim.AdamW(net.parameters(), lr=2e-3)
+    losses = []
+    for _ in range(50):
+        loss = controlnet_loss(bb, net, latents, noise, t, hidden, cond)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.6 * losses[0], losses
+    assert all(p.grad is None for p in bb.unet.parameters())  # backbone frozen
+
+
+def test_controlnet_saves_record_and_pipeline_generates(backbone_dir, controlnet_dir, data):
+    from diffusers import ControlNetModel, StableDiffusionControlNetPipeline
+
+    record = json.loads((controlnet_dir / "training_record.json").read_text())
+    assert record["steps"] == 6 and record["backbone_trained_here"] is True
+    assert record["backbone_folder"] == str(backbone_dir) and len(record["loss_curve"]) == 6
+    net = ControlNetModel.from_pretrained(controlnet_dir / "controlnet", local_files_only=True)
+    pipe = StableDiffusionControlNetPipeline.from_pretrained(
+        backbone_dir, controlnet=net, safety_checker=None, feature_extractor=None,
+        requires_safety_checker=False, local_files_only=True,
+    )
+    pipe.set_progress_bar_config(disable=True)
+    _, labels, prompts, _ = data
+    out = pipe(prompts[0], image=control_image(labels[:1]), num_inference_steps=2, height=RES, width=RES,
+               guidance_scale=4.0, output_type="np").images
+    assert out.shape == (1, RES, RES, 3) and np.isfinite(out).all()
+
+
+def _weights(folder: Path) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    return load_file(str(folder / "diffusion_pytorch_model.safetensors"))
+
+
+def test_kill_and_resume_matches_uninterrupted_run(tmp_path, backbone_dir, data):
+    images, labels, prompts, _ = data
+    c = cfg(controlnet_steps=8, checkpoint_every=2, log_every_seconds=0.0)
+    ref = train_controlnet(backbone_dir, images, labels, prompts, c, tmp_path / "ref", log=quiet)
+    assert ref["resumed_from_step"] is None
+
+    class Killed(Exception):
+        pass
+
+    def killer(msg: str) -> None:
+        if msg.startswith("controlnet step 5/"):
+            raise Killed(msg)
+
+    run = tmp_path / "run"
+    with pytest.raises(Killed):
+        train_controlnet(backbone_dir, images, labels, prompts, c.replace(controlnet_steps=6), run, log=killer)
+    assert (run / "checkpoint" / "COMPLETE").read_text() == "4"
+    assert not (run / "controlnet").exists()
+    rec6 = train_controlnet(backbone_dir, images, labels, prompts, c.replace(controlnet_steps=6), run, log=quiet)
+    assert rec6["resumed_from_step"] == 4 and rec6["steps_this_call"] == 2
+    rec8 = train_controlnet(backbone_dir, images, labels, prompts, c, run, log=quiet)
+    assert rec8["resumed_from_step"] == 6 and rec8["steps"] == 8
+
+    a, b = _weights(tmp_path / "ref" / "controlnet"), _weights(run / "controlnet")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert ref["loss_curve"] == rec8["loss_curve"]
+    sa = torch.load(tmp_path / "ref" / "checkpoint" / "state.pt", weights_only=True)
+    sb = torch.load(run / "checkpoint" / "state.pt", weights_only=True)
+    assert sa["step"] == sb["step"] == 8
+    for k, st in sa["optimizer"]["state"].items():
+        for name, v in st.items():
+            assert torch.equal(v, sb["optimizer"]["state"][k][name]), (k, name)
+    assert sa["lr_scheduler"] == sb["lr_scheduler"]
+
+    # a changed training configuration never silently continues an old checkpoint
+    with pytest.raises(CheckpointMismatch):
+        train_controlnet(backbone_dir, images, labels, prompts, c.replace(lr=1e-3), run, log=quiet, resume="require")
+
+
+# ---------------------------------------------------------------------------- sampling
+def test_generation_is_deterministic_and_batch_independent(backbone_dir, controlnet_dir, data):
+    _, labels, prompts, _ = data
+    c = cfg()
+    sampler = Sampler(backbone_dir, controlnet_dir / "controlnet", c, device="cpu")
+    seeds = [11, 22, 33]
+    a = sampler.generate(labels[:3], prompts[:3], seeds, log=None)
+    b = sampler.generate(labels[:3], prompts[:3], seeds, log=None)
+    assert a.shape == (3, 3, RES, RES) and a.dtype == np.float32
+    assert 0.0 <= a.min() and a.max() <= 1.0
+    assert np.array_equal(a, b)
+    alone = sampler.generate(labels[1:2], prompts[1:2], seeds[1:2], log=None)
+    np.testing.assert_allclose(alone[0], a[1], atol=1e-5)
+    other = sampler.generate(labels[1:2], prompts[1:2], [23], log=None)
+    assert not np.allclose(other[0], a[1])
+    # the one-call convenience builds the same pipeline
+    c2 = generate(backbone_dir, controlnet_dir / "controlnet", labels[:1], prompts[:1], [11], c, log=quiet)
+    np.testing.assert_allclose(c2[0], a[0], atol=1e-5)
+
+
+def test_sample_seed_is_stable():
+    s = sample_seed("male-ge70-normal-hf", 3, 0)
+    assert s == sample_seed("male-ge70-normal-hf", 3, 0)
+    assert 0 <= s < 2**63
+    assert len({sample_seed("male-ge70-normal-hf", 3, k) for k in range(3)}) == 3
+    assert sample_seed("male-ge70-normal-hf", 3, 0, base_seed=1) != s
+    assert s == 2822997532478149577  # fixed forever: seeds are provenance
+
+
+# ---------------------------------------------------------------------------- QC
+@pytest.fixture
+def mask():
+    return toy_labels(32, np.random.default_rng(3))
+
+
+def painted(labels, blood=0.9, myo=0.3, bg=0.0):
+    img = np.full(labels.shape, bg, np.float32)
+    img[(labels == 1) | (labels == 3)] = blood
+    img[labels == 2] = myo
+    return img
+
+
+def test_qc_accepts_image_painted_from_its_mask(mask):
+    r = mask_adherence(painted(mask), mask)
+    assert r["passed"], r["failures"]
+    assert r["score"] > 0.95
+    realistic = paint(mask, np.random.default_rng(0))
+    assert mask_adherence(realistic, mask)["passed"]
+
+
+def test_qc_rejects_blank_noise_and_wrong_mask(mask):
+    for blank in (np.zeros_like(mask, np.float32), np.full(mask.shape, 0.5, np.float32)):
+        r = mask_adherence(blank, mask)
+        assert not r["passed"] and any("not brighter" in f for f in r["failures"])
+    noise = np.random.default_rng(0).uniform(0, 1, mask.shape).astype(np.float32)
+    assert not mask_adherence(noise, mask)["passed"]
+    inverted = painted(mask, blood=0.3, myo=0.9)
+    assert not mask_adherence(inverted, mask)["passed"]
+    shifted = painted(np.roll(mask, 8, axis=2))
+    r = mask_adherence(shifted, mask)
+    assert not r["passed"]
+
+
+def test_attribute_agreement_uses_trusted_predictors_only():
+    expected = {"sex": "male", "age_band": "ge70", "bmi_band": "normal"}
+    predicted = {"sex": "female", "age_band": "lt60", "bmi_band": "normal"}
+    fails = attribute_agreement(predicted, expected, trusted={"sex", "bmi_band"})
+    assert fails == ["sex: predicted 'female', expected 'male'"]
+    assert attribute_agreement({}, expected, {"sex"}) == ["sex: no prediction (expected 'male')"]
+
+
+def test_generate_with_qc_retries_then_drops(mask):
+    items = [QCItem("female-lt60-normal-hf", i, "Female, age in 50s, normal BMI, heart failure", mask) for i in range(3)]
+    calls = []
+
+    def fn(controls, prompts, seeds):
+        calls.append(list(seeds))
+        if len(calls) == 1:  # attempt 1: item 0 good, others blank
+            return np.stack([painted(controls[0])] + [np.zeros(controls[0].shape, np.float32)] * (len(seeds) - 1))
+        if len(calls) == 2:  # attempt 2: item 1 good, item 2 blank
+            return np.stack([painted(controls[0]), np.zeros(controls[0].shape, np.float32)])
+        return np.zeros(controls.shape, np.float32)  # attempt 3: still blank
+
+    accepted, rejected = generate_with_qc(fn, make_check(QCThresholds()), items, max_attempts=3, log=quiet)
+    assert [len(c) for c in calls] == [3, 2, 1]  # batched across the pending items
+    assert calls[0][0] == sample_seed(items[0].cell, 0, 0)
+    assert calls[1][0] == sample_seed(items[1].cell, 1, 1)
+    assert [r["index"] for r in accepted] == [0, 1] and [r["attempts"] for r in accepted] == [1, 2]
+    assert accepted[1]["seed"] == sample_seed(items[1].cell, 1, 1) and accepted[0]["image"].shape == mask.shape
+    (drop,) = rejected
+    assert drop["index"] == 2 and drop["attempts"] == 3 and len(drop["seeds"]) == 3
+    assert drop["failure_modes"] and all(f.startswith("mask: ") for f in drop["failure_modes"])
+    assert any("not brighter than myocardium" in f for f in drop["failure_modes"])
+
+    # attribute predictors: a trusted one that disagrees rejects every attempt
+    check = make_check(predict=lambda img: {"sex": "male"}, trusted={"sex"})
+    items[0].expected["sex"] = "female"
+    acc, rej = generate_with_qc(lambda c, p, s: np.stack([painted(x) for x in c]), check, items[:1], log=quiet)
+    assert not acc and rej[0]["failure_modes"] == ["attribute: sex: predicted 'male', expected 'female'"]
+
+
+def test_sample_grid_writes_png(tmp_path, data):
+    from PIL import Image
+
+    images, labels, prompts, _ = data
+    path = sample_grid(images[:5], prompts[:5], tmp_path / "grid.png", masks=labels[:5])
+    assert Image.open(path).size[0] > 100

@@ -1,0 +1,306 @@
+"""Fairness metrics, bootstrap, Table 2, FID/KID, diversity and the reports."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from torch import nn
+
+from cardio_assets.cells import ALL_CELLS
+from cardio_assets.classify.strategies import PREDICTION_COLUMNS
+from cardio_assets.metrics.fairness import (
+    ALL_GROUPS,
+    FAIRNESS_COLUMNS,
+    TABLE2_ROWS,
+    _boot_counts,
+    fairness_metrics,
+    group_labels,
+    group_metrics,
+    stratified_bootstrap_weights,
+    table2,
+    weighted_auroc,
+)
+from cardio_assets.metrics.realism import (
+    REALISM_COLUMNS,
+    classifier_extractor,
+    fid_kid,
+    inception_extractor,
+    intra_prompt_diversity,
+    module_extractor,
+    realism_table,
+    diversity_table,
+)
+from cardio_assets.metrics.report import (
+    FAIRNESS_SECTIONS,
+    REALISM_SECTIONS,
+    write_fairness_report,
+    write_realism_report,
+)
+
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """One torch thread: on 2 shared cores, oversubscribed threads are far slower."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+def _row(pid, cell_key, label, prediction, score=None, strategy="real", seed=0, evaluation_set="test"):
+    cell = next(c for c in ALL_CELLS if c.key == cell_key)
+    return dict(strategy=strategy, seed=seed, evaluation_set=evaluation_set, patient_id=pid, cell=cell.key,
+                sex=cell.sex, age_band=cell.age_band, bmi_band=cell.bmi_band, label=label,
+                score=float(prediction if score is None else score), threshold=0.5, prediction=prediction)
+
+
+def _hand_case() -> pd.DataFrame:
+    """Female: 2 HF (1 found), 2 healthy (1 correct): BA 0.5, FNR 0.5.
+    Male: 2 HF (2 found), 2 healthy (1 correct): BA 0.75, FNR 0."""
+    f_hf, f_ok = "female-lt60-normal-hf", "female-lt60-normal-healthy"
+    m_hf, m_ok = "male-ge70-obese-hf", "male-ge70-obese-healthy"
+    rows = [
+        _row("f1", f_hf, 1, 1), _row("f2", f_hf, 1, 0), _row("f3", f_ok, 0, 0), _row("f4", f_ok, 0, 1),
+        _row("m1", m_hf, 1, 1), _row("m2", m_hf, 1, 1), _row("m3", m_ok, 0, 0), _row("m4", m_ok, 0, 1),
+    ]
+    return pd.DataFrame(rows)[list(PREDICTION_COLUMNS)]
+
+
+def _random_predictions(strategies=("real", "real_plus_synth_2x"), seeds=(0, 1), n=240, seed=0) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    patients = []
+    for es, count in (("test", n), ("heldout", 72)):
+        for i in range(count):
+            cell = ALL_CELLS[i % 36] if es == "heldout" else ALL_CELLS[int(rng.integers(36))]
+            patients.append((es, f"{es}-{i}", cell))
+    rows = []
+    for k, strategy in enumerate(strategies):
+        for sd in seeds:
+            r = np.random.default_rng([seed, k, sd])
+            for es, pid, cell in patients:
+                y = int(cell.diagnosis == "hf")
+                score = 1 / (1 + np.exp(-(r.normal() + 2.5 * y - 1.2)))
+                rows.append(_row(pid, cell.key, y, int(score >= 0.5), score, strategy, sd, es))
+    return pd.DataFrame(rows)[list(PREDICTION_COLUMNS)]
+
+
+def _get(table, **where):
+    sel = table
+    for k, v in where.items():
+        sel = sel[sel[k] == v]
+    assert len(sel) == 1, where
+    return sel.iloc[0]
+
+
+def test_balanced_accuracy_and_fnr_gap_match_hand_computation():
+    table = fairness_metrics(_hand_case(), bootstrap_n=50)
+    assert tuple(table.columns) == FAIRNESS_COLUMNS
+    female = _get(table, attribute="sex", group="Female", metric="balanced_accuracy")
+    male = _get(table, attribute="sex", group="Male", metric="balanced_accuracy")
+    assert female["mean"] == pytest.approx(0.5) and male["mean"] == pytest.approx(0.75)
+    assert (female["n_patients"], female["n_hf"]) == (4, 2)
+    assert _get(table, attribute="overall", group="Overall", metric="balanced_accuracy")["mean"] == pytest.approx(0.625)
+    assert _get(table, attribute="sex", group="Female", metric="fnr")["mean"] == pytest.approx(0.5)
+    assert _get(table, attribute="sex", group="Male", metric="fnr")["mean"] == pytest.approx(0.0)
+    gap = _get(table, attribute="sex", group=ALL_GROUPS, metric="balanced_accuracy_gap")
+    assert gap["mean"] == pytest.approx(0.25)
+    assert _get(table, attribute="sex", group=ALL_GROUPS, metric="underdiagnosis_gap")["mean"] == pytest.approx(0.5)
+    assert _get(table, attribute="sex", group=ALL_GROUPS,
+                metric="worst_group_balanced_accuracy")["mean"] == pytest.approx(0.5)
+
+
+def test_a_one_class_subgroup_gives_nan_and_its_counts():
+    table = fairness_metrics(_hand_case(), bootstrap_n=20)
+    cell = _get(table, attribute="cell", group="female-lt60-normal-healthy", metric="balanced_accuracy")
+    assert np.isnan(cell["mean"]) and np.isnan(cell["ci_low"])
+    assert (cell["n_patients"], cell["n_hf"]) == (2, 0)
+    assert np.isnan(_get(table, attribute="cell", group="female-lt60-normal-healthy", metric="auroc")["mean"])
+    assert _get(table, attribute="cell", group="female-lt60-normal-healthy",
+                metric="accuracy")["mean"] == pytest.approx(0.5)  # specificity of a healthy cell
+    # a whole attribute group with one class (no HF women) does not crash either
+    only_male_hf = _hand_case()
+    only_male_hf.loc[only_male_hf["sex"] == "female", "label"] = 0
+    only_male_hf.loc[only_male_hf["sex"] == "female", "cell"] = "female-lt60-normal-healthy"
+    table = fairness_metrics(only_male_hf, bootstrap_n=20)
+    female = _get(table, attribute="sex", group="Female", metric="balanced_accuracy")
+    assert np.isnan(female["mean"]) and female["n_hf"] == 0
+    assert np.isnan(_get(table, attribute="sex", group="Female", metric="fnr")["mean"])
+
+
+def test_bootstrap_ci_contains_its_estimate_and_is_seeded():
+    predictions = _random_predictions()
+    table2_attributes = ("overall", "sex", "bmi_band", "age_band")
+    a = fairness_metrics(predictions, bootstrap_n=200, seed=3, attributes=table2_attributes)
+    b = fairness_metrics(predictions, bootstrap_n=200, seed=3, attributes=table2_attributes)
+    pd.testing.assert_frame_equal(a, b)
+    for attribute, group in TABLE2_ROWS:
+        row = _get(a, strategy="real", evaluation_set="test", attribute=attribute, group=group,
+                   metric="balanced_accuracy")
+        assert row["ci_low"] <= row["mean"] <= row["ci_high"], (attribute, group)
+        assert row["ci_high"] - row["ci_low"] > 0
+        assert row["std"] >= 0 and row["n_seeds"] == 2
+
+
+def test_vectorised_bootstrap_agrees_with_metricframe_on_the_sample_itself():
+    run = _random_predictions(strategies=("real",), seeds=(0,))
+    run = run[run["evaluation_set"] == "test"]
+    y = run["label"].to_numpy(float)
+    pred = run["prediction"].to_numpy(float)
+    ones = np.ones((1, len(run)))
+    for attribute in ("sex", "age_band", "sex_x_bmi"):
+        reference = group_metrics(run, attribute)
+        labels = group_labels(run, attribute)
+        onehot = (labels[:, None] == reference.index.to_numpy()[None, :]).astype(float)
+        fast = _boot_counts(ones, onehot, y, pred)
+        for metric in ("balanced_accuracy", "fnr", "accuracy"):
+            np.testing.assert_allclose(fast[metric][0], reference[metric].to_numpy(), equal_nan=True)
+        for k, group in enumerate(reference.index):
+            members = onehot[:, k] == 1
+            au = weighted_auroc(ones[:, members], y[members], run["score"].to_numpy()[members])[0]
+            assert au == pytest.approx(reference.loc[group, "auroc"], nan_ok=True)
+
+
+def test_stratified_bootstrap_keeps_every_cell_size():
+    strata = np.array(["a"] * 5 + ["b"] * 3)
+    w = stratified_bootstrap_weights(strata, 100, np.random.default_rng(0))
+    assert (w[:, :5].sum(axis=1) == 5).all() and (w[:, 5:].sum(axis=1) == 3).all()
+
+
+def test_paired_comparison_of_a_strategy_with_itself_is_null():
+    predictions = _random_predictions(strategies=("real",), seeds=(0, 1))
+    copy = predictions.assign(strategy="real_plus_synth_1x")
+    table = fairness_metrics(pd.concat([predictions, copy]), bootstrap_n=100, attributes=("overall", "sex"))
+    diff = _get(table, strategy="real_plus_synth_1x", evaluation_set="test", attribute="overall", group="Overall",
+                metric="balanced_accuracy_vs_real")
+    assert diff["mean"] == 0 and diff["ci_low"] == 0 and diff["ci_high"] == 0 and diff["p_share"] == 1.0
+    rel = _get(table, strategy="real_plus_synth_1x", evaluation_set="test", attribute="sex", group=ALL_GROUPS,
+               metric="balanced_accuracy_gap_relative_change_vs_real")
+    assert rel["mean"] == pytest.approx(0.0)
+
+
+def test_table2_has_the_papers_rows_and_a_column_per_strategy():
+    table = fairness_metrics(_random_predictions(), bootstrap_n=50, attributes=("overall", "sex", "bmi_band", "age_band"))
+    t2 = table2(table, "test")
+    assert list(t2.index) == ["Overall", "Female", "Male", "Normal BMI", "Overweight", "Obese", "Age < 60",
+                              "Age 60-70", "Age > 70"]
+    assert list(t2.columns) == ["prevalence", "real", "real_plus_synth_2x"]
+    assert t2.loc["Overall", "prevalence"].endswith("%")
+    assert "±" in t2.loc["Female", "real"]
+    assert table2(table, "heldout").loc["Overall", "prevalence"] == "50.00%"
+
+
+# --------------------------------------------------------------------------- realism
+
+
+class _SmallFeatures(nn.Module):
+    """A small fixed 'CNN' for tests: 4x4 average pooling -> 48 features (and their squares)."""
+
+    def forward(self, x):
+        pooled = nn.functional.adaptive_avg_pool2d(x, 4).flatten(1)
+        return torch.cat([pooled, pooled ** 2], dim=1) * 10.0
+
+
+def _smooth_images(n: int, seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:16, 0:16] / 15.0
+    out = np.empty((n, 3, 16, 16), np.float32)
+    for i in range(n):
+        a, b, c = rng.uniform(0.2, 0.5, 3)
+        out[i] = (a + 0.2 * b * xx + 0.2 * c * yy)[None]
+    return out
+
+
+def test_fid_of_a_set_with_itself_is_near_zero_and_with_noise_large():
+    extractor = module_extractor(_SmallFeatures(), "4x4 pooling test extractor")
+    real = _smooth_images(48, seed=0)
+    noise = np.random.default_rng(1).random((48, 3, 16, 16)).astype(np.float32)
+    same = fid_kid(real, real, extractor, n=48, repeats=2, kid_subsets=10)
+    other = fid_kid(real, noise, extractor, n=48, repeats=2, kid_subsets=10)
+    assert same["fid_mean"] == pytest.approx(0.0, abs=1e-3)
+    assert other["fid_mean"] > 100.0
+    assert other["kid_mean"] > same["kid_mean"]
+    assert same["n"] == 48 and same["repeats"] == 2
+    assert same["extractor"] == "4x4 pooling test extractor"
+    halves = fid_kid(real, None, extractor, n=100, repeats=2, kid_subsets=10)
+    assert halves["n"] == 24  # disjoint halves, equal n, n capped by what is there
+    assert halves["fid_mean"] < other["fid_mean"]
+
+
+def test_a_trained_classifier_serves_as_fid_feature_extractor(tmp_path):
+    from cardio_assets.classify.model import build_classifier
+
+    classifier = build_classifier(image_size=32)
+    extractor = classifier_extractor(classifier)
+    assert "ResNet-18" in extractor.description and "random initialisation" in extractor.description
+    real = _smooth_images(24, seed=0)
+    result = fid_kid(real, real[::-1].copy(), extractor, n=24, repeats=1, kid_subsets=5)
+    assert result["fid_mean"] == pytest.approx(0.0, abs=1e-2)
+    assert classifier.training  # the caller's module is left as it was (a copy is registered)
+    with pytest.raises(FileNotFoundError, match="pt_inception-2015-12-05.pth"):
+        inception_extractor(tmp_path / "pt_inception-2015-12-05.pth")
+
+
+def _image_set(n_per_cell: int, synthetic: bool, seed: int):
+    from cardio_assets.classify.strategies import ImageSet
+
+    rows, imgs = [], _smooth_images(36 * n_per_cell, seed)
+    for i in range(36 * n_per_cell):
+        cell = ALL_CELLS[i % 36]
+        rows.append(dict(patient_id=f"{'s' if synthetic else 'r'}{i}", split="train", cell=cell.key, sex=cell.sex,
+                         age_band=cell.age_band, bmi_band=cell.bmi_band, diagnosis=cell.diagnosis,
+                         prompt=f"prompt {cell.key}", synthetic=synthetic, mask_id=i % 36))
+    return ImageSet(imgs, pd.DataFrame(rows))
+
+
+def test_realism_table_has_the_shape_of_table1_and_the_report_renders(tmp_path):
+    extractor = module_extractor(_SmallFeatures(), "4x4 pooling test extractor")
+    real, synthetic = _image_set(2, False, 0), _image_set(2, True, 1)
+    table = realism_table(real, synthetic, extractor, n=8, repeats=2, kid_subsets=5, log=lambda m: None)
+    assert tuple(table.columns) == REALISM_COLUMNS
+    assert len(table) == 4 * 3 * 2
+    assert set(table["attribute"]) == {"Sex", "Age", "BMI", "Condition"}
+    assert "Male - Female" in set(table["comparison"]) and "Age < 60 - Age > 70" in set(table["comparison"])
+    assert table["fid_mean"].notna().all() and (table["n"] == 8).all()
+    diversity = diversity_table(synthetic, by=("prompt", "mask_id"))
+    assert len(diversity) == 36 and diversity["n_images"].eq(2).all()
+    paths = write_realism_report(table, tmp_path / "realism", diversity)
+    text = paths["report"].read_text()
+    for section in REALISM_SECTIONS:
+        assert f"## {section}" in text
+    assert "4x4 pooling test extractor" in text and "Male - Female" in text
+    assert not list((tmp_path / "realism").glob(".*"))  # no temporary files left
+
+
+def test_intra_prompt_diversity_is_one_for_copies_and_lower_for_different_images():
+    images = _smooth_images(3, seed=4)
+    assert intra_prompt_diversity(np.repeat(images[:1], 3, axis=0)) == pytest.approx(1.0, abs=1e-4)
+    noise = np.random.default_rng(0).random((3, 3, 16, 16)).astype(np.float32)
+    assert intra_prompt_diversity(noise) < 0.5
+    assert np.isnan(intra_prompt_diversity(images[:1]))
+
+
+# --------------------------------------------------------------------------- fairness report
+
+
+def test_fairness_report_renders_every_section(tmp_path):
+    predictions = _random_predictions(strategies=("real", "real_plus_synth_1x", "synth_only"), seeds=(0, 1))
+    table = fairness_metrics(predictions, bootstrap_n=50)
+    runs = pd.DataFrame([{"strategy": s, "seed": sd, "model_description": "random initialisation (test)",
+                          "best_epoch": 0, "val_balanced_accuracy": 0.8, "threshold": 0.5, "alpha": None,
+                          "n_train_real": 10, "n_train_synthetic": 0, "seconds": 1.0}
+                         for s in ("real", "real_plus_synth_1x", "synth_only") for sd in (0, 1)])
+    paths = write_fairness_report(table, tmp_path / "fairness", runs=runs)
+    text = paths["report"].read_text()
+    for section in FAIRNESS_SECTIONS:
+        assert f"## {section}" in text, section
+    for _, group in TABLE2_ROWS:
+        assert f"| {group} |" in text
+    assert "Balanced held-out set" in text and "Test set" in text
+    assert "random initialisation (test)" in text
+    for key in ("balanced_accuracy_by_group_test", "gap_vs_accuracy_heldout", "table2_test", "fairness_csv"):
+        assert paths[key].exists() and paths[key].stat().st_size > 0
+    assert paths["balanced_accuracy_by_group_test"].read_bytes()[:4] == b"\x89PNG"
+    assert not list((tmp_path / "fairness").glob(".*"))
