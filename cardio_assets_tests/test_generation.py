@@ -55,9 +55,20 @@ def cfg(**changes) -> DiffusionConfig:
         sampler_steps=3,
         sample_batch_size=4,
         device="cpu",
+        cpu_threads=1,
     )
     base.update(changes)
     return DiffusionConfig.smoke(**base)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_cpu_thread():
+    """One intra-op thread: on a CPU shared with busy neighbours, two threads wait on each
+    other at every op's barrier (steps measured 15-30x slower); restored afterwards."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")
@@ -244,6 +255,21 @@ def test_generation_is_deterministic_and_batch_independent(backbone_dir, control
     # the one-call convenience builds the same pipeline
     c2 = generate(backbone_dir, controlnet_dir / "controlnet", labels[:1], prompts[:1], [11], c, log=quiet)
     np.testing.assert_allclose(c2[0], a[0], atol=1e-5)
+    # and a plain diffusers pipeline (no conditioning-embedding cache) gives the same image
+    from diffusers import ControlNetModel, StableDiffusionControlNetPipeline
+
+    from cardio_assets.generation.sampling import make_scheduler
+
+    net = ControlNetModel.from_pretrained(controlnet_dir / "controlnet")
+    pipe = StableDiffusionControlNetPipeline.from_pretrained(
+        backbone_dir, controlnet=net, safety_checker=None, feature_extractor=None, requires_safety_checker=False
+    )
+    pipe.scheduler = make_scheduler(c.sampler, pipe.scheduler.config)
+    pipe.set_progress_bar_config(disable=True)
+    plain = pipe(prompts[:1], image=control_image(labels[:1]), num_inference_steps=c.sampler_steps, height=RES,
+                 width=RES, guidance_scale=c.guidance_scale, generator=[torch.Generator().manual_seed(11)],
+                 output_type="np").images
+    np.testing.assert_allclose(plain[0].transpose(2, 0, 1), a[0], atol=1e-5)
 
 
 def test_sample_seed_is_stable():

@@ -35,6 +35,12 @@ def test_the_whole_graph_materializes(smoke_run):
     assert cells["n_patients"].sum() == profile.phantom.n_patients
     assert (cells["n_heldout"] == profile.phantom.heldout_per_cell).all()
 
+    # ES found from the images agrees with the phantom's ground truth for every patient
+    truth = pd.concat([pd.read_csv(f, dtype={"eid": str}) for f in (lake / "phantom").glob("*/*/truth.csv")])
+    es_truth = dict(zip(truth["eid"], truth["es_frame"]))
+    assert (cohort["es_from"] == "images").all()
+    assert (cohort["es_frame"] == cohort["patient_id"].map(es_truth)).all()
+
     splits = read_value(lake / "patient_splits")
     n_images = 0
     for key in CELL_KEYS:

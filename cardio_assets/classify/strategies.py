@@ -20,6 +20,7 @@ the demographic cells while keeping the training label prevalence (HF at
 
 from __future__ import annotations
 
+import json
 import math
 import time
 from dataclasses import dataclass, field
@@ -337,9 +338,13 @@ def run_strategy(name: str, real: ImageSet, synthetic: ImageSet | None, config: 
 
 
 def run_record(predictions: pd.DataFrame) -> dict:
-    """The run description of a `run_strategy` result, without the per-epoch histories."""
+    """The run description of a `run_strategy` result, flat (nested values as JSON text, so
+    a table of runs stores as Parquet), without the per-epoch histories."""
     run = dict(predictions.attrs.get("run", {}))
     run.pop("histories", None)
+    for key in ("alpha_scores", "synthetic_per_cell"):
+        if run.get(key) is not None:
+            run[key] = json.dumps(run[key], sort_keys=True)
     return run
 
 

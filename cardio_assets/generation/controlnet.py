@@ -245,6 +245,8 @@ def train_controlnet(
     total = int(config.controlnet_steps)
     if start > total:
         log(f"controlnet: checkpoint is at step {start}, beyond the {total} steps asked; keeping it")
+    if start < total and (out_dir / RECORD_NAME).exists():
+        (out_dir / RECORD_NAME).unlink()  # no record = not finished (until the end of this call)
 
     def checkpoint_state(step: int) -> dict:
         return {

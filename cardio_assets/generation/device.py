@@ -5,7 +5,6 @@ Nothing here touches CUDA at import time; CUDA is only queried when a function i
 
 from __future__ import annotations
 
-import os
 import random
 
 import numpy as np
@@ -66,7 +65,6 @@ def configure_backend(tf32: bool = True, cpu_threads: int | None = None) -> None
 def seed_everything(seed: int) -> None:
     """Seed python, numpy and torch (all CUDA devices lazily, without initialising CUDA)."""
     seed = int(seed)
-    os.environ.setdefault("PYTHONHASHSEED", str(seed))
     random.seed(seed)
     np.random.seed(seed % (2**32))
     torch.manual_seed(seed)

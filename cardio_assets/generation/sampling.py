@@ -39,6 +39,35 @@ def make_scheduler(name: str, scheduler_config):
     raise ValueError(f"unknown sampler {name!r}")
 
 
+class _CachedConditioningEmbedding(torch.nn.Module):
+    """ControlNet's conditioning encoder, memoised on its input tensor.
+
+    The pipelines pass the very same control tensor at every denoising step, and diffusers
+    re-encodes it each time (at full image resolution: a third of the ControlNet's cost at
+    64 px). The result is identical; the cache holds one batch and is keyed on the tensor's
+    identity and version counter (so in-place edits invalidate it).
+    """
+
+    def __init__(self, inner: torch.nn.Module) -> None:
+        super().__init__()
+        self.inner = inner
+        self._key = None
+        self._out = None
+
+    def forward(self, conditioning: torch.Tensor) -> torch.Tensor:
+        if self.training or torch.is_grad_enabled():
+            return self.inner(conditioning)
+        key = (id(conditioning), conditioning._version, conditioning.data_ptr(), tuple(conditioning.shape))
+        if self._key != key or self._out is None:
+            self._out = self.inner(conditioning)
+            self._key = key
+            self._ref = conditioning  # keep it alive so that its id cannot be reused
+        return self._out
+
+    def clear(self) -> None:
+        self._key = self._out = self._ref = None
+
+
 class Sampler:
     """A loaded `StableDiffusionControlNetPipeline`; reuse it across calls (QC attempts)."""
 
@@ -68,6 +97,8 @@ class Sampler:
             **dtype_kwargs(self.dtype),
         )
         pipe.scheduler = make_scheduler(config.sampler, pipe.scheduler.config)
+        self._cond_cache = _CachedConditioningEmbedding(pipe.controlnet.controlnet_cond_embedding)
+        pipe.controlnet.controlnet_cond_embedding = self._cond_cache
         pipe.set_progress_bar_config(disable=True)
         self.pipe = pipe.to(self.device)
         self.backbone_dir, self.controlnet_dir = Path(backbone_dir), Path(controlnet_dir)
@@ -107,6 +138,7 @@ class Sampler:
                 output_type="np",
                 eta=0.0,
             ).images
+            self._cond_cache.clear()
             out[sl] = np.clip(np.asarray(result, dtype=np.float32).transpose(0, 3, 1, 2), 0.0, 1.0)
             now = time.perf_counter()
             if log is not None and (now - last >= cfg.log_every_seconds or sl.stop == n):

@@ -29,7 +29,8 @@ down = posterior/inferior):
 
 Images use soft edges (a sigmoid of the signed distance, width ~0.3 voxel), painted back
 to front, so boundary voxels take partial-volume values; labels are the hard threshold of
-the same distances. A smooth multiplicative coil bias field and Rician noise finish it.
+the same distances. A smooth multiplicative coil bias field and Rician noise finish it;
+the stored int16 values are 0.4 x the reference signal (see FILE_SCALE).
 
 The one knob on how hard HF is to see is ``difficulty`` (see :func:`separation`).
 """
@@ -37,11 +38,10 @@ The one knob on how hard HF is to see is ``difficulty`` (see :func:`separation`)
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from typing import TYPE_CHECKING
 
 import numpy as np
-from scipy.special import expit
 
 from cardio_assets.labels import BACKGROUND, LV, MYO, RV
 from cardio_assets.phantom.population import PatientAttributes
@@ -74,7 +74,7 @@ HFPEF_RV_EF_DROP = (0.04, 0.03)
 PERICARDIAL_FAT_MM = (1.0, 0.30, 0.7)  # intercept at BMI 18, slope per BMI unit, noise sd
 SUBCUT_FAT_MM = (3.0, 1.25, 1.5)
 
-# Tissue signal (arbitrary units ~ final int16 values before gain and bias):
+# Tissue signal in reference units (blood ~220, the scale the noise sigma is given in):
 TISSUE = {
     "blood": (220.0, 8.0), "myo": (70.0, 5.0), "fat": (200.0, 8.0), "muscle": (100.0, 6.0),
     "lung": (15.0, 4.0), "liver": (90.0, 7.0), "aorta": (190.0, 10.0),
@@ -82,6 +82,13 @@ TISSUE = {
 # Papillary muscles sit in the LV cavity (labelled LV cavity, as UK Biobank masks do)
 # between these base-to-apex fractions, touching the wall and moving with it.
 PAPILLARY_SLICE_RANGE = (0.15, 0.75)
+# Stored int16 = FILE_SCALE x reference signal: blood ~88, maximum ~125, noise sigma
+# 1.2-2.0 (still above one quantisation step). Contrast and SNR (blood/sigma ~45-75)
+# are those of the reference scale, but the narrow value range compresses ~25% better
+# under nibabel's gzip (its int16 high byte costs ~2 bits a voxel whatever we do), which
+# keeps the 1716-patient demo cohort near 1 GB (manifest.json: bytes_nifti).
+FILE_SCALE = 0.4
+NOISE_SIGMA = (3.0, 5.0)  # reference units, uniform per patient
 EDGE_WIDTH_VOXELS = 0.3  # sigmoid scale as a fraction of the in-plane spacing
 RV_WALL_MM = 3.0
 # RV ellipse, in units of the LV epicardial radius: centre offset toward the septum,
@@ -94,7 +101,8 @@ def separation(difficulty: float) -> float:
     """Fraction of each HF patient's disease shift that is expressed: ``1 - difficulty**2``.
 
     ``difficulty`` moves exactly this, and nothing else: for an HF patient, EF, LV
-    dilation, wall thinning (HFrEF) or thickening (HFpEF) and the RV EF drop are each
+    dilation (and the RV dilation that follows it), wall thinning (HFrEF) or thickening
+    (HFpEF) and the RV EF drop are each
     ``healthy + separation * (disease target - healthy)``, where "healthy" is the value
     the same patient would have had without HF. Healthy patients, demographics,
     prevalence and the HFpEF share do not depend on it.
@@ -162,7 +170,7 @@ class PatientParams:
     spacing_mm: float
     slice_mm: float
     gain: float
-    noise_sigma: float
+    noise_sigma: float  # reference units (stored: x FILE_SCALE)
     bias_u: float
     bias_v: float
     bias_uv: float
@@ -268,7 +276,7 @@ def sample_anatomy(attrs: PatientAttributes, config: "PhantomConfig") -> Patient
         spacing_mm=round(float(rng.uniform(1.7, 1.9)), 4),
         slice_mm=float(rng.choice([8.0, 10.0])),
         gain=round(float(rng.uniform(0.9, 1.1)), 4),
-        noise_sigma=round(float(rng.uniform(4.0, 6.0)), 3),
+        noise_sigma=round(float(rng.uniform(*NOISE_SIGMA)), 3),
         bias_u=round(float(bias[0]), 4), bias_v=round(float(bias[1]), 4),
         bias_uv=round(float(bias[2]), 4), bias_uu=round(float(bias[3]), 4),
         bias_vv=round(float(bias[4]), 4), bias_z=round(float(bias[5]), 4),
@@ -413,6 +421,16 @@ def frame_seconds(params: PatientParams, config: "PhantomConfig") -> float:
     return 60.0 / params.heart_rate_bpm / config.n_frames
 
 
+TRUTH_MEASURED = ("eid", "es_frame", "ef", "lv_edv_ml", "lv_esv_ml", "rv_edv_ml", "rv_esv_ml",
+                  "myo_thickness_mm", "fat_mm", "hf", "sex", "age", "bmi", "cell")
+
+
+def truth_columns() -> list[str]:
+    """truth.csv columns: the measured ground truth first, then every other parameter."""
+    rest = [f.name for f in fields(PatientParams) if f.name not in TRUTH_MEASURED]
+    return list(TRUTH_MEASURED) + rest
+
+
 def patient_truth(params: PatientParams, config: "PhantomConfig") -> tuple[dict, np.ndarray, np.ndarray]:
     """Ground truth and the ED/ES label maps (X, Y, Z), without rendering the image.
 
@@ -424,7 +442,8 @@ def patient_truth(params: PatientParams, config: "PhantomConfig") -> tuple[dict,
     return _truth(params, config, g)
 
 
-def _truth(params: PatientParams, config: "PhantomConfig", g: _Geometry) -> tuple[dict, np.ndarray, np.ndarray]:
+def _truth(params: PatientParams, config: "PhantomConfig",
+           g: _Geometry) -> tuple[dict, np.ndarray, np.ndarray]:
     counts = lv_voxels_per_frame(g)
     es = int(np.argmin(counts))
     lab = _labels(g, np.array([0, es]))
@@ -432,7 +451,7 @@ def _truth(params: PatientParams, config: "PhantomConfig", g: _Geometry) -> tupl
     edv, esv = float(counts[0]) * voxel_ml, float(counts[es]) * voxel_ml
     rv_edv = float((lab[0] == RV).sum()) * voxel_ml
     rv_esv = float((lab[1] == RV).sum()) * voxel_ml
-    truth = {
+    measured = {
         "eid": params.eid,
         "es_frame": es,
         "ef": round(1.0 - esv / edv, 4),
@@ -449,9 +468,8 @@ def _truth(params: PatientParams, config: "PhantomConfig", g: _Geometry) -> tupl
         "cell": PatientAttributes(params.eid, params.subset, params.sex, params.age,
                                   params.bmi, params.hf, params.icd10).cell.key,
     }
-    for key, value in params.as_row().items():
-        if key not in truth:
-            truth[key] = int(value) if isinstance(value, bool) else value
+    row = {**params.as_row(), **measured}
+    truth = {key: int(row[key]) if isinstance(row[key], bool) else row[key] for key in truth_columns()}
     ed_mask = np.ascontiguousarray(lab[0].transpose(2, 1, 0))
     es_mask = np.ascontiguousarray(lab[1].transpose(2, 1, 0))
     return truth, ed_mask, es_mask
@@ -460,6 +478,19 @@ def _truth(params: PatientParams, config: "PhantomConfig", g: _Geometry) -> tupl
 # ---------------------------------------------------------------------------------------
 # Image
 # ---------------------------------------------------------------------------------------
+def _sigmoid(x: np.ndarray) -> np.ndarray:
+    """Logistic sigmoid, float32, computed in place on ``x`` (a temporary).
+
+    Several times faster than scipy.special.expit on float32, and the clip keeps exp
+    from overflowing (alpha is 0 or 1 to float32 precision beyond |x| = 30 anyway).
+    """
+    np.clip(x, -30.0, 30.0, out=x)
+    np.negative(x, out=x)
+    np.exp(x, out=x)
+    x += np.float32(1.0)
+    return np.reciprocal(x, out=x)
+
+
 def _paint(img: np.ndarray, alpha: np.ndarray, value: float) -> None:
     """Composite one soft layer over ``img`` in place: img <- img + alpha (value - img)."""
     img += alpha * (np.float32(value) - img)
@@ -476,15 +507,15 @@ def _surroundings(p: PatientParams, g: _Geometry, n_slices: int, w: float) -> np
     out = np.empty((n_slices,) + u.shape, np.float32)
     for z in range(n_slices):
         img = np.full(u.shape, AIR, np.float32)
-        _paint(img, expit((v - skin) / w), p.fat_signal)
-        _paint(img, expit((v - muscle_top) / w), p.muscle_signal)
-        _paint(img, expit((v - wall_inner) / w), p.lung_signal)
+        _paint(img, _sigmoid((v - skin) / w), p.fat_signal)
+        _paint(img, _sigmoid((v - muscle_top) / w), p.muscle_signal)
+        _paint(img, _sigmoid((v - wall_inner) / w), p.lung_signal)
         # diaphragm: under the heart, higher on the liver side (image left), rising apically
         diaphragm = g.heart_bottom_v + p.diaphragm_mm - 10.0 * f[z] + 0.2 * u + u**2 / 400.0
-        _paint(img, expit((v - diaphragm) / w), p.liver_signal)
+        _paint(img, _sigmoid((v - diaphragm) / w), p.liver_signal)
         cu, cv = g.lv_center[z]
         dist = np.sqrt((u - cu - p.aorta_u_mm) ** 2 + (v - g.heart_bottom_v - p.aorta_v_mm) ** 2)
-        _paint(img, expit((p.aorta_radius_mm - dist) / w), p.aorta_signal)
+        _paint(img, _sigmoid((p.aorta_radius_mm - dist) / w), p.aorta_signal)
         out[z] = img
     return out
 
@@ -499,8 +530,23 @@ def _bias_field(p: PatientParams, g: _Geometry, n_slices: int) -> np.ndarray:
     return np.clip(field, 0.75, 1.25).astype(np.float32)
 
 
-def _papillary_alpha(p: PatientParams, g: _Geometry, z: int, inv_w: np.float32) -> np.ndarray:
-    """Soft mask (T, Y, X) of the two papillary muscles of slice ``z``.
+def _heart_box(g: _Geometry, z: int, margin: float) -> tuple[slice, slice]:
+    """Rows and columns of slice ``z`` that any heart layer can reach (its ED extent,
+    the largest of the cycle, plus ``margin`` mm). Outside it every heart layer's alpha is
+    below sigmoid(-margin / w), so the sigmoids need not be computed there.
+    """
+    reach = g.rho_lv[z] < g.r_epi[0, z] + g.fat_map[z] + margin
+    if g.has_rv[z]:
+        reach |= g.rho_rv[z] < g.r_rv[0, z] + RV_WALL_MM + g.fat_map[z] + margin
+    rows, cols = np.flatnonzero(reach.any(axis=1)), np.flatnonzero(reach.any(axis=0))
+    if rows.size == 0:
+        return slice(0, 0), slice(0, 0)
+    return slice(rows[0], rows[-1] + 1), slice(cols[0], cols[-1] + 1)
+
+
+def _papillary_alpha(p: PatientParams, g: _Geometry, z: int, box: tuple[slice, slice],
+                     inv_w: np.float32) -> np.ndarray:
+    """Soft mask (T, box rows, box cols) of the two papillary muscles of slice ``z``.
 
     Their size is fixed and their centres ride on the endocardium, so they fill more
     of the cavity at ES, as in real cines.
@@ -508,13 +554,14 @@ def _papillary_alpha(p: PatientParams, g: _Geometry, z: int, inv_w: np.float32) 
     r = g.r_endo[:, z, None, None]  # (T, 1, 1)
     size = np.float32(p.papillary_size * g.r_endo[0, z])
     cu, cv = g.lv_center[z]
+    u, v = g.u[box][None], g.v[box][None]
     alpha = None
     for angle in (p.papillary_angle_1_deg, p.papillary_angle_2_deg):
         a = math.radians(angle)
-        reach = r - 0.9 * size
-        du = g.u[None] - (cu + reach * math.cos(a))
-        dv = g.v[None] - (cv + reach * math.sin(a))
-        one = expit((size - np.sqrt(du * du + dv * dv)) * inv_w)
+        reach = r - np.float32(0.9) * size
+        du = u - (np.float32(cu) + reach * np.float32(math.cos(a)))
+        dv = v - (np.float32(cv) + reach * np.float32(math.sin(a)))
+        one = _sigmoid((size - np.sqrt(du * du + dv * dv)) * inv_w)
         alpha = one if alpha is None else np.maximum(alpha, one)
     return alpha
 
@@ -533,37 +580,44 @@ def render_patient(params: PatientParams, config: "PhantomConfig"):
     background = _surroundings(params, g, Z, w)
     f = _slice_fraction(Z)
 
-    img = np.empty((T, Z, n, n), np.float32)  # C-order (T, Z, Y, X) == F-order (X, Y, Z, T)
+    # C-order (T, Z, Y, X) is F-order (X, Y, Z, T): NIfTI's layout, written without a copy
+    img = np.empty((T, Z, n, n), np.float32)
+    img[:] = background[None]
     for z in range(Z):
-        rho, rho_rv, fat = g.rho_lv[z][None], g.rho_rv[z][None], g.fat_map[z][None]
+        box = _heart_box(g, z, margin=12.0 * w)
+        rho, rho_rv, fat = g.rho_lv[z][box][None], g.rho_rv[z][box][None], g.fat_map[z][box][None]
         r = g.r_endo[:, z, None, None]
         R = g.r_epi[:, z, None, None]
-        layer = np.broadcast_to(background[z], (T, n, n)).copy()
-        a_epi = expit((R - rho) * inv_w)
-        a_fat = expit((R + fat - rho) * inv_w)
+        layer = img[:, z][(slice(None),) + box]  # a view: painting writes into img
+        a_epi = _sigmoid((R - rho) * inv_w)
+        a_fat = _sigmoid((R + fat - rho) * inv_w)
         a_muscle = a_epi
         a_rv = None
         if g.has_rv[z]:
             Rrv = g.r_rv[:, z, None, None]
-            a_fat = np.maximum(a_fat, expit((Rrv + RV_WALL_MM + fat - rho_rv) * inv_w))
-            a_muscle = np.maximum(a_epi, expit((Rrv + RV_WALL_MM - rho_rv) * inv_w))
-            a_rv = expit((Rrv - rho_rv) * inv_w) * (1.0 - a_epi)
+            a_fat = np.maximum(a_fat, _sigmoid((Rrv + RV_WALL_MM + fat - rho_rv) * inv_w))
+            a_muscle = np.maximum(a_epi, _sigmoid((Rrv + RV_WALL_MM - rho_rv) * inv_w))
+            a_rv = _sigmoid((Rrv - rho_rv) * inv_w) * (1.0 - a_epi)
         _paint(layer, a_fat, params.fat_signal)
         _paint(layer, a_muscle, params.myo_signal)
         if a_rv is not None:
             _paint(layer, a_rv, params.blood_signal)
-        _paint(layer, expit((r - rho) * inv_w), params.blood_signal)
+        _paint(layer, _sigmoid((r - rho) * inv_w), params.blood_signal)
         if PAPILLARY_SLICE_RANGE[0] <= f[z] <= PAPILLARY_SLICE_RANGE[1]:
-            _paint(layer, _papillary_alpha(params, g, z, inv_w), params.myo_signal)
-        img[:, z] = layer
+            _paint(layer, _papillary_alpha(params, g, z, box, inv_w), params.myo_signal)
 
     img *= _bias_field(params, g, Z)[None] * np.float32(params.gain)
     rng = np.random.default_rng([config.seed, int(params.eid), 2])
     noise = rng.standard_normal((2,) + img.shape, dtype=np.float32)
     noise *= np.float32(params.noise_sigma)
     img += noise[0]
-    magnitude = np.hypot(img, noise[1])  # Rician: |S + n1 + i n2|
-    cine = np.rint(np.clip(magnitude, 0, 32767)).astype(np.int16).transpose(3, 2, 1, 0)
+    img *= img
+    noise[1] *= noise[1]
+    img += noise[1]
+    magnitude = np.sqrt(img, out=img)  # Rician: |S + n1 + i n2|
+    magnitude *= np.float32(FILE_SCALE)
+    np.minimum(magnitude, np.float32(32767), out=magnitude)
+    cine = np.rint(magnitude).astype(np.int16).transpose(3, 2, 1, 0)
 
     truth, ed_mask, es_mask = _truth(params, config, g)
     return cine, ed_mask, es_mask, affine_of(params), truth

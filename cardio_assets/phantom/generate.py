@@ -12,8 +12,9 @@ One reader then serves the phantom and real UK Biobank data alike::
 
 Generation is deterministic per patient (its image depends only on config and eid), so
 any number of workers gives byte-identical files, and an interrupted run resumes: files
-are written atomically, a patient whose three files exist is skipped, and manifest.json,
-written last, is the only sign that a cohort is complete.
+are written atomically, a patient whose three files this config already wrote (their
+headers carry the config hash) is skipped, and manifest.json, written last, is the only
+sign that a cohort is complete.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ import os
 import shutil
 import time
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import nibabel as nib
@@ -40,6 +41,7 @@ from cardio_assets.phantom.anatomy import (
     patient_truth,
     render_patient,
     sample_anatomy,
+    truth_columns,
 )
 from cardio_assets.phantom.population import (
     PatientAttributes,
@@ -56,7 +58,6 @@ IMAGE_FILE, ED_FILE, ES_FILE = "sa.nii.gz", "seg_sa_ED.nii.gz", "seg_sa_ES.nii.g
 PATIENT_FILES = (IMAGE_FILE, ED_FILE, ES_FILE)
 METADATA_COLUMNS = ("eid", "31-0.0", "21003-2.0", "21001-2.0", "41270-0.0")
 MANIFEST = "manifest.json"
-PARTIAL_MARKER = ".phantom_partial.json"  # names the config hash of an unfinished run
 
 
 @dataclass(frozen=True)
@@ -86,8 +87,11 @@ class PhantomConfig:
             raise ValueError(f"hf_prevalence must be in (0, 1), got {self.hf_prevalence}")
         if not 0.0 <= self.difficulty <= 1.0:
             raise ValueError(f"difficulty must be in [0, 1], got {self.difficulty}")
-        if self.matrix < 16 or self.n_slices < 1 or self.n_frames < 3:
-            raise ValueError("need matrix >= 16, n_slices >= 1, n_frames >= 3")
+        # The heart is placed in mm, so a matrix under 80 crops the field of view (fine
+        # for tests); 20 frames is the least that resolves ED-1/ES+1 neighbours and the
+        # raised-cosine cycle.
+        if self.matrix < 32 or self.n_slices < 1 or self.n_frames < 20:
+            raise ValueError("need matrix >= 32, n_slices >= 1 and n_frames >= 20")
 
     def config_hash(self) -> str:
         """Stable hash of all fields (and PHANTOM_VERSION): equal hash, equal files."""
@@ -138,27 +142,49 @@ def _nifti(data: np.ndarray, affine: np.ndarray, descrip: str, dt: float | None)
     return img
 
 
-def _write_patient(params: PatientParams, config: PhantomConfig, folder: Path, skip_existing: bool) -> dict:
-    """Render and write one patient unless its files exist; return its truth row."""
-    if skip_existing and all((folder / name).is_file() for name in PATIENT_FILES):
+def _provenance(config: PhantomConfig, eid: str) -> str:
+    """Header ``descrip`` of every file: which config and patient wrote it."""
+    return f"cardio-assets phantom {config.config_hash()} eid {eid}"
+
+
+def _written_for(folder: Path, config: PhantomConfig, eid: str) -> bool:
+    """All three files exist and their headers say this config wrote them.
+
+    Reads headers only (a few hundred bytes each), so an interrupted run resumes cheaply,
+    while files left by a different config, or by anything else, are rewritten.
+    """
+    tag = _provenance(config, eid).encode()
+    for name in PATIENT_FILES:
+        path = folder / name
+        if not path.is_file():
+            return False
+        try:
+            descrip = bytes(nib.load(path).header["descrip"])
+        except Exception:  # unreadable or truncated: rewrite it
+            return False
+        if not descrip.startswith(tag):
+            return False
+    return True
+
+
+def _write_patient(params: PatientParams, config: PhantomConfig, folder: Path) -> dict:
+    """Render and write one patient unless this config already wrote it; return its truth row."""
+    if _written_for(folder, config, params.eid):
         truth, _, _ = patient_truth(params, config)  # labels only, no image: cheap
         return truth
     cine, ed_mask, es_mask, affine, truth = render_patient(params, config)
     folder.mkdir(parents=True, exist_ok=True)
-    tag = f"cardio-assets phantom {config.config_hash()} eid {params.eid}"
+    tag = _provenance(config, params.eid)
     _write_nifti(folder / IMAGE_FILE, _nifti(cine, affine, tag, frame_seconds(params, config)))
     _write_nifti(folder / ED_FILE, _nifti(ed_mask, affine, tag + " ED frame 0", None))
     _write_nifti(folder / ES_FILE, _nifti(es_mask, affine, tag + f" ES frame {truth['es_frame']}", None))
     return truth
 
 
-def _write_chunk(args: tuple[list[PatientAttributes], PhantomConfig, str, bool]) -> list[dict]:
-    attrs_list, config, subset_dir, skip_existing = args
+def _write_chunk(args: tuple[list[PatientAttributes], PhantomConfig, str]) -> list[dict]:
+    attrs_list, config, subset_dir = args
     base = Path(subset_dir)
-    return [
-        _write_patient(sample_anatomy(a, config), config, base / a.eid, skip_existing)
-        for a in attrs_list
-    ]
+    return [_write_patient(sample_anatomy(a, config), config, base / a.eid) for a in attrs_list]
 
 
 # ---------------------------------------------------------------------------------------
@@ -217,24 +243,23 @@ def generate_phantom_cohort(out_dir: str | Path, config: PhantomConfig, workers:
     """Write (or reuse) the phantom cohort under ``out_dir``; return the manifest dict.
 
     If ``out_dir/manifest.json`` holds this config's hash and every file is present,
-    nothing is written. Otherwise patients whose three files exist (from an interrupted
-    run of the same config) are skipped, the rest rendered with ``workers`` processes,
-    the CSVs rewritten, and manifest.json written last.
+    nothing is written. Otherwise patients whose three files this config already wrote
+    (an interrupted run; checked on the NIfTI headers) are skipped, the rest rendered with
+    ``workers`` processes (spawned: call from under ``if __name__ == "__main__"`` in a
+    script), patient folders the config does not hold are removed, the CSVs rewritten,
+    and manifest.json written last.
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    chash = config.config_hash()
     manifest_path = out / MANIFEST
     existing = _read_json(manifest_path)
     if _is_complete(out, existing, config):
         return existing
 
-    # Files on disk are only trusted (skipped) if they were written for this same config.
-    partial = _read_json(out / PARTIAL_MARKER)
-    trusted = (existing or {}).get("config_hash") == chash or (partial or {}).get("config_hash") == chash
     if manifest_path.exists():
         manifest_path.unlink()  # from here on, the folder does not look complete
-    _write_text(out / PARTIAL_MARKER, json.dumps({"config_hash": chash}))
+    for leftover in out.rglob(".tmp-*"):  # half-written files of a killed run
+        leftover.unlink(missing_ok=True)
 
     started = time.perf_counter()
     attrs = cohort_attributes(config)
@@ -247,7 +272,7 @@ def generate_phantom_cohort(out_dir: str | Path, config: PhantomConfig, workers:
         people = attrs[subset]
         removed += _remove_stale_patients(sub, {a.eid for a in people})
         chunk_size = max(1, min(32, len(people) // (4 * n_workers) or 1))
-        jobs = [(chunk, config, str(sub), trusted) for chunk in _chunks(people, chunk_size)]
+        jobs = [(chunk, config, str(sub)) for chunk in _chunks(people, chunk_size)]
         rows: list[dict] = []
         if n_workers == 1 or len(jobs) <= 1:
             for job in jobs:
@@ -260,12 +285,10 @@ def generate_phantom_cohort(out_dir: str | Path, config: PhantomConfig, workers:
                     rows.extend(chunk_rows)
         truths[subset] = rows
         _write_text(sub / "metadata.csv", _csv_text([metadata_row(a) for a in people], METADATA_COLUMNS))
-        truth_columns = list(rows[0]) if rows else ["eid"] + [f.name for f in fields(PatientParams)][1:]
-        _write_text(sub / "truth.csv", _csv_text(rows, truth_columns))
+        _write_text(sub / "truth.csv", _csv_text(rows, truth_columns()))
 
     manifest = _manifest(out, config, attrs, truths, time.perf_counter() - started, removed)
     _write_text(manifest_path, json.dumps(manifest, indent=2))
-    (out / PARTIAL_MARKER).unlink(missing_ok=True)
     return manifest
 
 
