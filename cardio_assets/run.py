@@ -26,12 +26,16 @@ class RunSummary:
     failed: list[str]
 
 
+# the run log at INFO: Dagster's DEBUG events (every input loaded, every output handled) drown it
+RUN_CONFIG = {"loggers": {"console": {"config": {"log_level": "INFO"}}}}
+
+
 def materialize_all(settings: PipelineSettings, instance: DagsterInstance, cells: list[str] | None = None, log=print) -> RunSummary:
     """Cohort job, then the frames of every cell (each a partition run). Stops on the first failure."""
     defs = build_definitions(settings)
     seconds, failed = {}, []
     start = time.perf_counter()
-    result = defs.resolve_job_def("cohort_job").execute_in_process(instance=instance, raise_on_error=False)
+    result = defs.resolve_job_def("cohort_job").execute_in_process(instance=instance, run_config=RUN_CONFIG, raise_on_error=False)
     seconds["cohort"] = time.perf_counter() - start
     if not result.success:
         return RunSummary(Path(settings.data_lake), seconds, ["cohort_job"])
@@ -39,7 +43,7 @@ def materialize_all(settings: PipelineSettings, instance: DagsterInstance, cells
     frames_job = defs.resolve_job_def("frames_job")
     start = time.perf_counter()
     for i, key in enumerate(cells or CELL_KEYS, 1):
-        result = frames_job.execute_in_process(instance=instance, partition_key=key, raise_on_error=False)
+        result = frames_job.execute_in_process(instance=instance, partition_key=key, run_config=RUN_CONFIG, raise_on_error=False)
         if not result.success:
             failed.append(f"frames[{key}]")
             break

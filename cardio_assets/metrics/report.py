@@ -225,7 +225,7 @@ def plot_group_accuracy(fairness: pd.DataFrame, evaluation_set: str, strategies,
     ax.set_ylim(0.0, 1.05)
     ax.axhline(0.5, color="grey", lw=0.8, ls="--")
     ax.set_title(f"Balanced accuracy per group: {EVALUATION_SET_TITLES.get(evaluation_set, evaluation_set)}")
-    ax.legend(fontsize=8, ncol=2)
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     return _atomic_savefig(fig, path)
 
 
