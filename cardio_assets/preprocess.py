@@ -16,8 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
-import torch
-import torch.nn.functional as F
+from PIL import Image
 
 from cardio_assets.labels import LV
 from cardio_assets.readers.base import MaskRef
@@ -106,17 +105,35 @@ def make_frames(
             s_offs.append(s_off)
             f_offs.append(f_off)
     # (x, y) planes -> (row = y, col = x) images, the usual radiological display
-    imgs = torch.from_numpy(np.stack(images)).transpose(2, 3)
-    ctrl = torch.from_numpy(np.stack(controls).astype(np.uint8)).transpose(2, 3)
-    imgs = F.interpolate(imgs, size=(spec.size, spec.size), mode="bilinear", antialias=True, align_corners=False)
-    ctrl = F.interpolate(ctrl.float(), size=(spec.size, spec.size), mode="nearest-exact")
+    images_out = np.stack([[_resize_image(c.T, spec.size) for c in rgb] for rgb in images])
+    controls_out = np.stack([[_resize_labels(c.T, spec.size) for c in ctrl] for ctrl in controls])
     return PatientFrames(
-        images=imgs.clamp_(0, 1).numpy().astype(np.float16),
-        controls=ctrl.numpy().astype(np.uint8),
+        images=np.clip(images_out, 0, 1).astype(np.float16),
+        controls=controls_out.astype(np.uint8),
         slices=slices,
         slice_offsets=s_offs,
         frame_offsets=f_offs,
     )
+
+
+def _resize_image(plane: np.ndarray, size: int) -> np.ndarray:
+    """Bilinear resize (antialiased when shrinking) of a float plane, with Pillow.
+
+    Pillow rather than torch: these are many tiny single-threaded calls, where torch's
+    per-call and thread-pool overhead costs more than the arithmetic.
+    """
+    if plane.shape == (size, size):
+        return plane
+    return np.asarray(Image.fromarray(np.ascontiguousarray(plane, dtype=np.float32), mode="F").resize((size, size), Image.BILINEAR))
+
+
+def _resize_labels(plane: np.ndarray, size: int) -> np.ndarray:
+    """Nearest-neighbour resize of a label plane (pixel centres mapped, as 'nearest-exact')."""
+    if plane.shape == (size, size):
+        return plane
+    rows = ((np.arange(size) + 0.5) * plane.shape[0] / size).astype(np.int64)
+    cols = ((np.arange(size) + 0.5) * plane.shape[1] / size).astype(np.int64)
+    return plane[np.ix_(rows, cols)]
 
 
 def frames_for_row(row: dict, training: bool, spec: FrameSpec) -> PatientFrames:
