@@ -105,7 +105,7 @@ def make_frames(
             s_offs.append(s_off)
             f_offs.append(f_off)
     # (x, y) planes -> (row = y, col = x) images, the usual radiological display
-    images_out = np.stack([[_resize_image(c.T, spec.size) for c in rgb] for rgb in images])
+    images_out = np.stack([[resize_image(c.T, spec.size) for c in rgb] for rgb in images])
     controls_out = np.stack([[_resize_labels(c.T, spec.size) for c in ctrl] for ctrl in controls])
     return PatientFrames(
         images=np.clip(images_out, 0, 1).astype(np.float16),
@@ -116,7 +116,7 @@ def make_frames(
     )
 
 
-def _resize_image(plane: np.ndarray, size: int) -> np.ndarray:
+def resize_image(plane: np.ndarray, size: int) -> np.ndarray:
     """Bilinear resize (antialiased when shrinking) of a float plane, with Pillow.
 
     Pillow rather than torch: these are many tiny single-threaded calls, where torch's

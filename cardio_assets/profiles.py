@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from cardio_assets.classify.config import ClassifierConfig
+from cardio_assets.generation.config import DiffusionConfig
 from cardio_assets.phantom.generate import PhantomConfig
 from cardio_assets.preprocess import FrameSpec
 
@@ -22,7 +24,19 @@ class Profile:
     # cells with fewer training patients than this get a warning: the generator will
     # have to borrow masks for them from a neighbouring cell
     min_train_patients_per_cell: int
+    diffusion: DiffusionConfig
+    classifier: ClassifierConfig
+    # synthetic images made per cell; the classifier strategies use N (+2000) and 2N (+4000)
+    synthetic_per_cell: int
+    attribute_epochs: int = 3
+    # FID/KID: images per compared group and repeats (paper: 500 images)
+    fid_images: int = 500
+    fid_repeats: int = 3
+    # intra-prompt diversity: masks x seeds generated for MS-SSIM
+    diversity_masks: int = 8
+    diversity_seeds: int = 4
     max_quarantine_share: float = 0.05
+    min_qc_pass_rate: float = 0.5
 
 
 PROFILES: dict[str, Profile] = {
@@ -31,18 +45,34 @@ PROFILES: dict[str, Profile] = {
         phantom=PhantomConfig(n_patients=72, heldout_per_cell=1, hf_prevalence=0.3, matrix=64, n_slices=5, n_frames=20),
         frames=FrameSpec(crop_px=56, size=32),
         min_train_patients_per_cell=1,
+        diffusion=DiffusionConfig.smoke(),
+        classifier=ClassifierConfig.smoke(),
+        synthetic_per_cell=2 * ClassifierConfig.smoke().synthetic_per_cell,
+        attribute_epochs=1,
+        fid_images=8,
+        fid_repeats=2,
+        diversity_masks=2,
+        diversity_seeds=2,
     ),
     "demo": Profile(
         name="demo",
         phantom=PhantomConfig(n_patients=1500, heldout_per_cell=6, hf_prevalence=0.08),
         frames=FrameSpec(crop_px=64, size=64),
         min_train_patients_per_cell=3,
+        diffusion=DiffusionConfig.demo(),
+        classifier=ClassifierConfig.demo(),
+        synthetic_per_cell=2 * ClassifierConfig.demo().synthetic_per_cell,
+        fid_images=200,
     ),
     "paper": Profile(
         name="paper",
         phantom=PhantomConfig(n_patients=25480, heldout_per_cell=20, hf_prevalence=0.0108, matrix=128, n_slices=10, n_frames=50),
         frames=FrameSpec(crop_px=120, size=224),
         min_train_patients_per_cell=5,
+        diffusion=DiffusionConfig.paper(),
+        classifier=ClassifierConfig.paper(),
+        synthetic_per_cell=2 * ClassifierConfig.paper().synthetic_per_cell,
+        attribute_epochs=10,
     ),
 }
 

@@ -30,25 +30,37 @@ class RunSummary:
 RUN_CONFIG = {"loggers": {"console": {"config": {"log_level": "INFO"}}}}
 
 
-def materialize_all(settings: PipelineSettings, instance: DagsterInstance, cells: list[str] | None = None, log=print) -> RunSummary:
-    """Cohort job, then the frames of every cell (each a partition run). Stops on the first failure."""
+# (job, partitioned by cell?) in the order the graph needs them
+STAGES: list[tuple[str, bool]] = [
+    ("cohort_job", False),
+    ("frames_job", True),
+    ("generator_job", False),
+    ("synthetic_job", True),
+    ("reports_job", False),
+]
+
+
+def materialize_all(
+    settings: PipelineSettings, instance: DagsterInstance, cells: list[str] | None = None, log=print,
+    stages: list[tuple[str, bool]] | None = None,
+) -> RunSummary:
+    """Run every stage's job (a partitioned job once per cell); stops at the first failure."""
     defs = build_definitions(settings)
     seconds, failed = {}, []
-    start = time.perf_counter()
-    result = defs.resolve_job_def("cohort_job").execute_in_process(instance=instance, run_config=RUN_CONFIG, raise_on_error=False)
-    seconds["cohort"] = time.perf_counter() - start
-    if not result.success:
-        return RunSummary(Path(settings.data_lake), seconds, ["cohort_job"])
-    log(f"cohort ready in {seconds['cohort']:.1f}s; making frames for {len(cells or CELL_KEYS)} cells")
-    frames_job = defs.resolve_job_def("frames_job")
-    start = time.perf_counter()
-    for i, key in enumerate(cells or CELL_KEYS, 1):
-        result = frames_job.execute_in_process(instance=instance, partition_key=key, run_config=RUN_CONFIG, raise_on_error=False)
-        if not result.success:
-            failed.append(f"frames[{key}]")
-            break
-        log(f"  frames [{i:2d}/{len(cells or CELL_KEYS)}] {key}")
-    seconds["frames"] = time.perf_counter() - start
+    keys = cells or list(CELL_KEYS)
+    for job_name, partitioned in stages or STAGES:
+        job = defs.resolve_job_def(job_name)
+        start = time.perf_counter()
+        for i, key in enumerate(keys if partitioned else [None], 1):
+            result = job.execute_in_process(instance=instance, partition_key=key, run_config=RUN_CONFIG, raise_on_error=False)
+            if not result.success:
+                failed.append(f"{job_name}[{key}]" if key else job_name)
+                seconds[job_name] = time.perf_counter() - start
+                return RunSummary(Path(settings.data_lake), seconds, failed)
+            if key:
+                log(f"  {job_name} [{i:2d}/{len(keys)}] {key}")
+        seconds[job_name] = time.perf_counter() - start
+        log(f"{job_name} done in {seconds[job_name]:.0f}s")
     return RunSummary(Path(settings.data_lake), seconds, failed)
 
 
@@ -70,6 +82,9 @@ def main(argv: list[str] | None = None) -> int:
     for name in ("cohort", "cohort_quarantine", "patient_splits", "subgroup_cells"):
         print(f"  {name:18s} {lake / name / 'table.parquet'}")
     print(f"  {'frames':18s} {lake / 'frames'}/<cell>/ (index.parquet, images.npy, controls.npy)")
+    print(f"  {'synthetic_frames':18s} {lake / 'synthetic_frames'}/<cell>/ (tagged synthetic; QC log in synthetic_qc_log/)")
+    print(f"  {'models':18s} {lake / 'models'} (diffusion_backbone, controlnet, attribute_predictors)")
+    print(f"  {'sample grids':18s} {lake / 'reports' / 'controlnet_samples'}")
     print(f"  {'phantom cohort':18s} {lake / 'phantom'}")
     print("Timings: " + ", ".join(f"{k} {v:.0f}s" for k, v in summary.seconds.items()))
     return 0

@@ -8,7 +8,16 @@ from dagster import AssetCheckResult, AssetCheckSeverity, AssetIn, MetadataValue
 from cardio_assets.defs.partitions import cell_partitions
 from cardio_assets.defs.resources import PipelineSettings
 from cardio_assets.lake import FrameSet
-from cardio_assets.quality import cells_below_minimum, cohort_schema_problems, duplicated_ids, frame_problems, split_leaks
+from cardio_assets.quality import (
+    MEMORIZATION_RMS,
+    cells_below_minimum,
+    cohort_schema_problems,
+    duplicated_ids,
+    foreign_sources,
+    frame_problems,
+    split_leaks,
+)
+from cardio_assets.synthesis import patient_hash, privacy_salt
 
 # per-partition asset checks are a Dagster preview feature; we rely on it knowingly
 warnings.filterwarnings("ignore", category=PreviewWarning, message=".*partitions_def on an AssetCheckSpec.*")
@@ -70,3 +79,54 @@ def cell_minimum_counts(settings: PipelineSettings, subgroup_cells: pd.DataFrame
 @asset_check(asset="frames", partitions_def=cell_partitions, blocking=True, description="Images in [0, 1], no NaN, right shape; canonical labels; 9 images per training patient, 1 otherwise.")
 def frames_valid(settings: PipelineSettings, frames: FrameSet) -> AssetCheckResult:
     return _result(frame_problems(frames, settings.get_profile().frames.size), n_images=len(frames))
+
+
+@asset_check(asset="synthetic_frames", partitions_def=cell_partitions, additional_ins={"synthetic_qc_log": AssetIn()},
+             description="Every requested image is accounted for; the requested count was reached (warning: the documented shortfall after QC).")
+def synthetic_count(settings: PipelineSettings, synthetic_frames: FrameSet, synthetic_qc_log: pd.DataFrame) -> AssetCheckResult:
+    requested = settings.get_profile().synthetic_per_cell
+    accounted = len(synthetic_qc_log) == requested and len(synthetic_frames) == int(synthetic_qc_log["qc_passed"].sum())
+    return AssetCheckResult(
+        passed=accounted and len(synthetic_frames) == requested,
+        severity=AssetCheckSeverity.ERROR if not accounted else AssetCheckSeverity.WARN,
+        metadata={"requested": requested, "accepted": len(synthetic_frames), "shortfall": requested - len(synthetic_frames)},
+    )
+
+
+@asset_check(asset="synthetic_frames", partitions_def=cell_partitions, blocking=True, description="Pixels in [0, 1], no NaN, right shape, canonical labels; tagged synthetic.")
+def synthetic_valid(settings: PipelineSettings, synthetic_frames: FrameSet) -> AssetCheckResult:
+    problems = frame_problems(synthetic_frames, settings.get_profile().frames.size)
+    if len(synthetic_frames) and not synthetic_frames.index["synthetic"].all():
+        problems.append("rows not tagged synthetic")
+    return _result(problems, n_images=len(synthetic_frames))
+
+
+@asset_check(asset="synthetic_qc_log", partitions_def=cell_partitions, description="QC pass rate above the profile's threshold (warning).")
+def qc_pass_rate(settings: PipelineSettings, synthetic_qc_log: pd.DataFrame) -> AssetCheckResult:
+    rate = float(synthetic_qc_log["qc_passed"].mean()) if len(synthetic_qc_log) else 1.0
+    limit = settings.get_profile().min_qc_pass_rate
+    modes = synthetic_qc_log.loc[~synthetic_qc_log["qc_passed"], "failure_modes"].value_counts().head(5).to_dict()
+    return AssetCheckResult(passed=rate >= limit, severity=AssetCheckSeverity.WARN,
+                            metadata={"pass_rate": rate, "limit": limit, "top_failure_modes": MetadataValue.json(modes)})
+
+
+@asset_check(asset="synthetic_qc_log", partitions_def=cell_partitions,
+             description=f"Memorization: no synthetic image within RMS {MEMORIZATION_RMS} of its nearest real training image (warning).")
+def memorization(synthetic_qc_log: pd.DataFrame) -> AssetCheckResult:
+    kept = synthetic_qc_log[synthetic_qc_log["qc_passed"]]
+    if kept.empty:
+        return AssetCheckResult(passed=True, metadata={"n_images": 0})
+    flagged = int(kept["near_copy"].sum())
+    return AssetCheckResult(passed=flagged == 0, severity=AssetCheckSeverity.WARN, metadata={
+        "near_copies": flagged, "threshold_rms": MEMORIZATION_RMS,
+        "min_rms": float(kept["nearest_real_rms"].min()), "median_rms": float(kept["nearest_real_rms"].median()),
+    })
+
+
+@asset_check(asset="synthetic_frames", partitions_def=cell_partitions, blocking=True,
+             additional_ins={"patient_splits": AssetIn()}, description="Every mask and prompt came from a training patient (none from validation, test or held-out).")
+def masks_from_training_only(settings: PipelineSettings, synthetic_frames: FrameSet, patient_splits: pd.DataFrame) -> AssetCheckResult:
+    salt = privacy_salt(settings.data_lake)
+    train = {patient_hash(p, salt) for p in patient_splits.loc[patient_splits["split"] == "train", "patient_id"]}
+    foreign = foreign_sources(synthetic_frames.index["source_hash"], train) if len(synthetic_frames) else []
+    return _result([f"{len(foreign)} source patients outside the training split"] if foreign else [])

@@ -1,8 +1,12 @@
-"""Jobs: the cohort preparation (unpartitioned) and the per-cell frames."""
+"""Jobs (what `make demo` runs, stage by stage) and the weekly regeneration schedule."""
 
-from dagster import AssetSelection, define_asset_job
+from dagster import AssetSelection, DefaultScheduleStatus, RunRequest, define_asset_job, schedule
+
+from cardio_assets.cells import CELL_KEYS
 
 COHORT_ASSETS = ["cohort_source", "cohort", "cohort_quarantine", "patient_splits", "subgroup_cells"]
+GENERATOR_ASSETS = ["diffusion_backbone", "controlnet", "attribute_predictors"]
+SYNTHETIC_ASSETS = ["synthetic_frames", "synthetic_qc_log"]
 
 cohort_job = define_asset_job(
     "cohort_job",
@@ -15,3 +19,33 @@ frames_job = define_asset_job(
     selection=AssetSelection.assets("frames"),
     description="Preprocess one cell's patients into the paper's ED/ES frames.",
 )
+
+generator_job = define_asset_job(
+    "generator_job",
+    selection=AssetSelection.assets(*GENERATOR_ASSETS),
+    description="Train (or load) the diffusion backbone, train the ControlNet and the QC attribute predictors.",
+)
+
+synthetic_job = define_asset_job(
+    "synthetic_job",
+    selection=AssetSelection.assets(*SYNTHETIC_ASSETS),
+    description="Generate one cell's quality-controlled synthetic frames (regenerates that partition).",
+)
+
+
+reports_job = define_asset_job(
+    "reports_job",
+    selection=AssetSelection.assets("classifier_predictions", "classifier_runs", "fairness_report", "realism_report"),
+    description="Train the classifiers under every strategy and write the fairness and realism reports.",
+)
+
+
+@schedule(
+    job=synthetic_job,
+    cron_schedule="0 3 * * 1",
+    default_status=DefaultScheduleStatus.STOPPED,
+    description="Weekly: regenerate every cell's synthetic frames (off by default). Downstream reports refresh through their automation conditions.",
+)
+def weekly_synthetic_regeneration(context):
+    for key in CELL_KEYS:
+        yield RunRequest(run_key=f"{context.scheduled_execution_time:%Y%m%d}-{key}", partition_key=key)

@@ -3,6 +3,7 @@
 
 import json
 import os
+from pathlib import Path
 
 from dagster import ConfigurableResource
 from pydantic import Field
@@ -27,6 +28,9 @@ class PipelineSettings(ConfigurableResource):
     diagnosis_map: str = Field(default="", description='JSON override of pathology -> "hf"/"healthy"/null (M&Ms, ACDC)')
     seed: int = Field(default=0, description="seed of every random choice in the run")
     workers: int = Field(default=0, description="worker processes for I/O-heavy steps; 0 = one per core")
+    sd_backbone_dir: str = Field(default="", description="local Stable Diffusion 2.1-base folder (diffusers layout); empty: train the profile's small backbone")
+    resnet_weights: str = Field(default="", description="local ImageNet ResNet-18 state_dict file; empty: random initialisation")
+    inception_weights: str = Field(default="", description="local FID InceptionV3 weights file (torch-fidelity); empty: a feature extractor trained on real frames")
 
     @classmethod
     def from_env(cls) -> "PipelineSettings":
@@ -39,10 +43,20 @@ class PipelineSettings(ConfigurableResource):
             diagnosis_map=os.getenv("CARDIO_DIAGNOSIS_MAP", ""),
             seed=int(os.getenv("CARDIO_SEED", "0")),
             workers=int(os.getenv("CARDIO_WORKERS", "0")),
+            sd_backbone_dir=os.getenv("CARDIO_SD_BACKBONE_DIR", ""),
+            resnet_weights=os.getenv("CARDIO_RESNET_WEIGHTS", ""),
+            inception_weights=os.getenv("CARDIO_INCEPTION_WEIGHTS", ""),
         )
 
     def get_profile(self) -> Profile:
         return get_profile(self.profile)
+
+    def models_dir(self) -> Path:
+        """Model folders (save_pretrained layouts, checkpoints) live beside the asset values."""
+        return Path(self.data_lake) / "models"
+
+    def reports_dir(self) -> Path:
+        return Path(self.data_lake) / "reports"
 
     def n_workers(self) -> int:
         return self.workers if self.workers > 0 else (os.cpu_count() or 1)

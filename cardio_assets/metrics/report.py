@@ -283,12 +283,12 @@ def write_fairness_report(fairness: pd.DataFrame, out_dir, runs: pd.DataFrame | 
     md += ["## Models used", ""]
     if runs is not None and len(runs):
         cols = [c for c in ("strategy", "seed", "model_description", "best_epoch", "val_balanced_accuracy", "threshold",
-                            "alpha", "n_train_real", "n_train_synthetic", "seconds") if c in runs]
+                            "alpha", "n_train_real", "n_train_synthetic", "seconds", "skipped_reason") if c in runs]
         r = runs[cols].copy()
         if "best_epoch" in r:
-            r["best_epoch"] = r["best_epoch"].astype(int) + 1
+            r["best_epoch"] = (r["best_epoch"] + 1).astype("Int64")  # strategies that could not run have none
         md += [markdown_table(r, index=False), ""]
-        provenance = sorted(set(runs["model_description"].astype(str))) if "model_description" in runs else []
+        provenance = sorted(set(runs["model_description"].dropna().astype(str))) if "model_description" in runs else []
         md += [f"- {p}" for p in provenance] + [""]
     else:
         md += ["Run records were not given to the report.", ""]

@@ -1,0 +1,131 @@
+"""Attribute predictors: one ResNet-18 with a head per attribute (sex, age band, BMI band, HF).
+
+Trained on real training frames; used (1) by quality control to check that a synthetic
+image agrees with its prompt (RoentGen-v2), for the attributes it predicts well enough on
+real validation frames to be trusted, and (2) as the FID feature extractor when no
+InceptionV3 weights are configured (its penultimate layer knows cardiac images).
+
+A predictor is trusted when its validation balanced accuracy is at least halfway between
+chance and perfect: 0.75 for two classes, 0.67 for three.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
+from sklearn.metrics import balanced_accuracy_score
+
+from cardio_assets.cells import AGE_BANDS, BMI_BANDS, DIAGNOSES, SEXES
+from cardio_assets.classify.model import HFClassifier, build_classifier
+from cardio_assets.classify.train import Frames, augment, seed_everything
+
+ATTRIBUTES: dict[str, tuple[str, ...]] = {"sex": SEXES, "age_band": AGE_BANDS, "bmi_band": BMI_BANDS, "diagnosis": DIAGNOSES}
+QC_ATTRIBUTES = ("sex", "age_band", "bmi_band")  # the diagnosis is what the classifiers learn: not a QC gate
+
+
+def trust_threshold(n_classes: int) -> float:
+    return 0.5 * (1.0 + 1.0 / n_classes)
+
+
+@dataclass
+class AttributePredictor:
+    model: HFClassifier
+    validation: dict[str, float]  # balanced accuracy per attribute on real validation frames
+
+    @property
+    def trusted(self) -> set[str]:
+        return {a for a in QC_ATTRIBUTES if self.validation.get(a, 0.0) >= trust_threshold(len(ATTRIBUTES[a]))}
+
+    @torch.no_grad()
+    def predict(self, images: np.ndarray, batch_size: int = 256) -> list[dict[str, str]]:
+        self.model.eval()
+        out = []
+        for start in range(0, len(images), batch_size):
+            x = torch.as_tensor(np.asarray(images[start : start + batch_size], dtype=np.float32))
+            logits = _split(self.model(x))
+            picks = {a: logits[a].argmax(1).tolist() for a in ATTRIBUTES}
+            out += [{a: ATTRIBUTES[a][picks[a][i]] for a in ATTRIBUTES} for i in range(len(x))]
+        return out
+
+    def predict_one(self, image: np.ndarray) -> dict[str, str]:
+        return self.predict(image[None])[0]
+
+    def save(self, folder: Path) -> None:
+        folder.mkdir(parents=True, exist_ok=True)
+        save_file({k: v.contiguous() for k, v in self.model.state_dict().items()}, str(folder / "model.safetensors"))
+        (folder / "predictor.json").write_text(json.dumps({
+            "image_size": self.model.preprocess.image_size,
+            "validation_balanced_accuracy": self.validation, "trusted": sorted(self.trusted),
+            "init": self.model.description,
+        }, indent=2))
+
+    @classmethod
+    def load(cls, folder: Path, image_size: int) -> "AttributePredictor":
+        meta = json.loads((folder / "predictor.json").read_text())
+        model = build_classifier(image_size, None, num_classes=_n_outputs())
+        model.load_state_dict(load_file(str(folder / "model.safetensors")))
+        return cls(model.eval(), meta["validation_balanced_accuracy"])
+
+
+def _n_outputs() -> int:
+    return sum(len(v) for v in ATTRIBUTES.values())
+
+
+def _split(logits: torch.Tensor) -> dict[str, torch.Tensor]:
+    parts = torch.split(logits, [len(v) for v in ATTRIBUTES.values()], dim=1)
+    return dict(zip(ATTRIBUTES, parts))
+
+
+def _targets(index: pd.DataFrame) -> dict[str, torch.Tensor]:
+    return {a: torch.as_tensor(index[a].map({v: i for i, v in enumerate(vals)}).to_numpy(), dtype=torch.long) for a, vals in ATTRIBUTES.items()}
+
+
+def train_attribute_predictor(
+    train_images: Frames, train_index: pd.DataFrame, val_images: Frames, val_index: pd.DataFrame,
+    image_size: int, epochs: int, seed: int, pretrained_weights: str | None = None,
+    batch_size: int = 64, lr: float = 1e-3, log=print,
+) -> AttributePredictor:
+    """Multi-head ResNet-18; class-weighted cross-entropy per head (HF and some bands are rare)."""
+    seed_everything(seed)
+    model = build_classifier(image_size, pretrained_weights or None, num_classes=_n_outputs())
+    targets = _targets(train_index)
+    weights = {a: _class_weights(t, len(ATTRIBUTES[a])) for a, t in targets.items()}
+    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
+    generator = torch.Generator().manual_seed(seed)
+    n = len(train_images)
+    for epoch in range(epochs):
+        model.train()
+        order = torch.randperm(n, generator=generator)
+        total = 0.0
+        for start in range(0, n - 1, batch_size):
+            idx = order[start : start + batch_size]
+            if len(idx) < 2:
+                continue
+            x = augment(torch.as_tensor(train_images.take(idx.numpy())), 0.02, generator)
+            logits = _split(model(x))
+            loss = sum(F.cross_entropy(logits[a], targets[a][idx], weight=weights[a]) for a in ATTRIBUTES)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            total += float(loss) * len(idx)
+        log(f"attribute predictors: epoch {epoch + 1}/{epochs}, loss {total / n:.3f}")
+    predictor = AttributePredictor(model.eval(), {})
+    predicted = predictor.predict(val_images.take(np.arange(len(val_images))))
+    for a in ATTRIBUTES:
+        truth = val_index[a].to_numpy()
+        guess = np.array([p[a] for p in predicted])
+        predictor.validation[a] = float(balanced_accuracy_score(truth, guess)) if len(set(truth)) > 1 else float("nan")
+    log(f"attribute predictors: validation balanced accuracy {predictor.validation}; trusted for QC: {sorted(predictor.trusted)}")
+    return predictor
+
+
+def _class_weights(targets: torch.Tensor, n_classes: int) -> torch.Tensor:
+    counts = torch.bincount(targets, minlength=n_classes).float().clamp(min=1)
+    return counts.sum() / (n_classes * counts)

@@ -1,0 +1,182 @@
+"""Generator assets: backbone -> ControlNet -> attribute predictors -> synthetic frames per cell."""
+
+import hashlib
+from pathlib import Path
+
+import numpy as np
+from dagster import (
+    AllPartitionMapping,
+    AssetExecutionContext,
+    AssetIn,
+    AssetOut,
+    AutomationCondition,
+    MetadataValue,
+    Output,
+    asset,
+    multi_asset,
+)
+
+from cardio_assets.attributes import AttributePredictor, train_attribute_predictor
+from cardio_assets.cells import BMI_BANDS, Cell
+from cardio_assets.defs.gpu import GPU_POOL, GpuResource
+from cardio_assets.defs.images import gather, png_markdown, read_all
+from cardio_assets.defs.partitions import cell_partitions
+from cardio_assets.defs.resources import PipelineSettings
+from cardio_assets.generation import (
+    Sampler,
+    calibrate_thresholds,
+    generate_with_qc,
+    load_backbone,
+    make_check,
+    sample_grid,
+    train_controlnet,
+    train_small_backbone,
+)
+from cardio_assets.lake import atomic_dir
+from cardio_assets.quality import MEMORIZATION_RMS, nearest_real_rms
+from cardio_assets.synthesis import assemble_synthetic, plan_items, privacy_salt, prompt_for_cell
+
+ALL_FRAMES = AssetIn("frames", partition_mapping=AllPartitionMapping())
+
+
+@asset(group_name="generator", pool=GPU_POOL, ins={"frames": ALL_FRAMES})
+def diffusion_backbone(context: AssetExecutionContext, settings: PipelineSettings, gpu: GpuResource, frames: dict) -> dict:
+    """The latent-diffusion backbone: local Stable Diffusion 2.1-base if configured, else trained here."""
+    config = gpu.apply(settings.get_profile().diffusion)
+    if settings.sd_backbone_dir:
+        backbone = load_backbone(settings.sd_backbone_dir, device="cpu")  # fails loudly if the folder is not SD
+        context.log.info(f"using the local backbone {settings.sd_backbone_dir} ({backbone.resolution} px), frozen")
+        return {"folder": settings.sd_backbone_dir, "trained_here": False, "resolution": backbone.resolution}
+    images, _ = gather(frames, splits=("train",))
+    folder = settings.models_dir() / "diffusion_backbone"
+    context.log.info(f"no local backbone configured: training the {config.name} profile's small backbone on {len(images)} training frames")
+    with atomic_dir(folder) as tmp:
+        record = train_small_backbone(read_all(images), images.index["prompt"].tolist(), config, tmp, log=context.log.info)
+    context.add_output_metadata({"trained_here": True, "seconds": record.get("seconds"), "device": gpu.describe()})
+    return {"folder": str(folder), "trained_here": True, "resolution": config.resolution, "record": record}
+
+
+@asset(group_name="generator", pool=GPU_POOL, ins={"frames": ALL_FRAMES})
+def controlnet(context: AssetExecutionContext, settings: PipelineSettings, gpu: GpuResource, frames: dict, diffusion_backbone: dict) -> dict:
+    """ControlNet on the frozen backbone, conditioned on the prompt and the ED/ES masks; resumes after a kill."""
+    config = gpu.apply(settings.get_profile().diffusion)
+    images, controls = gather(frames, splits=("train",))
+    out_dir = settings.models_dir() / "controlnet"
+    record = train_controlnet(
+        diffusion_backbone["folder"], read_all(images), read_all(controls, np.uint8), images.index["prompt"].tolist(),
+        config, out_dir, log=context.log.info,
+    )
+    weights = next((out_dir / "controlnet").glob("*.safetensors"))
+    checkpoint_hash = hashlib.blake2b(weights.read_bytes(), digest_size=8).hexdigest()
+    grids = sample_figures(settings, config, diffusion_backbone["folder"], out_dir / "controlnet", images, controls)
+    context.add_output_metadata({
+        "steps": record.get("steps"),
+        "final_loss": float(np.mean([p[1] for p in record.get("loss_curve", [])[-10:]])) if record.get("loss_curve") else None,
+        "checkpoint_hash": checkpoint_hash,
+        "backbone_trained_here": diffusion_backbone["trained_here"],
+        "device": gpu.describe(),
+        "bmi_varied": MetadataValue.md(png_markdown(grids[0], "one mask, BMI varied (paper Fig. 3)")),
+        "seeds_varied": MetadataValue.md(png_markdown(grids[1], "one prompt, several seeds (paper Fig. 4)")),
+        "grid_files": MetadataValue.json([str(g) for g in grids]),
+    })
+    return {"folder": str(out_dir / "controlnet"), "backbone": diffusion_backbone["folder"], "checkpoint_hash": checkpoint_hash, "record": record}
+
+
+def sample_figures(settings, config, backbone_dir, controlnet_dir, images, controls) -> list[Path]:
+    """The paper's Fig. 3 (one mask, BMI varied) and Fig. 4 (one prompt, several seeds)."""
+    index = images.index
+    pick = index[(index["diagnosis"] == "hf") & (index["slice_offset"] == 0) & (index["frame_offset"] == 0)]
+    row = int((pick if len(pick) else index).index[0])
+    mask = read_all(_subset(controls, [row]), np.uint8)[0]
+    first = index.iloc[row]
+    cell = Cell.parse(first["cell"])
+    sampler = Sampler(backbone_dir, controlnet_dir, config)
+    out = settings.reports_dir() / "controlnet_samples"
+    out.mkdir(parents=True, exist_ok=True)
+    bmi_prompts = [prompt_for_cell(Cell(cell.sex, cell.age_band, b, cell.diagnosis), first) for b in BMI_BANDS]
+    bmi_images = sampler.generate(np.stack([mask] * 3), bmi_prompts, [settings.seed] * 3, log=None)
+    seeds = [settings.seed + i for i in range(4)]
+    seed_images = sampler.generate(np.stack([mask] * 4), [first["prompt"]] * 4, seeds, log=None)
+    real = read_all(_subset(images, [row]))
+    grid_bmi = sample_grid(np.concatenate([real, bmi_images]), ["real"] + bmi_prompts, out / "bmi_varied.png", masks=np.stack([mask] * 4))
+    grid_seed = sample_grid(seed_images, [f"seed {s}" for s in seeds], out / "seeds_varied.png", suptitle=first["prompt"])
+    return [grid_bmi, grid_seed]
+
+
+def _subset(image_set, rows):
+    from cardio_assets.classify.strategies import ImageSet
+
+    return ImageSet(image_set.frames(rows), image_set.index.iloc[rows].reset_index(drop=True))
+
+
+@asset(group_name="generator", pool=GPU_POOL, ins={"frames": ALL_FRAMES})
+def attribute_predictors(context: AssetExecutionContext, settings: PipelineSettings, frames: dict) -> dict:
+    """Sex / age band / BMI band / HF predictors trained on real frames, for quality control and FID features."""
+    profile = settings.get_profile()
+    train, _ = gather(frames, splits=("train",), central_only=True)
+    val, _ = gather(frames, splits=("val",))
+    predictor = train_attribute_predictor(
+        train.frames(), train.index, val.frames(), val.index, image_size=profile.classifier.image_size,
+        epochs=profile.attribute_epochs, seed=settings.seed, pretrained_weights=settings.resnet_weights or None,
+        log=context.log.info,
+    )
+    folder = settings.models_dir() / "attribute_predictors"
+    with atomic_dir(folder) as tmp:
+        predictor.save(tmp)
+    context.add_output_metadata({
+        "validation_balanced_accuracy": MetadataValue.json(predictor.validation),
+        "trusted_for_qc": MetadataValue.json(sorted(predictor.trusted)),
+        "init": predictor.model.description,
+    })
+    return {"folder": str(folder), "image_size": profile.classifier.image_size, "validation": predictor.validation, "trusted": sorted(predictor.trusted)}
+
+
+@multi_asset(
+    group_name="generator",
+    pool=GPU_POOL,
+    partitions_def=cell_partitions,
+    ins={"frames": ALL_FRAMES},
+    outs={
+        "synthetic_frames": AssetOut(
+            description="Quality-controlled synthetic frames of one cell, tagged synthetic; equal count in every cell.",
+            automation_condition=AutomationCondition.eager(),
+        ),
+        "synthetic_qc_log": AssetOut(description="Every requested synthetic image: QC outcome, attempts, failure modes, provenance."),
+    },
+)
+def synthetic_frames(
+    context: AssetExecutionContext, settings: PipelineSettings, gpu: GpuResource, frames: dict, controlnet: dict, attribute_predictors: dict
+):
+    cell = context.partition_key
+    profile = settings.get_profile()
+    config = gpu.apply(profile.diffusion)
+    items, from_cell = plan_items(cell, frames, profile.synthetic_per_cell, settings.seed, privacy_salt(settings.data_lake))
+    if from_cell != cell:
+        context.log.warning(f"{cell} has no training patient: borrowing masks from {from_cell}")
+    real, real_controls = gather(frames, splits=("train",), central_only=True)
+    sample = np.random.default_rng(settings.seed).permutation(len(real))[:500]
+    thresholds, _ = calibrate_thresholds(real.frames().take(sample), real_controls.frames().take(sample).astype(np.uint8))
+    predictor = AttributePredictor.load(Path(attribute_predictors["folder"]), attribute_predictors["image_size"])
+    check = make_check(thresholds, predict=predictor.predict_one, trusted=predictor.trusted)
+    sampler = Sampler(controlnet["backbone"], controlnet["folder"], config)
+    accepted, rejected = generate_with_qc(
+        lambda c, p, s: sampler.generate(c, p, s, log=context.log.info), check, items, max_attempts=3,
+        log=context.log.info, base_seed=settings.seed,
+    )
+    result, log = assemble_synthetic(cell, items, accepted, rejected, from_cell, controlnet["checkpoint_hash"], profile.frames.size)
+    # memorization: distance of every kept image to its nearest real training image
+    real_train, _ = gather(frames, splits=("train",))
+    rms, _ = nearest_real_rms(result.images, real_train.frames().take(np.arange(len(real_train)))) if len(result) else (np.array([]), None)
+    log["nearest_real_rms"] = np.nan
+    log.loc[log["qc_passed"], "nearest_real_rms"] = rms
+    log["near_copy"] = log["nearest_real_rms"] < MEMORIZATION_RMS
+    pass_rate = len(accepted) / len(items) if items else 1.0
+    failures = log.loc[~log["qc_passed"], "failure_modes"].value_counts().to_dict()
+    yield Output(result, output_name="synthetic_frames", metadata={
+        "requested": len(items), "accepted": len(accepted), "qc_pass_rate": pass_rate,
+        "borrowed_masks_from": from_cell if from_cell != cell else "",
+        "qc_trusted_attributes": MetadataValue.json(sorted(predictor.trusted)),
+        "checkpoint_hash": controlnet["checkpoint_hash"],
+        "near_copies": int(log["near_copy"].sum()),
+    })
+    yield Output(log, output_name="synthetic_qc_log", metadata={"qc_pass_rate": pass_rate, "failure_modes": MetadataValue.json(failures)})

@@ -1,0 +1,47 @@
+"""The GPU resource: where the heavy steps (diffusion, classifiers) run.
+
+`device="auto"` picks CUDA when present, else the CPU; `dtype="auto"` is bf16 on CUDA and
+fp32 on the CPU. Nothing touches CUDA until a heavy asset asks for its device. The heavy
+assets also carry the Dagster pool "gpu", which the instance config (dagster.yaml) limits
+to one at a time, so two partitions never fight over one GPU.
+"""
+
+import dataclasses
+
+import torch
+from dagster import ConfigurableResource
+from pydantic import Field
+
+from cardio_assets.generation.device import resolve_device, resolve_dtype
+
+GPU_POOL = "gpu"
+
+
+class GpuResource(ConfigurableResource):
+    device: str = Field(default="auto", description="auto | cpu | cuda | cuda:N")
+    dtype: str = Field(default="auto", description="auto | float32 | bfloat16 | float16")
+    tf32: bool = Field(default=True, description="allow TF32 matmuls on Ampere+ GPUs")
+    cpu_threads: int = Field(default=0, description="torch threads on the CPU; 0 = torch's default")
+
+    def torch_device(self) -> torch.device:
+        return resolve_device(self.device)
+
+    def describe(self) -> str:
+        device = self.torch_device()
+        name = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
+        return f"{device} ({name}), {resolve_dtype(self.dtype, device)}"
+
+    def apply(self, config):
+        """A copy of a Diffusion/Classifier config with this resource's device settings."""
+        names = {f.name for f in dataclasses.fields(config)}
+        # the classifier config spells "auto" as None
+        changes = {"device": None if self.device == "auto" and "dtype" not in names else self.device}
+        if "dtype" in names:
+            changes["dtype"] = self.dtype
+        if "tf32" in names:
+            changes["tf32"] = self.tf32
+        if "cpu_threads" in names and self.cpu_threads:
+            changes["cpu_threads"] = self.cpu_threads
+        if "torch_threads" in names and self.cpu_threads:
+            changes["torch_threads"] = self.cpu_threads
+        return dataclasses.replace(config, **changes)

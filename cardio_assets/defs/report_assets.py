@@ -1,0 +1,121 @@
+"""Downstream assets: classifiers under six strategies, and the fairness and realism reports."""
+
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from dagster import AllPartitionMapping, AssetExecutionContext, AssetIn, AssetOut, AutomationCondition, MetadataValue, Output, asset, multi_asset
+
+from cardio_assets.attributes import AttributePredictor
+from cardio_assets.classify.model import PenultimateFeatures
+from cardio_assets.classify.strategies import STRATEGIES, ImageSet, run_strategies
+from cardio_assets.defs.gpu import GPU_POOL, GpuResource
+from cardio_assets.defs.images import gather, png_markdown
+from cardio_assets.defs.resources import PipelineSettings
+from cardio_assets.generation import Sampler
+from cardio_assets.metrics.fairness import fairness_metrics, table2
+from cardio_assets.metrics.realism import diversity_table, inception_extractor, module_extractor, realism_table
+from cardio_assets.metrics.report import markdown_table, write_fairness_report, write_realism_report
+
+ALL_FRAMES = AssetIn("frames", partition_mapping=AllPartitionMapping())
+ALL_SYNTHETIC = AssetIn("synthetic_frames", partition_mapping=AllPartitionMapping())
+# refresh once a week after the synthetic partitions were regenerated (and when upstream changes)
+WEEKLY_AFTER_REGENERATION = AutomationCondition.on_cron("0 6 * * 1")
+
+
+def _synthetic_set(synthetic_frames: dict) -> ImageSet | None:
+    kept = [fs for fs in synthetic_frames.values() if len(fs)]
+    return ImageSet.concat(kept) if kept else None
+
+
+@multi_asset(
+    group_name="classifiers",
+    pool=GPU_POOL,
+    ins={"frames": ALL_FRAMES, "synthetic_frames": ALL_SYNTHETIC},
+    outs={
+        "classifier_predictions": AssetOut(description="Scores of every run on the real test split and the balanced held-out cohort.",
+                                           automation_condition=WEEKLY_AFTER_REGENERATION),
+        "classifier_runs": AssetOut(description="One row per strategy x seed: data sizes, weights provenance, best epoch, threshold.",
+                                    automation_condition=WEEKLY_AFTER_REGENERATION),
+    },
+)
+def classifier_runs(context: AssetExecutionContext, settings: PipelineSettings, gpu: GpuResource, frames: dict, synthetic_frames: dict):
+    profile = settings.get_profile()
+    config = gpu.apply(profile.classifier)
+    if settings.resnet_weights:
+        config = dataclasses.replace(config, pretrained_weights=settings.resnet_weights)
+    real, _ = gather(frames)
+    synthetic = _synthetic_set(synthetic_frames)
+    names = [n for n, s in STRATEGIES.items() if s.synthetic_multiple == 0 or synthetic is not None]
+    skipped = [n for n in STRATEGIES if n not in names]
+    if skipped:
+        context.log.warning(f"no synthetic image passed QC: strategies {skipped} cannot run and are reported empty")
+    predictions, runs = run_strategies(names, real, synthetic, config, seeds=range(config.n_seeds), log=context.log.info)
+    skipped_rows = pd.DataFrame([{"strategy": n, "skipped_reason": "no synthetic images passed QC"} for n in skipped])
+    runs = pd.concat([runs, skipped_rows], ignore_index=True) if skipped else runs
+    yield Output(predictions, output_name="classifier_predictions", metadata={"n_rows": len(predictions)})
+    yield Output(runs, output_name="classifier_runs", metadata={
+        "strategies": MetadataValue.json(names), "skipped": MetadataValue.json(skipped), "seeds": config.n_seeds,
+    })
+
+
+@asset(group_name="reports", automation_condition=WEEKLY_AFTER_REGENERATION)
+def fairness_report(context: AssetExecutionContext, settings: PipelineSettings, classifier_predictions: pd.DataFrame, classifier_runs: pd.DataFrame) -> pd.DataFrame:
+    """Table 2 and more: balanced accuracy per group, gaps, underdiagnosis, AUROC, bootstrap CIs, paired comparisons."""
+    config = settings.get_profile().classifier
+    fairness = fairness_metrics(classifier_predictions, bootstrap_n=config.bootstrap_n, seed=settings.seed)
+    out = settings.reports_dir() / "fairness"
+    paths = write_fairness_report(fairness, out, runs=classifier_runs)
+    plots = {name: p for name, p in paths.items() if str(p).endswith(".png")}
+    metadata = {
+        "report": MetadataValue.path(str(paths.get("markdown", out))),
+        "table_2_test": MetadataValue.md(markdown_table(table2(fairness, "test"))),
+    }
+    if (classifier_predictions["evaluation_set"] == "heldout").any():
+        metadata["table_2_heldout"] = MetadataValue.md(markdown_table(table2(fairness, "heldout")))
+    for name, path in plots.items():
+        metadata[f"plot_{name}"] = MetadataValue.md(png_markdown(Path(path), name))
+    context.add_output_metadata(metadata)
+    return fairness
+
+
+@asset(group_name="reports", pool=GPU_POOL, ins={"frames": ALL_FRAMES, "synthetic_frames": ALL_SYNTHETIC},
+       automation_condition=WEEKLY_AFTER_REGENERATION)
+def realism_report(context: AssetExecutionContext, settings: PipelineSettings, gpu: GpuResource, frames: dict,
+                   synthetic_frames: dict, attribute_predictors: dict, controlnet: dict) -> pd.DataFrame:
+    """Table 1: FID/KID between real subgroups and real vs synthetic of a subgroup; intra-prompt diversity."""
+    profile = settings.get_profile()
+    if settings.inception_weights:
+        extractor = inception_extractor(settings.inception_weights)
+    else:
+        predictor = AttributePredictor.load(Path(attribute_predictors["folder"]), attribute_predictors["image_size"])
+        extractor = module_extractor(PenultimateFeatures(predictor.model),
+                                     "penultimate layer of the attribute predictors' ResNet-18, trained here on real frames (no InceptionV3 weights configured)")
+    real, _ = gather(frames, splits=("train",))
+    synthetic = _synthetic_set(synthetic_frames)
+    table = realism_table(real, synthetic, extractor, n=profile.fid_images, repeats=profile.fid_repeats, seed=settings.seed, log=context.log.info)
+    diversity = _diversity(settings, gpu, frames, controlnet, profile)
+    paths = write_realism_report(table, settings.reports_dir() / "realism", diversity=diversity, extractor_description=extractor.description)
+    context.add_output_metadata({
+        "report": MetadataValue.path(str(paths.get("markdown", settings.reports_dir() / "realism"))),
+        "feature_extractor": extractor.description,
+        "intra_prompt_ms_ssim": float(diversity["ms_ssim"].mean()) if len(diversity) else float("nan"),
+    })
+    return table
+
+
+def _diversity(settings, gpu, frames, controlnet, profile) -> pd.DataFrame:
+    """Images from one mask and prompt with different seeds; mean pairwise MS-SSIM per group."""
+    config = gpu.apply(profile.diffusion)
+    real, controls = gather(frames, splits=("train",), central_only=True)
+    rows = np.random.default_rng(settings.seed).permutation(len(real))[: profile.diversity_masks]
+    masks = controls.frames().take(rows).astype(np.uint8)
+    prompts = real.index["prompt"].iloc[rows].tolist()
+    k = profile.diversity_seeds
+    sampler = Sampler(controlnet["backbone"], controlnet["folder"], config)
+    images = sampler.generate(np.repeat(masks, k, axis=0), [p for p in prompts for _ in range(k)],
+                              [settings.seed + 1000 + j for _ in prompts for j in range(k)], log=None)
+    index = pd.DataFrame({"prompt": [p for p in prompts for _ in range(k)], "mask_id": np.repeat(np.arange(len(prompts)), k),
+                          "cell": [c for c in real.index["cell"].iloc[rows] for _ in range(k)]})
+    return diversity_table(ImageSet(images, index), by=("prompt", "mask_id"))
