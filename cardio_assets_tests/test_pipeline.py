@@ -70,7 +70,10 @@ def test_frames_are_in_the_paper_format(smoke_run):
 
 def test_every_check_ran_and_blocking_ones_passed(smoke_run):
     _, instance, _ = smoke_run
-    blocking = [("cohort", "cohort_schema"), ("cohort", "cohort_unique_ids"), ("patient_splits", "no_patient_in_two_splits"), ("frames", "frames_valid")]
+    blocking = [
+        ("cohort", "cohort_schema"), ("cohort", "cohort_unique_ids"), ("patient_splits", "no_patient_in_two_splits"),
+        ("frames", "frames_valid"), ("synthetic_frames", "synthetic_valid"), ("synthetic_frames", "masks_from_training_only"),
+    ]
     for asset, check in blocking:
         records = instance.event_log_storage.get_asset_check_execution_history(AssetCheckKey(AssetKey(asset), check), limit=100)
         assert records, f"{check} never ran"
@@ -84,8 +87,51 @@ def test_one_cell_can_be_rematerialized_alone_and_identically(smoke_run):
     key = next(k for k in CELL_KEYS if len(read_value(summary.data_lake / "frames" / k)) > 0)
     before = read_value(summary.data_lake / "frames" / key)
     images_before = np.array(before.images)
-    again = materialize_all(settings, instance, cells=[key], log=lambda _: None)
+    again = materialize_all(settings, instance, cells=[key], stages=[("frames_job", True)], log=lambda _: None)
     assert again.failed == []
     after = read_value(summary.data_lake / "frames" / key)
     pd.testing.assert_frame_equal(before.index, after.index)
     np.testing.assert_array_equal(images_before, np.asarray(after.images))
+
+
+def test_synthetic_frames_account_for_every_request_and_protect_identities(smoke_run):
+    _, _, summary = smoke_run
+    lake = summary.data_lake
+    requested = get_profile("smoke").synthetic_per_cell
+    cohort_ids = set(read_value(lake / "cohort")["patient_id"])
+    for key in CELL_KEYS:
+        log = read_value(lake / "synthetic_qc_log" / key)
+        kept = read_value(lake / "synthetic_frames" / key)
+        assert len(log) == requested and (log["cell"] == key).all()
+        assert len(kept) == int(log["qc_passed"].sum())
+        assert log["synthetic"].all() and log["checkpoint_hash"].nunique() == 1
+        assert not set(log["source_hash"]) & cohort_ids  # hashes, never patient ids
+        assert (log["attempts"].between(1, 3)).all()
+        assert (log.loc[~log["qc_passed"], "attempts"] == 3).all()  # dropped only after 3 attempts
+        assert (log.loc[~log["qc_passed"], "failure_modes"].str.len() > 0).all()
+
+
+def test_one_synthetic_partition_regenerates_identically(smoke_run):
+    settings, instance, summary = smoke_run
+    key = CELL_KEYS[0]
+    before = read_value(summary.data_lake / "synthetic_qc_log" / key)
+    again = materialize_all(settings, instance, cells=[key], stages=[("synthetic_job", True)], log=lambda _: None)
+    assert again.failed == []
+    pd.testing.assert_frame_equal(before, read_value(summary.data_lake / "synthetic_qc_log" / key))
+
+
+def test_reports_are_written_with_all_sections(smoke_run):
+    _, _, summary = smoke_run
+    reports = summary.data_lake / "reports"
+    fairness = (reports / "fairness" / "fairness_report.md").read_text()
+    for section in ("## Models used", "## Table 2", "Balanced held-out set", "random initialisation"):
+        assert section in fairness, section
+    table = read_value(summary.data_lake / "fairness_report")
+    assert {"strategy", "evaluation_set", "attribute", "group", "n_patients", "n_hf", "metric", "mean", "std", "ci_low", "ci_high"} <= set(table.columns)
+    assert set(table["evaluation_set"]) == {"test", "heldout"}
+    predictions = read_value(summary.data_lake / "classifier_predictions")
+    splits = read_value(summary.data_lake / "patient_splits")
+    train_ids = set(splits.loc[splits["split"].isin(["train", "val"]), "patient_id"])
+    assert not set(predictions["patient_id"]) & train_ids  # evaluated only on test and held-out patients
+    realism = (reports / "realism" / "realism_report.md").read_text()
+    assert "FID" in realism and "trained here on real frames" in realism

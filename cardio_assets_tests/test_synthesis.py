@@ -1,0 +1,66 @@
+import numpy as np
+import pandas as pd
+import pytest
+
+from cardio_assets.cells import Cell
+from cardio_assets.lake import FrameSet
+from cardio_assets.quality import foreign_sources, nearest_real_rms
+from cardio_assets.synthesis import fallback_cells, patient_hash, plan_items, privacy_salt
+
+
+def _frameset(cell, patients):
+    """patients: list of (patient_id, split); 2 images each with a distinct label map."""
+    rows, controls = [], []
+    for i, (pid, split) in enumerate(patients):
+        for k in range(2):
+            rows.append({"patient_id": pid, "split": split, "cell": cell, "prompt": f"prompt of {pid}"})
+            controls.append(np.full((3, 8, 8), (i + k) % 4, np.uint8))
+    n = len(rows)
+    return FrameSet(pd.DataFrame(rows), np.zeros((n, 3, 8, 8), np.float16), np.stack(controls) if n else np.zeros((0, 3, 8, 8), np.uint8))
+
+
+def test_fallback_relaxes_bmi_first_then_age():
+    order = fallback_cells(Cell.parse("female-lt60-normal-hf"))
+    assert order[:2] == ["female-lt60-overweight-hf", "female-lt60-obese-hf"]
+    assert order[2] == "female-60to70-normal-hf"
+    assert all(k.startswith("female-") and k.endswith("-hf") for k in order) and len(order) == 8
+
+
+def test_items_come_from_training_patients_of_the_cell_only(tmp_path):
+    cell = "male-ge70-obese-hf"
+    frames = {cell: _frameset(cell, [("a", "train"), ("b", "train"), ("c", "val"), ("d", "test")])}
+    salt = privacy_salt(tmp_path)
+    items, from_cell = plan_items(cell, frames, n=10, seed=0, salt=salt)
+    assert from_cell == cell and len(items) == 10
+    sources = {it.source for it in items}
+    assert sources == {patient_hash("a", salt), patient_hash("b", salt)}  # both used, val/test never
+    assert foreign_sources(sources, {patient_hash("a", salt), patient_hash("b", salt)}) == []
+    assert all(it.prompt in ("prompt of a", "prompt of b") for it in items)
+    again, _ = plan_items(cell, frames, n=10, seed=0, salt=salt)
+    assert [it.source for it in again] == [it.source for it in items]  # deterministic
+    assert all(np.array_equal(x.labels, y.labels) for x, y in zip(items, again))
+
+
+def test_an_empty_cell_borrows_from_the_nearest_cell_with_its_own_prompt(tmp_path):
+    empty, donor = "female-lt60-normal-hf", "female-lt60-obese-hf"
+    frames = {empty: _frameset(empty, [("v", "val")]), donor: _frameset(donor, [("x", "train")]), "female-lt60-overweight-hf": _frameset("female-lt60-overweight-hf", [])}
+    items, from_cell = plan_items(empty, frames, n=3, seed=0, salt=privacy_salt(tmp_path))
+    assert from_cell == donor
+    assert all(it.prompt == "Female, age in 50s, normal BMI, heart failure" for it in items)
+    with pytest.raises(ValueError, match="no training patient"):
+        plan_items("male-lt60-normal-hf", frames, n=1, seed=0, salt="s")
+
+
+def test_salt_is_created_once_and_hashes_hide_ids(tmp_path):
+    salt = privacy_salt(tmp_path)
+    assert privacy_salt(tmp_path) == salt and len(salt) == 32
+    assert patient_hash("1000001", salt) != patient_hash("1000001", "other") and "1000001" not in patient_hash("1000001", salt)
+
+
+def test_nearest_real_distance_finds_copies():
+    rng = np.random.default_rng(0)
+    real = rng.random((50, 3, 8, 8)).astype(np.float32)
+    synthetic = np.stack([real[7], rng.random((3, 8, 8))]).astype(np.float32)
+    rms, arg = nearest_real_rms(synthetic, real, batch=16)
+    assert rms[0] < 1e-3 and arg[0] == 7
+    assert rms[1] > 0.2
