@@ -17,6 +17,8 @@ from dagster import DagsterInstance
 from cardio_assets.cells import CELL_KEYS
 from cardio_assets.definitions import build_definitions
 from cardio_assets.defs.resources import PipelineSettings
+from cardio_assets.headlines import headline_lines
+from cardio_assets.lake import read_value
 
 
 @dataclass
@@ -86,7 +88,13 @@ def main(argv: list[str] | None = None) -> int:
     print(f"  {'models':18s} {lake / 'models'} (diffusion_backbone, controlnet, attribute_predictors)")
     print(f"  {'sample grids':18s} {lake / 'reports' / 'controlnet_samples'}")
     print(f"  {'phantom cohort':18s} {lake / 'phantom'}")
-    print("Timings: " + ", ".join(f"{k} {v:.0f}s" for k, v in summary.seconds.items()))
+    print(f"\nReports:\n  fairness  {lake / 'reports' / 'fairness' / 'fairness_report.md'}\n  realism   {lake / 'reports' / 'realism' / 'realism_report.md'}")
+    fairness = read_value(lake / "fairness_report")
+    for evaluation_set, title in (("test", "real test split (cohort prevalence)"), ("heldout", "balanced held-out cohort")):
+        if (fairness["evaluation_set"] == evaluation_set).any():
+            print(f"\nBalanced accuracy, {title}; gaps = best minus worst group, change vs real only:")
+            print("\n".join("  " + line for line in headline_lines(fairness, evaluation_set)))
+    print("\nTimings: " + ", ".join(f"{k} {v:.0f}s" for k, v in summary.seconds.items()))
     return 0
 
 

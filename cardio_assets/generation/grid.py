@@ -54,8 +54,11 @@ def sample_grid(
     ncols = ncols or int(np.ceil(np.sqrt(n)))
     nrows = int(np.ceil(n / ncols))
     width = 2.0 if mode == "ed_es" else 1.0
+    title_lines = max((t.count("\n") + 1 if t else 0) for t in titles)
+    row_inches = panel_inches + 0.16 * title_lines
     fig, axes = plt.subplots(
-        nrows, ncols, figsize=(panel_inches * width * ncols, panel_inches * nrows + 0.4), squeeze=False
+        nrows, ncols, figsize=(panel_inches * width * ncols, row_inches * nrows + (0.4 if suptitle else 0.1)),
+        squeeze=False,
     )
     for k, ax in enumerate(axes.ravel()):
         ax.axis("off")

@@ -51,11 +51,11 @@ class _CachedConditioningEmbedding(torch.nn.Module):
     def __init__(self, inner: torch.nn.Module) -> None:
         super().__init__()
         self.inner = inner
-        self._key = None
-        self._out = None
+        self.train(inner.training)
+        self._key = self._out = self._ref = None
 
     def forward(self, conditioning: torch.Tensor) -> torch.Tensor:
-        if self.training or torch.is_grad_enabled():
+        if self.training or self.inner.training or torch.is_grad_enabled():
             return self.inner(conditioning)
         key = (id(conditioning), conditioning._version, conditioning.data_ptr(), tuple(conditioning.shape))
         if self._key != key or self._out is None:
