@@ -237,7 +237,7 @@ class DiffusionConfig:
             unet_steps=700,
             unet_batch_size=32,
             unet_lr=5e-4,
-            controlnet_steps=500,
+            controlnet_steps=2000,
             batch_size=32,
             grad_accumulation=1,
             lr=3e-4,
