@@ -18,6 +18,7 @@ from dagster import (
 
 from cardio_assets.attributes import AttributePredictor, train_attribute_predictor
 from cardio_assets.cells import BMI_BANDS, Cell
+from cardio_assets.classify.strategies import ImageSet
 from cardio_assets.defs.gpu import GPU_POOL, GpuResource
 from cardio_assets.defs.images import gather, png_markdown, read_all
 from cardio_assets.defs.partitions import cell_partitions
@@ -104,8 +105,6 @@ def sample_figures(settings, config, backbone_dir, controlnet_dir, images, contr
 
 
 def _subset(image_set, rows):
-    from cardio_assets.classify.strategies import ImageSet
-
     return ImageSet(image_set.frames(rows), image_set.index.iloc[rows].reset_index(drop=True))
 
 
