@@ -117,3 +117,18 @@ def nearest_real_rms(synthetic: np.ndarray, real: np.ndarray, batch: int = 256) 
 def foreign_sources(source_hashes, train_hashes: set[str]) -> list[str]:
     """Source hashes that are not training patients (a mask taken from validation or test)."""
     return sorted(set(source_hashes) - set(train_hashes))
+
+
+def evaluation_leaks(predictions: pd.DataFrame, splits: pd.DataFrame) -> list[str]:
+    """Predictions on patients that any strategy could have trained or selected on (train/val)."""
+    split_of = dict(zip(splits["patient_id"], splits["split"]))
+    seen = predictions.loc[~predictions["patient_id"].map(split_of).isin(["test", "heldout"]), "patient_id"].unique()
+    return [f"{len(seen)} evaluated patients are not test or held-out patients, e.g. {sorted(seen)[:3]}"] if len(seen) else []
+
+
+def missing_report_rows(fairness: pd.DataFrame, rows: tuple[tuple[str, str], ...], strategies) -> list[str]:
+    """Table 2 rows absent for a strategy and evaluation set (a row may be NaN, with its counts, but must exist)."""
+    ba = fairness[fairness["metric"] == "balanced_accuracy"]
+    present = set(zip(ba["strategy"], ba["evaluation_set"], ba["attribute"], ba["group"]))
+    missing = [f"{s}/{e}/{g}" for s in strategies for e in sorted(set(ba["evaluation_set"])) for a, g in rows if (s, e, a, g) not in present]
+    return [f"{len(missing)} Table 2 rows missing, e.g. {missing[:3]}"] if missing else []

@@ -16,5 +16,9 @@ def test_definitions_load_with_the_whole_graph():
 
 def test_checks_and_jobs_are_registered():
     checks = {k.name for k in defs.resolve_asset_graph().asset_check_keys}
-    assert {"cohort_schema", "cohort_unique_ids", "quarantine_share", "no_patient_in_two_splits", "cell_minimum_counts", "frames_valid"} <= checks
-    assert defs.resolve_job_def("cohort_job") and defs.resolve_job_def("frames_job")
+    assert {"cohort_schema", "cohort_unique_ids", "quarantine_share", "no_patient_in_two_splits", "cell_minimum_counts", "frames_valid",
+            "synthetic_count", "synthetic_valid", "qc_pass_rate", "memorization", "masks_from_training_only",
+            "no_evaluation_patient_in_training", "classifiers_beat_chance", "report_rows_present"} <= checks
+    for job in ("cohort_job", "frames_job", "generator_job", "synthetic_job", "reports_job"):
+        assert defs.resolve_job_def(job)
+    assert defs.resolve_schedule_def("weekly_synthetic_regeneration").default_status.value == "STOPPED"

@@ -13,10 +13,13 @@ from cardio_assets.quality import (
     cells_below_minimum,
     cohort_schema_problems,
     duplicated_ids,
+    evaluation_leaks,
     foreign_sources,
     frame_problems,
+    missing_report_rows,
     split_leaks,
 )
+from cardio_assets.metrics.fairness import TABLE2_ROWS
 from cardio_assets.synthesis import patient_hash, privacy_salt
 
 # per-partition asset checks are a Dagster preview feature; we rely on it knowingly
@@ -130,3 +133,26 @@ def masks_from_training_only(settings: PipelineSettings, synthetic_frames: Frame
     train = {patient_hash(p, salt) for p in patient_splits.loc[patient_splits["split"] == "train", "patient_id"]}
     foreign = foreign_sources(synthetic_frames.index["source_hash"], train) if len(synthetic_frames) else []
     return _result([f"{len(foreign)} source patients outside the training split"] if foreign else [])
+
+
+@asset_check(asset="classifier_predictions", blocking=True, additional_ins={"patient_splits": AssetIn()},
+             description="Every classifier is evaluated only on test and held-out patients, never on patients it trained or selected on.")
+def no_evaluation_patient_in_training(classifier_predictions: pd.DataFrame, patient_splits: pd.DataFrame) -> AssetCheckResult:
+    return _result(evaluation_leaks(classifier_predictions, patient_splits))
+
+
+@asset_check(asset="classifier_runs", description="Every classifier run beats chance (balanced accuracy 0.5) on validation (warning).")
+def classifiers_beat_chance(classifier_runs: pd.DataFrame) -> AssetCheckResult:
+    ran = classifier_runs[classifier_runs["skipped_reason"].isna()] if "skipped_reason" in classifier_runs else classifier_runs
+    weak = ran[~(ran["val_balanced_accuracy"] > 0.5)]
+    return AssetCheckResult(passed=weak.empty, severity=AssetCheckSeverity.WARN, metadata={
+        "runs_at_or_below_chance": MetadataValue.json([f"{r.strategy} seed {r.seed}" for r in weak.itertuples()]),
+        "skipped_strategies": MetadataValue.json(sorted(set(classifier_runs.loc[classifier_runs.get("skipped_reason", pd.Series(dtype=str)).notna(), "strategy"]))),
+    })
+
+
+@asset_check(asset="fairness_report", additional_ins={"classifier_runs": AssetIn()},
+             description="Every Table 2 row is present for every strategy that ran (empty groups give NaN with their counts).")
+def report_rows_present(fairness_report: pd.DataFrame, classifier_runs: pd.DataFrame) -> AssetCheckResult:
+    ran = classifier_runs[classifier_runs["skipped_reason"].isna()]["strategy"].unique() if "skipped_reason" in classifier_runs else classifier_runs["strategy"].unique()
+    return _result(missing_report_rows(fairness_report, TABLE2_ROWS, ran))
