@@ -69,7 +69,7 @@ def fairness_report(context: AssetExecutionContext, settings: PipelineSettings, 
     paths = write_fairness_report(fairness, out, runs=classifier_runs)
     plots = {name: p for name, p in paths.items() if str(p).endswith(".png")}
     metadata = {
-        "report": MetadataValue.path(str(paths.get("markdown", out))),
+        "report": MetadataValue.path(str(paths["report"])),
         "table_2_test": MetadataValue.md(markdown_table(table2(fairness, "test"))),
     }
     if (classifier_predictions["evaluation_set"] == "heldout").any():
@@ -98,7 +98,7 @@ def realism_report(context: AssetExecutionContext, settings: PipelineSettings, g
     diversity = _diversity(settings, gpu, frames, controlnet, profile)
     paths = write_realism_report(table, settings.reports_dir() / "realism", diversity=diversity, extractor_description=extractor.description)
     context.add_output_metadata({
-        "report": MetadataValue.path(str(paths.get("markdown", settings.reports_dir() / "realism"))),
+        "report": MetadataValue.path(str(paths["report"])),
         "feature_extractor": extractor.description,
         "intra_prompt_ms_ssim": float(diversity["ms_ssim"].mean()) if len(diversity) else float("nan"),
     })

@@ -19,6 +19,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from cardio_assets.lake import atomic_write_text  # noqa: E402
 from cardio_assets.metrics.fairness import (  # noqa: E402
     ALL_GROUPS,
     ATTRIBUTE_TITLES,
@@ -44,21 +45,8 @@ REALISM_SECTIONS = ("Feature extractor", "Table 1: FID (KID) per subgroup", "Div
 # --------------------------------------------------------------------------- writing
 
 
-def _atomic_write_text(path: Path, text: str) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-    return path
-
-
 def _atomic_csv(frame: pd.DataFrame, path: Path, index: bool = False) -> Path:
-    return _atomic_write_text(path, frame.to_csv(index=index))
+    return atomic_write_text(path, frame.to_csv(index=index))
 
 
 def _atomic_savefig(fig, path: Path) -> Path:
@@ -365,7 +353,7 @@ def write_fairness_report(fairness: pd.DataFrame, out_dir, runs: pd.DataFrame | 
     paths["fairness_csv"] = _atomic_csv(fairness, out / "fairness_metrics.csv")
     if runs is not None and len(runs):
         paths["runs_csv"] = _atomic_csv(runs, out / "runs.csv")
-    paths["report"] = _atomic_write_text(out / "fairness_report.md", "\n".join(md) + "\n")
+    paths["report"] = atomic_write_text(out / "fairness_report.md", "\n".join(md) + "\n")
     return paths
 
 
@@ -439,5 +427,5 @@ def write_realism_report(realism: pd.DataFrame, out_dir, diversity: pd.DataFrame
         paths["diversity_csv"] = _atomic_csv(diversity, out / "diversity.csv")
     else:
         md += ["No prompt/mask group held two or more synthetic images; diversity not measured.", ""]
-    paths["report"] = _atomic_write_text(out / "realism_report.md", "\n".join(md) + "\n")
+    paths["report"] = atomic_write_text(out / "realism_report.md", "\n".join(md) + "\n")
     return paths
