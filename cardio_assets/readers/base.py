@@ -200,3 +200,41 @@ def split_duplicates(
                     f"quarantined since nothing says which is right",
                 ))
     return kept, quarantine
+
+
+def pair_rows_with_folders(kept: dict, folders: dict, skip: set, source: str, table_name: str,
+                           missing_folder, quarantine: list):
+    """Yield (pid, line, record, folder) for patients with both a metadata row and a folder.
+
+    A folder without a row is quarantined as `missing_metadata`, a row without a folder as
+    `no_images` (`missing_folder(pid)` gives the (file, description) to report). Ids in
+    `skip` were already quarantined (e.g. every copy of a conflicting duplicate).
+    """
+    for pid in sorted(set(kept) | set(folders)):
+        if pid in skip:
+            continue
+        if pid not in kept:
+            quarantine.append(QuarantineRow(
+                pid, source, table_name, "missing_metadata",
+                f"patient folder {folders[pid]} has no row in metadata table {table_name}",
+            ))
+            continue
+        line, record = kept[pid]
+        if pid not in folders:
+            file, where = missing_folder(pid)
+            quarantine.append(QuarantineRow(
+                pid, source, file, "no_images", f"patient {pid} (line {line} of {table_name}) has no folder {where}",
+            ))
+            continue
+        yield pid, line, record, folders[pid]
+
+
+def parse_or_quarantine(parse, record, pid: str, line: int, source: str, table_name: str, problems: list):
+    """`parse(record)`, or None with a `missing_metadata` row added to `problems`."""
+    try:
+        return parse(record)
+    except ValueError as exc:
+        problems.append(QuarantineRow(
+            pid, source, table_name, "missing_metadata", f"patient {pid}: line {line} of {table_name}: {exc}",
+        ))
+        return None

@@ -27,6 +27,8 @@ from pathlib import Path
 from cardio_assets.labels import IDENTITY_MAP
 
 from .base import (
+    pair_rows_with_folders,
+    parse_or_quarantine,
     MaskRef,
     MetadataFormatError,
     PatientEntry,
@@ -186,33 +188,12 @@ def scan_mms(
             ))
 
     entries: list[PatientEntry] = []
-    for pid in sorted(set(kept) | set(folders)):
-        if pid in fully_duplicated:
-            continue
-        if pid not in kept:
-            quarantine.append(QuarantineRow(
-                pid, SOURCE, table_name, "missing_metadata",
-                f"patient folder {folders[pid]} has no row in metadata table {table_name}",
-            ))
-            continue
-        line, record = kept[pid]
-        if pid not in folders:
-            quarantine.append(QuarantineRow(
-                pid, SOURCE, str(root), "no_images",
-                f"patient {pid} (line {line} of {table_name}) has no folder "
-                f"{pid}/{pid}_sa.nii.gz anywhere below {root}",
-            ))
-            continue
+    for pid, line, record, folder in pair_rows_with_folders(
+        kept, folders, fully_duplicated, SOURCE, table_name,
+        lambda pid: (str(root), f"{pid}/{pid}_sa.nii.gz anywhere below {root}"), quarantine,
+    ):
         problems: list[QuarantineRow] = []
-        try:
-            attrs = _parse_row(record, mapping)
-        except ValueError as exc:
-            attrs = None
-            problems.append(QuarantineRow(
-                pid, SOURCE, table_name, "missing_metadata",
-                f"patient {pid}: line {line} of {table_name}: {exc}",
-            ))
-        folder = folders[pid]
+        attrs = parse_or_quarantine(lambda r: _parse_row(r, mapping), record, pid, line, SOURCE, table_name, problems)
         image = find_nifti(folder, f"{pid}_sa")
         labels = find_nifti(folder, f"{pid}_sa_gt")
         if image is None:

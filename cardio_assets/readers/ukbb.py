@@ -41,6 +41,8 @@ import pandas as pd
 from cardio_assets.labels import IDENTITY_MAP
 
 from .base import (
+    pair_rows_with_folders,
+    parse_or_quarantine,
     MetadataFormatError,
     PatientEntry,
     MaskRef,
@@ -269,32 +271,12 @@ def scan_ukbb(
     fully_duplicated = {q.patient_id for q in duplicates} - set(kept)
 
     entries: list[PatientEntry] = []
-    for pid in sorted(set(kept) | set(folders)):
-        if pid in fully_duplicated:
-            continue  # every copy already quarantined as duplicate_id
-        if pid not in kept:
-            quarantine.append(QuarantineRow(
-                pid, source, table_name, "missing_metadata",
-                f"patient folder {folders[pid]} has no row in metadata table {table_name}",
-            ))
-            continue
-        line, record = kept[pid]
-        if pid not in folders:
-            quarantine.append(QuarantineRow(
-                pid, source, str(root / pid), "no_images",
-                f"patient {pid} (line {line} of {table_name}) has no folder {root / pid}",
-            ))
-            continue
+    for pid, line, record, folder in pair_rows_with_folders(
+        kept, folders, fully_duplicated, source, table_name,
+        lambda pid: (str(root / pid), str(root / pid)), quarantine,
+    ):
         problems: list[QuarantineRow] = []
-        try:
-            attrs = _parse_row(record, cols)
-        except ValueError as exc:
-            attrs = None
-            problems.append(QuarantineRow(
-                pid, source, table_name, "missing_metadata",
-                f"patient {pid}: line {line} of {table_name}: {exc}",
-            ))
-        folder = folders[pid]
+        attrs = parse_or_quarantine(lambda r: _parse_row(r, cols), record, pid, line, source, table_name, problems)
         files = {}
         for key, stem, reason, what in (
             ("image", IMAGE_STEM, "missing_image", "cine"),
