@@ -30,7 +30,8 @@ def cohort_schema_problems(cohort: pd.DataFrame) -> list[str]:
         if len(out):
             problems.append(f"{len(out)} {col} values outside {lo}-{hi}")
     expected = [cell_key_or_none(s, a, b, d) for s, a, b, d in zip(cohort["sex"], cohort["age"], cohort["bmi"], cohort["diagnosis"])]
-    wrong = [pid for pid, got, want in zip(cohort["patient_id"], cohort["cell"], expected) if (got or None) != want]
+    # a missing cell is None, NaN or pd.NA depending on the pandas version and the column's dtype
+    wrong = [pid for pid, got, want in zip(cohort["patient_id"], cohort["cell"], expected) if (None if pd.isna(got) else got) != want]
     if wrong:
         problems.append(f"{len(wrong)} patients whose cell disagrees with their attributes, e.g. {wrong[:3]}")
     bad_frames = cohort[(cohort["ed_frame"] >= cohort["n_frames"]) | (cohort["es_frame"] >= cohort["n_frames"])]
@@ -132,3 +133,16 @@ def missing_report_rows(fairness: pd.DataFrame, rows: tuple[tuple[str, str], ...
     present = set(zip(ba["strategy"], ba["evaluation_set"], ba["attribute"], ba["group"]))
     missing = [f"{s}/{e}/{g}" for s in strategies for e in sorted(set(ba["evaluation_set"])) for a, g in rows if (s, e, a, g) not in present]
     return [f"{len(missing)} Table 2 rows missing, e.g. {missing[:3]}"] if missing else []
+
+
+def runs_that_ran(runs: pd.DataFrame) -> pd.DataFrame:
+    """Classifier runs that trained (a skipped strategy has a row with its `skipped_reason`)."""
+    if "skipped_reason" not in runs.columns:
+        return runs
+    return runs[runs["skipped_reason"].isna()]
+
+
+def skipped_strategies(runs: pd.DataFrame) -> list[str]:
+    if "skipped_reason" not in runs.columns:
+        return []
+    return sorted(set(runs.loc[runs["skipped_reason"].notna(), "strategy"]))

@@ -17,6 +17,8 @@ from cardio_assets.quality import (
     foreign_sources,
     frame_problems,
     missing_report_rows,
+    runs_that_ran,
+    skipped_strategies,
     split_leaks,
 )
 from cardio_assets.metrics.fairness import TABLE2_ROWS
@@ -143,16 +145,15 @@ def no_evaluation_patient_in_training(classifier_predictions: pd.DataFrame, pati
 
 @asset_check(asset="classifier_runs", description="Every classifier run beats chance (balanced accuracy 0.5) on validation (warning).")
 def classifiers_beat_chance(classifier_runs: pd.DataFrame) -> AssetCheckResult:
-    ran = classifier_runs[classifier_runs["skipped_reason"].isna()] if "skipped_reason" in classifier_runs else classifier_runs
+    ran, skipped = runs_that_ran(classifier_runs), skipped_strategies(classifier_runs)
     weak = ran[~(ran["val_balanced_accuracy"] > 0.5)]
     return AssetCheckResult(passed=weak.empty, severity=AssetCheckSeverity.WARN, metadata={
         "runs_at_or_below_chance": MetadataValue.json([f"{r.strategy} seed {r.seed}" for r in weak.itertuples()]),
-        "skipped_strategies": MetadataValue.json(sorted(set(classifier_runs.loc[classifier_runs.get("skipped_reason", pd.Series(dtype=str)).notna(), "strategy"]))),
+        "skipped_strategies": MetadataValue.json(skipped),
     })
 
 
 @asset_check(asset="fairness_report", additional_ins={"classifier_runs": AssetIn()},
              description="Every Table 2 row is present for every strategy that ran (empty groups give NaN with their counts).")
 def report_rows_present(fairness_report: pd.DataFrame, classifier_runs: pd.DataFrame) -> AssetCheckResult:
-    ran = classifier_runs[classifier_runs["skipped_reason"].isna()]["strategy"].unique() if "skipped_reason" in classifier_runs else classifier_runs["strategy"].unique()
-    return _result(missing_report_rows(fairness_report, TABLE2_ROWS, ran))
+    return _result(missing_report_rows(fairness_report, TABLE2_ROWS, runs_that_ran(classifier_runs)["strategy"].unique()))
