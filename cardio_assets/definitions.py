@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
-from dagster import Definitions, load_asset_checks_from_modules, load_assets_from_modules
+from dagster import (
+    AssetSelection,
+    AutomationConditionSensorDefinition,
+    DefaultSensorStatus,
+    Definitions,
+    load_asset_checks_from_modules,
+    load_assets_from_modules,
+)
 
 from cardio_assets.defs import checks, cohort_assets, frames_assets, generation_assets, report_assets
 from cardio_assets.defs.gpu import GpuResource
@@ -12,6 +19,20 @@ from cardio_assets.lake import LakeIOManager
 
 ASSET_MODULES = [cohort_assets, frames_assets, generation_assets, report_assets]
 
+# The one sensor that evaluates the assets' automation conditions (defs/automation.py); naming it
+# here replaces Dagster's implicit default sensor, so the UI shows what it does and that it is off.
+cardio_automation = AutomationConditionSensorDefinition(
+    "cardio_automation",
+    target=AssetSelection.all(),
+    default_status=DefaultSensorStatus.STOPPED,
+    description=(
+        "Off by default. Launches only the classifiers and then the fairness and realism reports, once, after the "
+        "synthetic frames changed (the weekly_synthetic_regeneration schedule, or a hand rerun) and every "
+        "synthetic run has finished. Never launches frames, generator or synthetic runs: rerunning those by hand "
+        "reaches the reports through the next regeneration. Turn it on together with the schedule."
+    ),
+)
+
 
 def build_definitions(settings: PipelineSettings, gpu: GpuResource | None = None) -> Definitions:
     """All assets, checks and jobs, wired to one settings resource and its data lake."""
@@ -20,6 +41,7 @@ def build_definitions(settings: PipelineSettings, gpu: GpuResource | None = None
         asset_checks=load_asset_checks_from_modules([checks]),
         jobs=[cohort_job, frames_job, generator_job, synthetic_job, reports_job],
         schedules=[weekly_synthetic_regeneration],
+        sensors=[cardio_automation],
         resources={"settings": settings, "gpu": gpu or GpuResource(), "io_manager": LakeIOManager(base_dir=settings.data_lake)},
     )
 

@@ -44,7 +44,11 @@ reports_job = define_asset_job(
     job=synthetic_job,
     cron_schedule="0 3 * * 1",
     default_status=DefaultScheduleStatus.STOPPED,
-    description="Weekly: regenerate every cell's synthetic frames (off by default). Downstream reports refresh through their automation conditions.",
+    description=(
+        "Mondays 03:00 UTC: regenerate the synthetic frames of all 36 cells, one run per cell (off by default). "
+        "With the cardio_automation sensor also on, the classifiers and then the fairness and realism reports "
+        "refresh once, after the last cell's run has finished."
+    ),
 )
 def weekly_synthetic_regeneration(context):
     for key in CELL_KEYS:

@@ -5,11 +5,12 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from dagster import AllPartitionMapping, AssetExecutionContext, AssetIn, AssetOut, AutomationCondition, MetadataValue, Output, asset, multi_asset
+from dagster import AllPartitionMapping, AssetExecutionContext, AssetIn, AssetOut, MetadataValue, Output, asset, multi_asset
 
 from cardio_assets.attributes import AttributePredictor
 from cardio_assets.classify.model import PenultimateFeatures
 from cardio_assets.classify.strategies import STRATEGIES, ImageSet, run_strategies
+from cardio_assets.defs.automation import AFTER_REGENERATION
 from cardio_assets.defs.gpu import GPU_POOL, GpuResource
 from cardio_assets.defs.images import gather, png_markdown
 from cardio_assets.defs.resources import PipelineSettings
@@ -20,8 +21,6 @@ from cardio_assets.metrics.report import markdown_table, write_fairness_report, 
 
 ALL_FRAMES = AssetIn("frames", partition_mapping=AllPartitionMapping())
 ALL_SYNTHETIC = AssetIn("synthetic_frames", partition_mapping=AllPartitionMapping())
-# refresh once a week after the synthetic partitions were regenerated (and when upstream changes)
-WEEKLY_AFTER_REGENERATION = AutomationCondition.on_cron("0 6 * * 1")
 
 
 def _synthetic_set(synthetic_frames: dict) -> ImageSet | None:
@@ -35,9 +34,9 @@ def _synthetic_set(synthetic_frames: dict) -> ImageSet | None:
     ins={"frames": ALL_FRAMES, "synthetic_frames": ALL_SYNTHETIC},
     outs={
         "classifier_predictions": AssetOut(description="Scores of every run on the real test split and the balanced held-out cohort.",
-                                           automation_condition=WEEKLY_AFTER_REGENERATION),
+                                           automation_condition=AFTER_REGENERATION),
         "classifier_runs": AssetOut(description="One row per strategy x seed: data sizes, weights provenance, best epoch, threshold.",
-                                    automation_condition=WEEKLY_AFTER_REGENERATION),
+                                    automation_condition=AFTER_REGENERATION),
     },
 )
 def classifier_runs(context: AssetExecutionContext, settings: PipelineSettings, gpu: GpuResource, frames: dict, synthetic_frames: dict):
@@ -60,7 +59,7 @@ def classifier_runs(context: AssetExecutionContext, settings: PipelineSettings, 
     })
 
 
-@asset(group_name="reports", automation_condition=WEEKLY_AFTER_REGENERATION)
+@asset(group_name="reports", automation_condition=AFTER_REGENERATION)
 def fairness_report(context: AssetExecutionContext, settings: PipelineSettings, classifier_predictions: pd.DataFrame, classifier_runs: pd.DataFrame) -> pd.DataFrame:
     """Table 2 and more: balanced accuracy per group, gaps, underdiagnosis, AUROC, bootstrap CIs, paired comparisons."""
     config = settings.get_profile().classifier
@@ -81,7 +80,7 @@ def fairness_report(context: AssetExecutionContext, settings: PipelineSettings, 
 
 
 @asset(group_name="reports", pool=GPU_POOL, ins={"frames": ALL_FRAMES, "synthetic_frames": ALL_SYNTHETIC},
-       automation_condition=WEEKLY_AFTER_REGENERATION)
+       automation_condition=AFTER_REGENERATION)
 def realism_report(context: AssetExecutionContext, settings: PipelineSettings, gpu: GpuResource, frames: dict,
                    synthetic_frames: dict, attribute_predictors: dict, controlnet: dict) -> pd.DataFrame:
     """Table 1: FID/KID between real subgroups and real vs synthetic of a subgroup; intra-prompt diversity."""
