@@ -6,6 +6,8 @@ directly on hand-made tables.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pandas as pd
 
@@ -115,6 +117,22 @@ def nearest_real_rms(synthetic: np.ndarray, real: np.ndarray, batch: int = 256) 
     return np.sqrt(np.maximum(best, 0) / s.shape[1]), arg
 
 
+def memorization_problems(qc_log: pd.DataFrame, threshold: float = MEMORIZATION_RMS) -> list[str]:
+    """Kept synthetic images closer than `threshold` to a real training image, or never measured.
+
+    Judged from the measured distance rather than the step's `near_copy` flag, so that a
+    changed threshold applies without regenerating."""
+    rms = qc_log.loc[qc_log["qc_passed"].astype(bool), "nearest_real_rms"]
+    problems = []
+    near = int((rms < threshold).sum())
+    if near:
+        problems.append(f"{near} kept images within RMS {threshold} of a real training image")
+    unmeasured = int(rms.isna().sum())
+    if unmeasured:
+        problems.append(f"{unmeasured} kept images never compared with the real training images")
+    return problems
+
+
 def foreign_sources(source_hashes, train_hashes: set[str]) -> list[str]:
     """Source hashes that are not training patients (a mask taken from validation or test)."""
     return sorted(set(source_hashes) - set(train_hashes))
@@ -127,11 +145,16 @@ def evaluation_leaks(predictions: pd.DataFrame, splits: pd.DataFrame) -> list[st
     return [f"{len(seen)} evaluated patients are not test or held-out patients, e.g. {sorted(seen)[:3]}"] if len(seen) else []
 
 
-def missing_report_rows(fairness: pd.DataFrame, rows: tuple[tuple[str, str], ...], strategies) -> list[str]:
-    """Table 2 rows absent for a strategy and evaluation set (a row may be NaN, with its counts, but must exist)."""
+def missing_report_rows(fairness: pd.DataFrame, rows: tuple[tuple[str, str], ...], strategies,
+                        required_sets: tuple[str, ...] = ("test",)) -> list[str]:
+    """Table 2 rows absent for a strategy and evaluation set (a row may be NaN, with its counts, but must exist).
+
+    The evaluation sets are `required_sets` plus any the report holds: taken from the report
+    alone, a report without balanced accuracy rows would have nothing to miss."""
     ba = fairness[fairness["metric"] == "balanced_accuracy"]
     present = set(zip(ba["strategy"], ba["evaluation_set"], ba["attribute"], ba["group"]))
-    missing = [f"{s}/{e}/{g}" for s in strategies for e in sorted(set(ba["evaluation_set"])) for a, g in rows if (s, e, a, g) not in present]
+    sets = sorted(set(required_sets) | set(fairness["evaluation_set"]))
+    missing = [f"{s}/{e}/{g}" for s in strategies for e in sets for a, g in rows if (s, e, a, g) not in present]
     return [f"{len(missing)} Table 2 rows missing, e.g. {missing[:3]}"] if missing else []
 
 
@@ -146,3 +169,50 @@ def skipped_strategies(runs: pd.DataFrame) -> list[str]:
     if "skipped_reason" not in runs.columns:
         return []
     return sorted(set(runs.loc[runs["skipped_reason"].notna(), "strategy"]))
+
+
+# Chance for a classifier. A scorer that ignores the image has validation AUROC 0.5 on
+# average, spread by the validation size: AUROC is then the Mann-Whitney U statistic over
+# n_pos * n_neg, with standard deviation sqrt((n_pos + n_neg + 1) / (12 n_pos n_neg))
+# (Hanley & McNeil 1982 at AUROC 0.5; no ties). A run beats chance when its validation
+# AUROC lies above 0.5 + CHANCE_Z of those: a random scorer passes about 5 % of the time
+# (one-sided). AUROC does not use the threshold, which is the one thing tuned on validation
+# after training (the epoch and alpha are chosen there too; the margin does not correct for that).
+CHANCE_Z = 1.645
+
+
+def chance_auroc_bound(n_pos: int, n_neg: int, z: float = CHANCE_Z) -> float:
+    """The validation AUROC a run must exceed to beat chance; infinite without both classes."""
+    if n_pos < 1 or n_neg < 1:
+        return math.inf
+    return 0.5 + z * math.sqrt((n_pos + n_neg + 1) / (12.0 * n_pos * n_neg))
+
+
+def runs_not_beating_chance(runs: pd.DataFrame) -> pd.DataFrame:
+    """Runs (strategy, seed, val_auroc, chance_bound) whose validation AUROC is not above the
+    chance bound; a run without a recorded AUROC (older tables, one-class validation) cannot
+    show it beats chance and is listed too."""
+    auroc = runs["val_auroc"].astype(float) if "val_auroc" in runs else pd.Series(np.nan, index=runs.index)
+    n_pos = runs["n_val_hf"].astype(int)
+    bound = [chance_auroc_bound(p, n - p) for p, n in zip(n_pos, runs["n_val"].astype(int))]
+    table = pd.DataFrame({"strategy": runs["strategy"], "seed": runs["seed"], "val_auroc": auroc, "chance_bound": bound})
+    return table[~(table["val_auroc"] > table["chance_bound"])]
+
+
+def training_leaks(training: pd.DataFrame, splits: pd.DataFrame) -> list[str]:
+    """Patients a model trained or validated on (`training_patients` table) that are test or
+    held-out patients, or that the split table does not know (then nothing proves where they belong)."""
+    split_of = training["patient_id"].map(dict(zip(splits["patient_id"], splits["split"])))
+    problems = []
+    for what, rows in (("test or held-out", split_of.isin(["test", "heldout"])), ("unknown", split_of.isna())):
+        bad = training[rows.to_numpy()]
+        if len(bad):
+            problems.append(f"{bad['patient_id'].nunique()} {what} patients used for {sorted(set(bad['role']))} by "
+                            f"{sorted(set(bad['run']))[:3]}, e.g. {sorted(set(bad['patient_id']))[:3]}")
+    return problems
+
+
+def unrecorded_runs(training: pd.DataFrame, runs) -> list[str]:
+    """Runs that trained but left no record of their patients (their leakage is unproven)."""
+    missing = sorted(set(runs) - set(training["run"]))
+    return [f"{len(missing)} runs without a record of their patients, e.g. {missing[:3]}"] if missing else []

@@ -12,6 +12,7 @@ from cardio_assets.classify.strategies import (
     STRATEGY_NAMES,
     ImageSet,
     build_training_set,
+    run_patients,
     run_record,
     run_strategies,
     run_strategy,
@@ -20,6 +21,6 @@ from cardio_assets.classify.train import choose_threshold, predict, train_classi
 
 __all__ = [
     "ClassifierConfig", "PretrainedWeightsError", "build_resnet18", "PREDICTION_COLUMNS", "STRATEGIES",
-    "STRATEGY_NAMES", "ImageSet", "build_training_set", "run_record", "run_strategies", "run_strategy",
+    "STRATEGY_NAMES", "ImageSet", "build_training_set", "run_patients", "run_record", "run_strategies", "run_strategy",
     "choose_threshold", "predict", "train_classifier", "undersample_healthy",
 ]

@@ -35,11 +35,13 @@ from cardio_assets.classify.train import (
     Frames,
     Log,
     as_frames,
+    auroc,
     choose_threshold,
     predict,
     train_classifier,
     undersample_healthy,
 )
+from cardio_assets.training_patients import classifier_run_name, patient_roles
 
 PREDICTION_COLUMNS = (
     "strategy", "seed", "evaluation_set", "patient_id", "cell", "sex", "age_band", "bmi_band",
@@ -319,6 +321,12 @@ def run_strategy(name: str, real: ImageSet, synthetic: ImageSet | None, config: 
 
     val_scores = predict(model, val[0], max(config.batch_size, 128))
     threshold = choose_threshold(val_scores, val[1])
+    # chance is judged on AUROC: unlike the balanced accuracy it does not depend on the
+    # threshold just tuned on these same validation scores
+    run["val_auroc"] = auroc(val_scores, val[1])
+    # the patients behind the real images this run trained and validated on (leakage check)
+    run["train_patients"] = sorted(set(real.index["patient_id"].iloc[ts.real_rows]))
+    run["val_patients"] = sorted(set(val_index["patient_id"]))
     outputs = []
     for evaluation_set in EVALUATION_SETS:
         rows = np.flatnonzero((real.index["split"] == evaluation_set).to_numpy())
@@ -339,23 +347,35 @@ def run_strategy(name: str, real: ImageSet, synthetic: ImageSet | None, config: 
 
 def run_record(predictions: pd.DataFrame) -> dict:
     """The run description of a `run_strategy` result, flat (nested values as JSON text, so
-    a table of runs stores as Parquet), without the per-epoch histories."""
+    a table of runs stores as Parquet), without the per-epoch histories and the patient lists
+    (those are in `run_patients`)."""
     run = dict(predictions.attrs.get("run", {}))
-    run.pop("histories", None)
+    for key in ("histories", "train_patients", "val_patients"):
+        run.pop(key, None)
     for key in ("alpha_scores", "synthetic_per_cell"):
         if run.get(key) is not None:
             run[key] = json.dumps(run[key], sort_keys=True)
     return run
 
 
+def run_patients(predictions: pd.DataFrame) -> pd.DataFrame:
+    """The real patients a `run_strategy` result trained and validated on, in the
+    `training_patients` format (model `classifier`, run `<strategy> seed <seed>`)."""
+    run = predictions.attrs["run"]
+    return patient_roles("classifier", classifier_run_name(run["strategy"], run["seed"]),
+                         run["train_patients"], run["val_patients"])
+
+
 def run_strategies(names, real: ImageSet, synthetic: ImageSet | None, config: ClassifierConfig,
-                   seeds=None, log: Log = print) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Every strategy x seed: (all predictions, one row per run from `run_record`)."""
+                   seeds=None, log: Log = print) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """Every strategy x seed: (all predictions, one row per run from `run_record`, the
+    patients every run trained and validated on from `run_patients`)."""
     seeds = list(range(config.n_seeds)) if seeds is None else list(seeds)
-    frames, runs = [], []
+    frames, runs, patients = [], [], []
     for seed in seeds:
         for name in names:
             p = run_strategy(name, real, synthetic, config, seed, log)
             frames.append(p)
             runs.append(run_record(p))
-    return pd.concat(frames, ignore_index=True), pd.DataFrame(runs)
+            patients.append(run_patients(p))
+    return pd.concat(frames, ignore_index=True), pd.DataFrame(runs), pd.concat(patients, ignore_index=True)

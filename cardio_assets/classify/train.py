@@ -195,7 +195,7 @@ def choose_threshold(val_scores: np.ndarray, val_labels: np.ndarray) -> float:
     return float(candidates[best[len(best) // 2]])
 
 
-def _auroc(scores: np.ndarray, labels: np.ndarray) -> float:
+def auroc(scores: np.ndarray, labels: np.ndarray) -> float:
     labels = np.asarray(labels).astype(int)
     if labels.min() == labels.max():
         return float("nan")
@@ -347,7 +347,7 @@ def _train(train, val, config: ClassifierConfig, seed: int, init_state, log: Log
                 ("epoch", epoch), ("train_loss", float(np.mean(losses)) if losses else float("nan")),
                 ("val_loss", val_loss), ("val_balanced_accuracy", ba),
                 ("val_balanced_accuracy_at_0.5", balanced_accuracy_at(val_scores, val_labels, 0.5)),
-                ("val_auroc", _auroc(val_scores, val_labels)),
+                ("val_auroc", auroc(val_scores, val_labels)),
                 ("val_worst_group_balanced_accuracy", worst), ("threshold", threshold),
                 ("lr", current_lr), ("seconds", time.perf_counter() - t_epoch),
             ):
