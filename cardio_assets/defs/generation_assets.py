@@ -35,6 +35,7 @@ from cardio_assets.generation import (
 from cardio_assets.lake import atomic_dir
 from cardio_assets.quality import MEMORIZATION_RMS, nearest_real_rms
 from cardio_assets.synthesis import assemble_synthetic, plan_items, privacy_salt, prompt_for_cell
+from cardio_assets.training_patients import patient_roles, write_training_patients
 
 ALL_FRAMES = AssetIn("frames", partition_mapping=AllPartitionMapping())
 
@@ -52,6 +53,7 @@ def diffusion_backbone(context: AssetExecutionContext, settings: PipelineSetting
     context.log.info(f"no local backbone configured: training the {config.name} profile's small backbone on {len(images)} training frames")
     with atomic_dir(folder) as tmp:
         record = train_small_backbone(read_all(images), images.index["prompt"].tolist(), config, tmp, log=context.log.info)
+        write_training_patients(tmp, patient_roles("diffusion_backbone", "diffusion_backbone", images.index["patient_id"]))
     context.add_output_metadata({"trained_here": True, "seconds": record.get("seconds"), "device": gpu.describe()})
     return {"folder": str(folder), "trained_here": True, "resolution": config.resolution, "record": record}
 
@@ -66,6 +68,7 @@ def controlnet(context: AssetExecutionContext, settings: PipelineSettings, gpu: 
         diffusion_backbone["folder"], read_all(images), read_all(controls, np.uint8), images.index["prompt"].tolist(),
         config, out_dir, log=context.log.info,
     )
+    write_training_patients(out_dir, patient_roles("controlnet", "controlnet", images.index["patient_id"]))
     weights = next((out_dir / "controlnet").glob("*.safetensors"))
     checkpoint_hash = hashlib.blake2b(weights.read_bytes(), digest_size=8).hexdigest()
     grids = sample_figures(settings, config, diffusion_backbone["folder"], out_dir / "controlnet", images, controls)
@@ -121,6 +124,7 @@ def attribute_predictors(context: AssetExecutionContext, settings: PipelineSetti
     folder = settings.models_dir() / "attribute_predictors"
     with atomic_dir(folder) as tmp:
         predictor.save(tmp)
+        write_training_patients(tmp, patient_roles("attribute_predictors", "attribute_predictors", train.index["patient_id"], val.index["patient_id"]))
     context.add_output_metadata({
         "validation_balanced_accuracy": MetadataValue.json(predictor.validation),
         "trusted_for_qc": MetadataValue.json(sorted(predictor.trusted)),

@@ -18,6 +18,7 @@ from cardio_assets.generation import Sampler
 from cardio_assets.metrics.fairness import fairness_metrics, table2
 from cardio_assets.metrics.realism import diversity_table, inception_extractor, module_extractor, realism_table
 from cardio_assets.metrics.report import markdown_table, write_fairness_report, write_realism_report
+from cardio_assets.training_patients import CLASSIFIER_FOLDER, write_training_patients
 
 ALL_FRAMES = AssetIn("frames", partition_mapping=AllPartitionMapping())
 ALL_SYNTHETIC = AssetIn("synthetic_frames", partition_mapping=AllPartitionMapping())
@@ -50,7 +51,9 @@ def classifier_runs(context: AssetExecutionContext, settings: PipelineSettings, 
     skipped = [n for n in STRATEGIES if n not in names]
     if skipped:
         context.log.warning(f"no synthetic image passed QC: strategies {skipped} cannot run and are reported empty")
-    predictions, runs = run_strategies(names, real, synthetic, config, seeds=range(config.n_seeds), log=context.log.info)
+    predictions, runs, patients = run_strategies(names, real, synthetic, config, seeds=range(config.n_seeds), log=context.log.info)
+    # kept for the leakage check (no_test_patient_in_training on classifier_runs)
+    write_training_patients(settings.models_dir() / CLASSIFIER_FOLDER, patients)
     skipped_rows = pd.DataFrame([{"strategy": n, "skipped_reason": "no synthetic images passed QC"} for n in skipped])
     runs = pd.concat([runs, skipped_rows], ignore_index=True) if skipped else runs
     yield Output(predictions, output_name="classifier_predictions", metadata={"n_rows": len(predictions)})
