@@ -48,3 +48,11 @@ def summarize_cells(cohort: pd.DataFrame, splits: pd.DataFrame) -> pd.DataFrame:
     inverse = np.where(table["n_patients"] > 0, 1.0 / table["n_patients"].clip(lower=1), 0.0)
     table["sampling_weight"] = inverse / inverse.sum() if inverse.sum() > 0 else 0.0
     return table
+
+
+def without_cell_counts(cohort: pd.DataFrame) -> dict[str, int]:
+    """Patients kept without a cell, per reason ("no age", "no sex", ...); a patient lacking
+    two attributes counts under both."""
+    reasons = cohort.loc[cohort["cell"].isna(), "no_cell_reason"].dropna()
+    counts = reasons.str.split("; ").explode().value_counts()
+    return {str(k): int(v) for k, v in counts.items()}

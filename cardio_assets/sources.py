@@ -42,13 +42,14 @@ def describe_real_source(source: str, root: str, metadata_csv: str) -> dict:
     return {"source": source, "layout": source, "parts": [{"subset": "study", "root": root, "metadata_csv": metadata_csv}]}
 
 
-def scan_source(description: dict, diagnosis_map: dict | None = None) -> ScanResult:
+def scan_source(description: dict, diagnosis_map: dict | None = None, ukbb_instance_fallback: bool = False) -> ScanResult:
     """Run the reader for each part of a source description and merge the results."""
     entries, quarantine = [], []
     for part in description["parts"]:
         layout = description["layout"]
         if layout == "ukbb":
-            result = scan_ukbb(part["root"], part["metadata_csv"], subset=part["subset"], source=description["source"])
+            result = scan_ukbb(part["root"], part["metadata_csv"], subset=part["subset"], source=description["source"],
+                               instance_fallback=ukbb_instance_fallback)
         elif layout == "mms":
             result = scan_mms(part["root"], part["metadata_csv"], diagnosis_map=diagnosis_map)
         elif layout == "acdc":

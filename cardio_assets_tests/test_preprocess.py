@@ -27,8 +27,8 @@ def _heart(shape=(40, 40, 5, 10), es=4, centre=(20, 20)):
 
 
 def test_es_frame_is_found_from_the_images():
-    cine, ed_mask, _ = _heart(es=4)
-    assert estimate_es_frame(cine, ed_mask) == 4
+    cine, ed_mask, es_mask = _heart(es=4)
+    assert estimate_es_frame(cine, ed_mask, es_mask) == 4
 
 
 def test_training_patient_gives_nine_images_in_the_paper_format():

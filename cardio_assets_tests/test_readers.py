@@ -128,7 +128,12 @@ def test_ukbb_column_preferences():
         ["eid", "31-0.0", "21003-0.0", "21003-2.0", "21001-3.0", "41270-0.0", "41270-0.1"],
         Path("m.csv"),
     )
-    assert (cols.sex, cols.age, cols.bmi) == ("31-0.0", "21003-2.0", "21001-3.0")
+    # BMI only at the repeat imaging visit (3): no instance-2 column, kept for the fallback
+    assert (cols.sex, cols.age, cols.bmi) == ("31-0.0", "21003-2.0", None)
+    assert cols.bmi_other_visits == ("21001-3.0",) and cols.age_other_visits == ("21003-0.0",)
+    order = UkbColumns.detect(["eid", "31-0.0", "21003-0.0", "21003-1.0", "21003-3.0", "21001-2.0",
+                               "41270-0.0"], Path("m.csv"))
+    assert order.age is None and order.age_other_visits == ("21003-3.0", "21003-1.0", "21003-0.0")
     assert cols.icd10 == ("41270-0.0", "41270-0.1")
     export = UkbColumns.detect(["f.eid", "f.31.0.0", "f.21003.2.0", "f.21001.2.0", "f.41270.0.0"],
                                Path("m.csv"))

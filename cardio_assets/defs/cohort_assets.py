@@ -4,7 +4,7 @@
 import pandas as pd
 from dagster import AssetExecutionContext, AssetOut, MetadataValue, Output, asset, multi_asset
 
-from cardio_assets.cell_table import summarize_cells
+from cardio_assets.cell_table import summarize_cells, without_cell_counts
 from cardio_assets.cohort_build import drop_duplicate_ids, quarantine_frame, validate_entries
 from cardio_assets.defs.resources import SOURCES, PipelineSettings
 from cardio_assets.sources import describe_real_source, prepare_phantom, scan_source
@@ -36,7 +36,7 @@ def cohort_source(context: AssetExecutionContext, settings: PipelineSettings) ->
     },
 )
 def cohort(context: AssetExecutionContext, settings: PipelineSettings, cohort_source: dict):
-    scan = scan_source(cohort_source, settings.diagnosis_overrides())
+    scan = scan_source(cohort_source, settings.diagnosis_overrides(), ukbb_instance_fallback=settings.ukbb_instance_fallback)
     context.log.info(f"validating {len(scan.entries)} patients with {settings.n_workers()} workers")
     table, bad_volumes = validate_entries(scan.entries, workers=settings.n_workers())
     table, duplicates = drop_duplicate_ids(table)
@@ -48,6 +48,9 @@ def cohort(context: AssetExecutionContext, settings: PipelineSettings, cohort_so
     yield Output(table, output_name="cohort", metadata={
         "n_patients": len(table),
         "n_with_cell": int(table["cell"].notna().sum()),
+        # kept without a cell (missing sex, age, BMI or diagnosis): split, never in frames
+        "n_without_cell": int(table["cell"].isna().sum()),
+        "without_cell_by_reason": MetadataValue.json(without_cell_counts(table)),
         "n_hf": int((table["diagnosis"] == "hf").sum()),
         "by_subset": MetadataValue.json(table["subset"].value_counts().to_dict()),
     })
@@ -62,7 +65,11 @@ def cohort(context: AssetExecutionContext, settings: PipelineSettings, cohort_so
 def patient_splits(context: AssetExecutionContext, settings: PipelineSettings, cohort: pd.DataFrame) -> pd.DataFrame:
     """By patient: 20% test, 20% of the rest validation, stratified by cell; held-out cohort apart."""
     splits = split_patients(cohort, seed=settings.seed)
-    context.add_output_metadata({"seed": settings.seed, "counts": MetadataValue.json(splits["split"].value_counts().to_dict())})
+    context.add_output_metadata({
+        "seed": settings.seed,
+        "counts": MetadataValue.json(splits["split"].value_counts().to_dict()),
+        "n_without_cell": int(splits["cell"].isna().sum()),
+    })
     return splits
 
 
@@ -72,6 +79,7 @@ def subgroup_cells(context: AssetExecutionContext, cohort: pd.DataFrame, patient
     table = summarize_cells(cohort, patient_splits)
     context.add_output_metadata({
         "empty_cells": int((table["n_patients"] == 0).sum()),
+        "n_without_cell": int(cohort["cell"].isna().sum()),  # not in any cell's counts
         "table": MetadataValue.md(table.to_markdown(index=False, floatfmt=".3f")),
     })
     return table

@@ -28,6 +28,7 @@ class PipelineSettings(ConfigurableResource):
     diagnosis_map: str = Field(default="", description='JSON override of pathology -> "hf"/"healthy"/null (M&Ms, ACDC)')
     seed: int = Field(default=0, description="seed of every random choice in the run")
     workers: int = Field(default=0, description="worker processes for I/O-heavy steps; 0 = one per core")
+    ukbb_instance_fallback: bool = Field(default=False, description="UK Biobank: where age or BMI is blank at the imaging visit (instance 2), take another visit's value (recorded per patient); off: blank, no cell")
     sd_backbone_dir: str = Field(default="", description="local Stable Diffusion 2.1-base folder (diffusers layout); empty: train the profile's small backbone")
     resnet_weights: str = Field(default="", description="local ImageNet ResNet-18 state_dict file; empty: random initialisation")
     inception_weights: str = Field(default="", description="local FID InceptionV3 weights file (torch-fidelity); empty: a feature extractor trained on real frames")
@@ -43,6 +44,7 @@ class PipelineSettings(ConfigurableResource):
             diagnosis_map=os.getenv("CARDIO_DIAGNOSIS_MAP", ""),
             seed=int(os.getenv("CARDIO_SEED", "0")),
             workers=int(os.getenv("CARDIO_WORKERS", "0")),
+            ukbb_instance_fallback=os.getenv("CARDIO_UKBB_INSTANCE_FALLBACK", "0").strip().lower() in ("1", "true", "yes", "on"),
             sd_backbone_dir=os.getenv("CARDIO_SD_BACKBONE_DIR", ""),
             resnet_weights=os.getenv("CARDIO_RESNET_WEIGHTS", ""),
             inception_weights=os.getenv("CARDIO_INCEPTION_WEIGHTS", ""),

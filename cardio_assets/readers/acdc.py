@@ -34,7 +34,9 @@ from .base import (
     ScanResult,
     SourceMissingError,
     bmi_from_height_weight,
+    decode_text,
     find_nifti,
+    metadata_ref,
     parse_frame,
     parse_number,
     require_dir,
@@ -47,9 +49,11 @@ PATIENT_DIR = re.compile(r"^patient\d+$")
 
 
 def read_info_cfg(path: Path) -> dict[str, str]:
-    """``Key: value`` lines as a dict; ValueError on a line of another shape."""
+    """``Key: value`` lines as a dict; ValueError on a line of another shape.
+
+    A byte-order mark, CRLF line ends and Latin-1 text are read like plain UTF-8."""
     try:
-        text = path.read_text(encoding="utf-8")
+        text = decode_text(path.read_bytes())
     except (UnicodeDecodeError, OSError) as exc:
         raise ValueError(f"cannot read it as text ({exc})") from None
     info: dict[str, str] = {}
@@ -191,5 +195,6 @@ def scan_acdc(root: str | Path, *, diagnosis_map: dict | None = None) -> ScanRes
             bmi=bmi_from_height_weight(info["height"], info["weight"]),
             diagnosis=diagnosis,
             extra=extra,
+            metadata_ref=metadata_ref(cfg.absolute()),
         ))
     return ScanResult(entries, quarantine)

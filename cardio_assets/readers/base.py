@@ -35,6 +35,7 @@ class PatientEntry:
     diagnosis: str | None = None  # "healthy" | "hf" | None (excluded or unknown)
     subset: str = "study"  # "study" | "heldout" (phantom's balanced cohort, never trained on)
     extra: dict = field(default_factory=dict)  # source-specific: vendor, centre, pathology...
+    metadata_ref: str = ""  # where the attributes came from: "table path:line" (ACDC: its Info.cfg)
 
 
 @dataclass(frozen=True)
@@ -82,6 +83,26 @@ MISSING_TOKENS: frozenset[str] = frozenset({"", "na", "nan", "none", "null", "n/
 NIFTI_SUFFIXES: tuple[str, ...] = (".nii.gz", ".nii")
 
 
+_DECIMAL_COMMA = _re.compile(r"[+-]?\d+,\d+")
+
+
+def decode_text(data: bytes) -> str:
+    """Text of a metadata file as real exports write it: UTF-8 with or without a byte-order
+    mark, UTF-16 with one (Excel's "Unicode text"), else Latin-1 (old Windows exports;
+    every byte decodes, so an accent never stops a run)."""
+    if data.startswith((b"\xff\xfe", b"\xfe\xff")):
+        return data.decode("utf-16")
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        return data.decode("latin-1")
+
+
+def metadata_ref(path, line: int | None = None) -> str:
+    """"path:line" of a metadata row (just the path for a whole file, e.g. ACDC's Info.cfg)."""
+    return f"{path}:{line}" if line is not None else str(path)
+
+
 class MetadataFormatError(ValueError):
     """A metadata table lacks a required column (message names the file and the columns)."""
 
@@ -99,8 +120,11 @@ def parse_number(value, what: str, *, positive: bool = True) -> float | None:
     """A finite float, or None when blank; ValueError (naming `what`) when unparsable."""
     if is_blank(value):
         return None
+    text = str(value).strip()
+    if _DECIMAL_COMMA.fullmatch(text):  # "24,5" from a European export (';'-separated)
+        text = text.replace(",", ".")
     try:
-        number = float(str(value).strip())
+        number = float(text)
     except ValueError:
         raise ValueError(f"{what} {str(value).strip()!r} is not a number") from None
     if not _math.isfinite(number):

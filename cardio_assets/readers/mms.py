@@ -38,6 +38,7 @@ from .base import (
     bmi_from_height_weight,
     find_nifti,
     is_blank,
+    metadata_ref,
     parse_frame,
     parse_number,
     parse_sex,
@@ -234,5 +235,6 @@ def scan_mms(
             bmi=attrs["bmi"],
             diagnosis=attrs["diagnosis"],
             extra=extra,
+            metadata_ref=metadata_ref(table_name, line),
         ))
     return ScanResult(entries, quarantine)

@@ -7,17 +7,22 @@ Layout::
     <root>/<eid>/seg_sa_ES.nii.gz   3D labels at ES
 
 (``.nii`` is accepted where ``.nii.gz`` is absent.) ES is found later from the images
-(smallest LV cavity) unless the table has an ``es_frame`` column (0-based).
+(the frame that agrees best with the ES mask) unless the table has an ``es_frame``
+column (0-based).
 
-The metadata table is a CSV (comma, tab or semicolon separated; a byte-order mark is
-ignored; only the columns used are read) with one row per participant. Columns by UK
+The metadata table is a CSV (comma, tab or semicolon separated; UTF-8 with or without a
+byte-order mark, UTF-16 with one, else Latin-1; CRLF or LF; decimal commas accepted;
+only the columns used are read) with one row per participant. Columns by UK
 Biobank field id, in any common export spelling (``31-0.0``, ``f.31.0.0``, ``p21003_i2``):
 
 - ``eid`` (also ``f.eid``), kept as a string (leading zeros survive);
 - sex, field 31 (0 female, 1 male; instance 0 preferred);
-- age at imaging, field 21003 (instance 2, the first imaging visit, preferred; else the
-  first 21003 column present);
-- BMI, field 21001 (instance 2 preferred; else the first present);
+- age at imaging, field 21003, and BMI, field 21001, at instance 2 (the first imaging
+  visit, when the cines were acquired). Another visit's value (age at recruitment is
+  years earlier) is used only with ``instance_fallback`` (``CARDIO_UKBB_INSTANCE_FALLBACK``):
+  instance 3, then 1, then 0, recorded per patient in ``extra["instance_fallback"]``.
+  Without it a blank instance 2 is a blank (no cell), noted in
+  ``extra["other_visit_only"]`` when another visit has a value;
 - ICD-10 diagnoses, field 41270 (every column): HF when any code starts with ``I50``,
   otherwise healthy.
 
@@ -51,6 +56,7 @@ from .base import (
     SourceMissingError,
     find_nifti,
     is_blank,
+    metadata_ref,
     parse_frame,
     parse_number,
     parse_sex,
@@ -64,6 +70,7 @@ ED_MASK_STEM = "seg_sa_ED"
 ES_MASK_STEM = "seg_sa_ES"
 
 FIELD_SEX, FIELD_AGE, FIELD_BMI, FIELD_ICD10 = 31, 21003, 21001, 41270
+IMAGING_INSTANCE = 2  # UK Biobank's first imaging visit, when the cines were acquired
 HF_ICD10_PREFIX = "I50"
 
 _FIELD_PATTERNS = (
@@ -87,26 +94,44 @@ _HF_WORDS = {"hf": "hf", "heart failure": "hf", "1": "hf", "true": "hf", "yes": 
              "no": "healthy"}
 
 
-def _delimiter(path: Path) -> str:
+def _encoding(path: Path) -> str:
+    """UTF-16 when the file starts with its byte-order mark, else UTF-8 (a BOM dropped);
+    `_read_csv` falls back to Latin-1 when the bytes are not UTF-8."""
+    with open(path, "rb") as handle:
+        head = handle.read(2)
+    return "utf-16" if head in (b"\xff\xfe", b"\xfe\xff") else "utf-8-sig"
+
+
+def _delimiter(path: Path, encoding: str) -> str:
     """The header line's most frequent of ``,``, tab and ``;`` (comma on a tie)."""
-    with open(path, encoding="utf-8-sig", errors="replace") as handle:
+    with open(path, encoding=encoding, errors="replace") as handle:
         header = handle.readline()
     counts = {sep: header.count(sep) for sep in (",", "\t", ";")}
     best = max(counts, key=lambda sep: (counts[sep], sep == ","))
     return best if counts[best] else ","
 
 
+def _read_csv(path: Path, **options) -> pd.DataFrame:
+    """pandas.read_csv with the file's encoding and separator; an old Windows export that
+    is not UTF-8 is read as Latin-1 (every byte decodes), so an accent never stops a run."""
+    encoding = _encoding(path)
+    sep = _delimiter(path, encoding)
+    try:
+        return pd.read_csv(path, sep=sep, dtype=str, encoding=encoding, **options)
+    except UnicodeDecodeError:
+        return pd.read_csv(path, sep=sep, dtype=str, encoding="latin-1", **options)
+
+
 def read_metadata_table(path: Path, usecols=None) -> pd.DataFrame:
     """A CSV (or tab/semicolon-separated table) as strings: no NA conversion, so ids keep
-    leading zeros and blanks stay "". A byte-order mark is dropped. `usecols`: a list of
-    column names, or a callable on a (stripped) name, to read only those columns."""
+    leading zeros and blanks stay "". Byte-order marks, CRLF line ends and Latin-1 text
+    are handled. `usecols`: a list of column names, or a callable on a (stripped) name, to
+    read only those columns."""
     try:
-        sep = _delimiter(path)
         if callable(usecols):
             keep = usecols
             usecols = lambda name: keep(str(name).strip())  # noqa: E731
-        table = pd.read_csv(path, sep=sep, dtype=str, keep_default_na=False, na_filter=False,
-                            encoding="utf-8-sig", usecols=usecols)
+        table = _read_csv(path, keep_default_na=False, na_filter=False, usecols=usecols)
     except Exception as exc:  # pandas raises several kinds on a malformed file
         raise MetadataFormatError(f"could not read the metadata table {path}: {exc}") from exc
     table.columns = [str(c).strip() for c in table.columns]
@@ -116,7 +141,7 @@ def read_metadata_table(path: Path, usecols=None) -> pd.DataFrame:
 def read_metadata_columns(path: Path) -> list[str]:
     """The header of a metadata table (cheap: reads no rows)."""
     try:
-        table = pd.read_csv(path, sep=_delimiter(path), dtype=str, nrows=0, encoding="utf-8-sig")
+        table = _read_csv(path, nrows=0)
     except Exception as exc:  # pandas raises several kinds on a malformed file
         raise MetadataFormatError(f"could not read the metadata table {path}: {exc}") from exc
     return [str(c).strip() for c in table.columns]
@@ -136,24 +161,31 @@ def _field_columns(columns: list[str]) -> dict[int, list[tuple[int, int, str]]]:
 
 
 def _pick(fields: dict[int, list[tuple[int, int, str]]], field: int, instance: int) -> str | None:
-    """The column of `field` at `instance` (array 0 first), else the first column present."""
-    cols = fields.get(field, [])
-    for inst, arr, col in sorted(cols, key=lambda c: c[1]):
-        if inst == instance:
-            return col
-    return cols[0][2] if cols else None
+    """The column of `field` at `instance` (array 0 first); None when that instance is absent."""
+    cols = sorted(fields.get(field, []), key=lambda c: c[1])
+    return next((col for inst, _, col in cols if inst == instance), None)
+
+
+def _other_visits(fields: dict[int, list[tuple[int, int, str]]], field: int) -> tuple[str, ...]:
+    """Columns of `field` at visits other than imaging (instance 2), in fallback order: the
+    repeat imaging visit (3) first, then the earlier visits, latest first (1, 0)."""
+    order = {3: 0, 1: 1, 0: 2}
+    cols = [(order.get(inst, 3), arr, col) for inst, arr, col in fields.get(field, []) if inst != IMAGING_INSTANCE]
+    return tuple(col for _, _, col in sorted(cols))
 
 
 @dataclass(frozen=True)
 class UkbColumns:
     eid: str
     sex: str
-    age: str
-    bmi: str
+    age: str | None  # instance 2 (or friendly); None: no column holds age at imaging
+    bmi: str | None
     icd10: tuple[str, ...]  # field 41270 columns, or the friendly icd10 column
     diagnosis: str | None  # a friendly hf/healthy column, used only when no ICD-10 columns
     es_frame: str | None
     ed_frame: str | None
+    age_other_visits: tuple[str, ...] = ()  # 21003 at other instances, for the fallback
+    bmi_other_visits: tuple[str, ...] = ()
 
     @classmethod
     def detect(cls, columns: list[str], path: Path) -> "UkbColumns":
@@ -163,17 +195,20 @@ class UkbColumns:
         def friendly(name: str) -> str | None:
             return next((lower[a] for a in _FRIENDLY[name] if a in lower), None)
 
+        sex_cols = fields.get(FIELD_SEX, [])  # sex is recorded once; any instance will do
         found = {
             "eid": friendly("eid"),
-            "sex": _pick(fields, FIELD_SEX, 0) or friendly("sex"),
-            "age": _pick(fields, FIELD_AGE, 2) or friendly("age"),
-            "bmi": _pick(fields, FIELD_BMI, 2) or friendly("bmi"),
+            "sex": _pick(fields, FIELD_SEX, 0) or (sex_cols[0][2] if sex_cols else None) or friendly("sex"),
+            "age": _pick(fields, FIELD_AGE, IMAGING_INSTANCE) or friendly("age"),
+            "bmi": _pick(fields, FIELD_BMI, IMAGING_INSTANCE) or friendly("bmi"),
         }
+        other = {"age": _other_visits(fields, FIELD_AGE), "bmi": _other_visits(fields, FIELD_BMI)}
         icd = tuple(col for _, _, col in fields.get(FIELD_ICD10, []))
         if not icd and friendly("icd10"):
             icd = (friendly("icd10"),)
         diagnosis = None if icd else friendly("diagnosis")
-        missing = [k for k, v in found.items() if v is None]
+        # age or BMI only at another visit is not missing: it reads as blank unless asked for
+        missing = [k for k, v in found.items() if v is None and not other.get(k)]
         if not icd and diagnosis is None:
             missing.append("diagnosis")
         if missing:
@@ -188,7 +223,12 @@ class UkbColumns:
                 f"(accepted: {wanted}); its columns are {list(columns)[:20]}"
             )
         return cls(found["eid"], found["sex"], found["age"], found["bmi"], icd, diagnosis,
-                   friendly("es_frame"), friendly("ed_frame"))
+                   friendly("es_frame"), friendly("ed_frame"), other["age"], other["bmi"])
+
+    def used(self) -> set[str]:
+        """Every column read from the table."""
+        cols = {self.eid, self.sex, self.age, self.bmi, self.diagnosis, self.es_frame, self.ed_frame}
+        return {c for c in cols if c} | set(self.icd10) | set(self.age_other_visits) | set(self.bmi_other_visits)
 
 
 def icd10_codes(record: dict, columns: tuple[str, ...]) -> list[str]:
@@ -201,11 +241,31 @@ def icd10_codes(record: dict, columns: tuple[str, ...]) -> list[str]:
     return codes
 
 
-def _parse_row(record: dict, cols: UkbColumns) -> dict:
+def _at_imaging(record: dict, column: str | None, other_visits: tuple[str, ...], what: str,
+                fallback: bool, extra: dict) -> float | None:
+    """A number at the imaging visit. Blank there: None, unless `fallback` allows another
+    visit's value, which is then recorded in ``extra["instance_fallback"]``. A value seen
+    only at another visit without the fallback is noted in ``extra["other_visit_only"]``."""
+    value = parse_number(record[column], f"{what} ({column})") if column else None
+    if value is not None:
+        return value
+    for other in other_visits:
+        if is_blank(record[other]):
+            continue
+        if not fallback:
+            extra.setdefault("other_visit_only", []).append(what)
+            return None
+        extra.setdefault("instance_fallback", {})[what] = other
+        return parse_number(record[other], f"{what} ({other})")
+    return None
+
+
+def _parse_row(record: dict, cols: UkbColumns, fallback: bool = False) -> dict:
     """Attributes of one row; ValueError names the first unparsable value."""
+    extra: dict = {}
     sex = parse_sex(record[cols.sex], f"sex ({cols.sex})")
-    age = parse_number(record[cols.age], f"age ({cols.age})")
-    bmi = parse_number(record[cols.bmi], f"BMI ({cols.bmi})")
+    age = _at_imaging(record, cols.age, cols.age_other_visits, "age", fallback, extra)
+    bmi = _at_imaging(record, cols.bmi, cols.bmi_other_visits, "bmi", fallback, extra)
     codes = icd10_codes(record, cols.icd10)
     if cols.icd10:
         diagnosis = "hf" if any(c.startswith(HF_ICD10_PREFIX) for c in codes) else "healthy"
@@ -222,15 +282,20 @@ def _parse_row(record: dict, cols: UkbColumns) -> dict:
     ed = 0 if ed is None else ed
     if es is not None and es == ed:
         raise ValueError(f"es_frame {es} equals ed_frame {ed}")
-    extra = {"icd10": codes} if cols.icd10 else {}
+    if cols.icd10:
+        extra["icd10"] = codes
     return dict(sex=sex, age=age, bmi=bmi, diagnosis=diagnosis, ed_frame=ed, es_frame=es,
                 extra=extra)
 
 
 def scan_ukbb(
-    root: str | Path, metadata_csv: str | Path, *, subset: str = "study", source: str = "ukbb"
+    root: str | Path, metadata_csv: str | Path, *, subset: str = "study", source: str = "ukbb",
+    instance_fallback: bool = False,
 ) -> ScanResult:
     """Entries and quarantine rows of a ukbb_cardiac-layout cohort (see module docstring).
+
+    `instance_fallback`: where age or BMI is blank at the imaging visit (instance 2), take
+    it from another visit (recorded per patient in ``extra["instance_fallback"]``).
 
     Raises SourceMissingError when `root` or `metadata_csv` is missing or `root` holds no
     patient folders, MetadataFormatError when the table lacks a required column.
@@ -249,8 +314,7 @@ def scan_ukbb(
         )
     cols = UkbColumns.detect(read_metadata_columns(csv), csv)
     # read only the columns used: a UK Biobank export can hold thousands
-    wanted = {cols.eid, cols.sex, cols.age, cols.bmi, *cols.icd10}
-    wanted |= {c for c in (cols.diagnosis, cols.es_frame, cols.ed_frame) if c}
+    wanted = cols.used()
     table = read_metadata_table(csv, usecols=lambda name: name in wanted)
     table_name = str(csv)
 
@@ -276,7 +340,7 @@ def scan_ukbb(
         lambda pid: (str(root / pid), str(root / pid)), quarantine,
     ):
         problems: list[QuarantineRow] = []
-        attrs = parse_or_quarantine(lambda r: _parse_row(r, cols), record, pid, line, source, table_name, problems)
+        attrs = parse_or_quarantine(lambda r: _parse_row(r, cols, instance_fallback), record, pid, line, source, table_name, problems)
         files = {}
         for key, stem, reason, what in (
             ("image", IMAGE_STEM, "missing_image", "cine"),
@@ -308,5 +372,6 @@ def scan_ukbb(
             diagnosis=attrs["diagnosis"],
             subset=subset,
             extra=attrs["extra"],
+            metadata_ref=metadata_ref(table_name, line),
         ))
     return ScanResult(entries, quarantine)
