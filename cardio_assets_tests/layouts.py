@@ -33,7 +33,17 @@ A patient is a small dict; every key but ``id`` is optional:
 ``duplicate``      True: the metadata row is written twice; "conflict": the copy differs
 ``raw``            {column: raw string} written into the metadata row as is
 ``info_cfg``       ACDC: the raw text of Info.cfg
+``info_encoding``  ACDC: "utf-8-sig" (byte-order mark), "latin-1", ... (default utf-8)
+``info_crlf``      ACDC: True writes Info.cfg with CRLF line ends
+``cine_frames``    keep only the first N frames of the cine (the masks are written as usual)
+``es_mask``        "ed": the ED mask is saved as the ES mask; (dx, dy): the ES mask is
+                   shifted in-plane by that many voxels (wrapping round)
+``age_visit0``     UKB: age at recruitment, written in a ``21003-0.0`` column (present when
+                   any patient has it)
 =================  ==========================================================================
+
+The table writers also take ``sep`` (default ","), ``encoding`` ("utf-8-sig" writes a
+byte-order mark; "latin-1") and ``crlf`` (CRLF line ends), as real exports vary.
 """
 
 from __future__ import annotations
@@ -141,7 +151,19 @@ def _patient_arrays(p: dict, pid: str, to_source=None):
         cine = cine.astype(np.float32)
         cine[0, 0, 0, :] = np.nan
         cine[5, 7, 1, ed] = np.nan
+    if p.get("cine_frames"):
+        cine = cine[..., : p["cine_frames"]]
     return cine, labels, ed, es
+
+
+def _es_mask(labels: np.ndarray, ed: int, es: int, p: dict) -> np.ndarray:
+    """The ES label map as the patient dict asks: the true one, the ED one, or shifted."""
+    how = p.get("es_mask")
+    if how == "ed":
+        return labels[..., ed]
+    if how is not None:
+        return np.roll(labels[..., es], shift=tuple(how), axis=(0, 1))
+    return labels[..., es]
 
 
 def _shape_mask(mask: np.ndarray, p: dict, bad_label_here: bool) -> np.ndarray:
@@ -178,9 +200,11 @@ def _height_weight(p: dict) -> tuple:
     return height, weight
 
 
-def _write_table(rows: list[dict], path: Path, columns: list[str]) -> Path:
+def _write_table(rows: list[dict], path: Path, columns: list[str], *, index: bool = False,
+                 sep: str = ",", encoding: str = "utf-8", crlf: bool = False) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
-    pd.DataFrame(rows, columns=columns).to_csv(path, index=False)
+    pd.DataFrame(rows, columns=columns).to_csv(path, index=index, sep=sep, encoding=encoding,
+                                               lineterminator="\r\n" if crlf else "\n")
     return path
 
 
@@ -204,6 +228,9 @@ def write_ukbb_cohort(
     columns: str = "fields",
     frame_columns: bool = False,
     root_name: str = "ukbb",
+    sep: str = ",",
+    encoding: str = "utf-8",
+    crlf: bool = False,
 ) -> CohortPaths:
     """``<dir>/<root_name>/<eid>/{sa,seg_sa_ED,seg_sa_ES}.nii.gz`` and
     ``<dir>/<root_name>_metadata.csv``.
@@ -228,6 +255,8 @@ def write_ukbb_cohort(
         raise ValueError(f"columns must be 'fields' or 'friendly', not {columns!r}")
     if frame_columns:
         header += ["ed_frame", "es_frame"]
+    if any("age_visit0" in p for p in patients):
+        header.append("21003-0.0")
     rows: list[dict] = []
     for i, p in enumerate(patients):
         pid = str(p["id"])
@@ -244,7 +273,7 @@ def write_ukbb_cohort(
             if "ed_mask" not in missing:
                 _save(_shape_mask(labels[..., ed], p, True), files["ed_mask"])
             if "es_mask" not in missing:
-                _save(_shape_mask(labels[..., es], p, False), files["es_mask"])
+                _save(_shape_mask(_es_mask(labels, ed, es, p), p, False), files["es_mask"])
         if "metadata" in missing:
             continue
         sex, codes = _sex_default(i, p), _icd(p)
@@ -260,8 +289,9 @@ def write_ukbb_cohort(
             age_column = "age"
         if frame_columns:
             row.update(ed_frame=str(p.get("ed", 0)), es_frame=str(p.get("es", 3)))
+        row["21003-0.0"] = _fmt(p.get("age_visit0"))
         rows.extend(_rows_with_copies(p, row, age_column))
-    _write_table(rows, result.metadata, header)
+    _write_table(rows, result.metadata, header, sep=sep, encoding=encoding, crlf=crlf)
     return result
 
 
@@ -278,7 +308,8 @@ MMS_COLUMNS = ["External code", "VendorName", "Vendor", "Centre", "ED", "ES", "A
 
 
 def write_mms_cohort(
-    dir: str | Path, patients: list[dict], *, index_column: bool = True, root_name: str = "mms"
+    dir: str | Path, patients: list[dict], *, index_column: bool = True, root_name: str = "mms",
+    sep: str = ",", encoding: str = "utf-8", crlf: bool = False,
 ) -> CohortPaths:
     """``<dir>/<root_name>/[<split>/]<code>/<code>_sa.nii.gz`` and ``<code>_sa_gt.nii.gz``
     (4D, labelled at ED and ES only), and ``<dir>/<root_name>_metadata.csv`` with the
@@ -306,7 +337,7 @@ def write_mms_cohort(
                 gt = np.zeros_like(labels)
                 gt[..., ed] = _shape_mask(labels[..., ed], {"bad_label": p.get("bad_label")},
                                           True)
-                gt[..., es] = labels[..., es]
+                gt[..., es] = _es_mask(labels, ed, es, p)
                 _save(_shape_mask(gt, {"mask_shape": p.get("mask_shape")}, False), gt_path)
         if "metadata" in missing:
             continue
@@ -326,9 +357,8 @@ def write_mms_cohort(
             "Weight": _fmt(weight),
         }
         rows.extend(_rows_with_copies(p, row, "Age"))
-    path = result.metadata
-    path.parent.mkdir(parents=True, exist_ok=True)
-    pd.DataFrame(rows, columns=MMS_COLUMNS).to_csv(path, index=index_column)
+    _write_table(rows, result.metadata, MMS_COLUMNS, index=index_column, sep=sep,
+                 encoding=encoding, crlf=crlf)
     return result
 
 
@@ -371,12 +401,13 @@ def write_acdc_cohort(
         cine, labels, ed, es = _patient_arrays(p, pid, to_source=_ACDC_FROM_CANONICAL)
         if "image" not in missing:
             _save(cine, files["image"])
-        _save(cine[..., ed], files["ed_image"])
-        _save(cine[..., es], files["es_image"])
+        for frame, key in ((ed, "ed_image"), (es, "es_image")):
+            if frame < cine.shape[-1]:  # a truncated cine (`cine_frames`) lacks later frames
+                _save(cine[..., frame], files[key])
         if "ed_mask" not in missing:
             _save(_shape_mask(labels[..., ed], p, True), files["ed_mask"])
         if "es_mask" not in missing:
-            _save(_shape_mask(labels[..., es], p, False), files["es_mask"])
+            _save(_shape_mask(_es_mask(labels, ed, es, p), p, False), files["es_mask"])
         if "info" in missing:
             continue
         if "info_cfg" in p:
@@ -387,7 +418,9 @@ def write_acdc_cohort(
                 f"ED: {ed + 1}\nES: {es + 1}\nGroup: {p.get('group', _default_diagnosis_code(p))}\n"
                 f"Height: {_fmt(height)}\nNbFrame: {n}\nWeight: {_fmt(weight)}\n"
             )
-        files["info"].write_text(text)
+        if p.get("info_crlf"):
+            text = text.replace("\n", "\r\n")
+        files["info"].write_bytes(text.encode(p.get("info_encoding", "utf-8")))
     return result
 
 
