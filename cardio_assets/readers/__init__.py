@@ -14,7 +14,9 @@ could not use. Quarantine reason codes:
 - ``bad_metadata``: a malformed ACDC Info.cfg.
 
 Opening the volumes, checking voxels, labels, shapes and orientation, and finding ES is
-done afterwards for every source by `cardio_assets.cohort_build`.
+done afterwards for every source by `cardio_assets.cohort_build`. Each entry carries
+`metadata_ref` ("table path:line", ACDC: its Info.cfg) so later rows name where its
+attributes came from.
 """
 
 from .acdc import scan_acdc
