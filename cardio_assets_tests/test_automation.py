@@ -47,7 +47,8 @@ def materialize(instance: DagsterInstance, *keys: str, partitions=None):
     """Report what a run writes: every given asset (in the order given), each partition of the partitioned ones."""
     for key in keys:
         partitions_def = GRAPH.get(AssetKey(key)).partitions_def
-        for partition in (partitions or partitions_def.get_partition_keys()) if partitions_def else [None]:
+        written = partitions or (partitions_def.get_partition_keys() if partitions_def else [None])
+        for partition in written:
             instance.report_runless_asset_event(AssetMaterialization(key, partition=partition))
 
 
