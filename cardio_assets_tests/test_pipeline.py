@@ -74,6 +74,7 @@ def test_every_check_ran_and_blocking_ones_passed(smoke_run):
         ("cohort", "cohort_schema"), ("cohort", "cohort_unique_ids"), ("patient_splits", "no_patient_in_two_splits"),
         ("frames", "frames_valid"), ("synthetic_frames", "synthetic_valid"), ("synthetic_frames", "masks_from_training_only"),
         ("classifier_predictions", "no_evaluation_patient_in_training"), ("fairness_report", "report_rows_present"),
+        *[(model, "no_test_patient_in_training") for model in ("diffusion_backbone", "controlnet", "attribute_predictors", "classifier_runs")],
     ]
     for asset, check in blocking:
         records = instance.event_log_storage.get_asset_check_execution_history(AssetCheckKey(AssetKey(asset), check), limit=100)
