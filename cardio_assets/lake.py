@@ -59,17 +59,26 @@ def atomic_dir(target: Path):
             shutil.rmtree(tmp, ignore_errors=True)
 
 
-def atomic_write_text(path: Path, text: str) -> Path:
-    """Write a text file through a temporary sibling and a rename; returns the path."""
+def atomic_write_file(path: Path, write) -> Path:
+    """`write(tmp)` a temporary sibling, then rename it over `path`; returns the path.
+
+    The sibling is opened like any new file (mode from the umask), unlike `tempfile.mkstemp`'s
+    0600, so the result has the permissions of every other output.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.parent / f".{path.name}.tmp-{uuid.uuid4().hex[:8]}"
+    tmp = path.parent / f".{path.name}.tmp-{uuid.uuid4().hex[:8]}{path.suffix}"
     try:
-        tmp.write_text(text, encoding="utf-8")
+        write(tmp)
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
     return path
+
+
+def atomic_write_text(path: Path, text: str) -> Path:
+    """Write a text file through a temporary sibling and a rename; returns the path."""
+    return atomic_write_file(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
 
 
 def write_value(folder: Path, value) -> None:

@@ -73,6 +73,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.profile:
         os.environ["CARDIO_PROFILE"] = args.profile
     settings = PipelineSettings.from_env()
+    try:
+        settings.get_profile().diffusion.require_backbone_source(settings.sd_backbone_dir)
+    except ValueError as exc:
+        print(f"cardio-assets: {exc}")
+        return 2
     instance = DagsterInstance.get() if os.getenv("DAGSTER_HOME") else DagsterInstance.ephemeral()
     print(f"cardio-assets: profile {settings.profile}, source {settings.source}, data lake {settings.data_lake}")
     summary = materialize_all(settings, instance)

@@ -33,6 +33,7 @@ from cardio_assets.generation import (
     train_controlnet,
     train_small_backbone,
 )
+from cardio_assets.generation.control import control_tensor
 from cardio_assets.generation.controlnet import controlnet_loss
 from cardio_assets.generation.toy import paint, toy_dataset, toy_labels
 
@@ -46,6 +47,7 @@ def quiet(_msg: str) -> None:
 def cfg(**changes) -> DiffusionConfig:
     base = dict(
         resolution=RES,
+        vae_block_channels=(8, 16),  # narrower than the smoke profile's: these tests check mechanics
         vae_steps=8,
         unet_steps=8,
         controlnet_steps=6,
@@ -111,6 +113,37 @@ def test_presets_and_roundtrip():
     assert DiffusionConfig.from_dict(json.loads(demo.to_json())) == demo
     with pytest.raises(ValueError):
         DiffusionConfig.smoke(controlnet_cond_channels=(8, 16, 32))  # 4x conditioning for 2x latents
+
+
+def test_onehot_control_gives_each_structure_and_phase_its_channel():
+    from cardio_assets.generation.control import control_channels, control_tensor
+
+    labels = np.zeros((1, 3, 2, 2), np.uint8)
+    labels[0, 0] = [[0, 1], [2, 3]]  # ED
+    labels[0, 1] = [[1, 1], [2, 0]]  # ES
+    labels[0, 2] = labels[0, 0]
+    onehot = control_tensor(labels, 2, "onehot")
+    assert onehot.shape == (1, control_channels("onehot"), 2, 2) == (1, 6, 2, 2)
+    expected = [labels[0, phase] == k for phase in (0, 1) for k in (1, 2, 3)]  # ED LV/MYO/RV, ES LV/MYO/RV
+    np.testing.assert_array_equal(onehot[0].numpy(), np.stack(expected).astype(np.float32))
+    assert control_tensor(labels, 2, "grey").shape == (1, 3, 2, 2)
+    with pytest.raises(ValueError, match="control encoding"):
+        control_tensor(labels, 2, "rgb")
+
+
+def test_the_paper_profile_without_a_local_backbone_fails_at_once_naming_the_variable(monkeypatch, capsys):
+    from cardio_assets import run
+
+    with pytest.raises(ValueError, match="CARDIO_SD_BACKBONE_DIR"):
+        DiffusionConfig.paper().require_backbone_source("")
+    DiffusionConfig.paper().require_backbone_source("/models/sd21")  # a folder given: fine
+    DiffusionConfig.demo().require_backbone_source("")  # trains its own
+    with pytest.raises(ValueError, match="CARDIO_SD_BACKBONE_DIR"):
+        train_small_backbone(np.zeros((1, 3, 8, 8), np.float32), ["x"], DiffusionConfig.paper(), "/nonexistent")
+    monkeypatch.setenv("CARDIO_PROFILE", "paper")
+    monkeypatch.delenv("CARDIO_SD_BACKBONE_DIR", raising=False)
+    assert run.main([]) == 2
+    assert "CARDIO_SD_BACKBONE_DIR" in capsys.readouterr().out
 
 
 def test_control_image_convention():
@@ -187,7 +220,7 @@ def test_controlnet_saves_record_and_pipeline_generates(backbone_dir, controlnet
     )
     pipe.set_progress_bar_config(disable=True)
     _, labels, prompts, _ = data
-    out = pipe(prompts[0], image=control_image(labels[:1]), num_inference_steps=2, height=RES, width=RES,
+    out = pipe(prompts[0], image=control_tensor(labels[:1], RES, cfg().control_encoding), num_inference_steps=2, height=RES, width=RES,
                guidance_scale=4.0, output_type="np").images
     assert out.shape == (1, RES, RES, 3) and np.isfinite(out).all()
 
@@ -234,7 +267,7 @@ def test_kill_and_resume_matches_uninterrupted_run(tmp_path, backbone_dir, data)
 
     # a changed training configuration never silently continues an old checkpoint
     with pytest.raises(CheckpointMismatch):
-        train_controlnet(backbone_dir, images, labels, prompts, c.replace(lr=1e-3), run, log=quiet, resume="require")
+        train_controlnet(backbone_dir, images, labels, prompts, c.replace(lr=c.lr * 2), run, log=quiet, resume="require")
 
 
 # ---------------------------------------------------------------------------- sampling
@@ -266,7 +299,7 @@ def test_generation_is_deterministic_and_batch_independent(backbone_dir, control
     )
     pipe.scheduler = make_scheduler(c.sampler, pipe.scheduler.config)
     pipe.set_progress_bar_config(disable=True)
-    plain = pipe(prompts[:1], image=control_image(labels[:1]), num_inference_steps=c.sampler_steps, height=RES,
+    plain = pipe(prompts[:1], image=control_tensor(labels[:1], RES, cfg().control_encoding), num_inference_steps=c.sampler_steps, height=RES,
                  width=RES, guidance_scale=c.guidance_scale, generator=[torch.Generator().manual_seed(11)],
                  output_type="np").images
     np.testing.assert_allclose(plain[0].transpose(2, 0, 1), a[0], atol=1e-5)

@@ -304,3 +304,5 @@ def test_fairness_report_renders_every_section(tmp_path):
         assert paths[key].exists() and paths[key].stat().st_size > 0
     assert paths["balanced_accuracy_by_group_test"].read_bytes()[:4] == b"\x89PNG"
     assert not list((tmp_path / "fairness").glob(".*"))
+    # plots get the permissions of every other output (a temporary file's 0600 would hide them)
+    assert paths["balanced_accuracy_by_group_test"].stat().st_mode & 0o777 == paths["report"].stat().st_mode & 0o777

@@ -7,6 +7,8 @@ from dagster import AssetCheckKey, AssetKey, DagsterInstance
 from dagster._core.storage.asset_check_execution_record import AssetCheckExecutionRecordStatus
 
 from cardio_assets.cells import CELL_KEYS
+from cardio_assets.classify.strategies import STRATEGY_NAMES
+from cardio_assets.metrics.realism import REAL_SYNTHETIC
 from cardio_assets.defs.resources import PipelineSettings
 from cardio_assets.lake import read_value
 from cardio_assets.profiles import get_profile
@@ -113,6 +115,21 @@ def test_synthetic_frames_account_for_every_request_and_protect_identities(smoke
         assert (log.loc[~log["qc_passed"], "failure_modes"].str.len() > 0).all()
 
 
+def test_the_smoke_generator_passes_its_calibrated_qc_in_several_cells(smoke_run):
+    """Kept synthetic images are what strategies 2-6, the synthetic checks and real-vs-synthetic
+    FID run on; QC thresholds are calibrated on the smoke run's real frames, as in every profile."""
+    _, _, summary = smoke_run
+    lake = summary.data_lake
+    kept = {key: len(read_value(lake / "synthetic_frames" / key)) for key in CELL_KEYS}
+    cells_with_images = [k for k, n in kept.items() if n > 0]
+    assert len(cells_with_images) >= 6, kept
+    for key in cells_with_images:
+        frames = read_value(lake / "synthetic_frames" / key)
+        assert frames.index["synthetic"].all()
+        images = np.asarray(frames.images, dtype=np.float32)
+        assert np.isfinite(images).all() and images.min() >= 0 and images.max() <= 1
+
+
 def test_one_synthetic_partition_regenerates_identically(smoke_run):
     settings, instance, summary = smoke_run
     key = CELL_KEYS[0]
@@ -137,3 +154,22 @@ def test_reports_are_written_with_all_sections(smoke_run):
     assert not set(predictions["patient_id"]) & train_ids  # evaluated only on test and held-out patients
     realism = (reports / "realism" / "realism_report.md").read_text()
     assert "FID" in realism and "trained here on real frames" in realism
+
+
+def test_every_strategy_trained_and_is_reported(smoke_run):
+    _, _, summary = smoke_run
+    lake = summary.data_lake
+    runs = read_value(lake / "classifier_runs")
+    ran = runs[runs["skipped_reason"].isna()] if "skipped_reason" in runs else runs
+    assert set(ran["strategy"]) == set(STRATEGY_NAMES)  # none skipped for lack of synthetic images
+    assert (ran.loc[ran["strategy"] != "real", "n_train_synthetic"] > 0).all()
+    fairness = read_value(lake / "fairness_report")
+    assert set(fairness["strategy"]) == set(STRATEGY_NAMES)
+
+
+def test_realism_compares_real_with_synthetic_images(smoke_run):
+    _, _, summary = smoke_run
+    table = read_value(summary.data_lake / "realism_report")
+    synthetic_rows = table[table["kind"] == REAL_SYNTHETIC]
+    assert len(synthetic_rows) > 0
+    assert np.isfinite(synthetic_rows["fid_mean"]).any()

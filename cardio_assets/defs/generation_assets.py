@@ -155,7 +155,9 @@ def synthetic_frames(
     items, from_cell = plan_items(cell, frames, profile.synthetic_per_cell, settings.seed, privacy_salt(settings.data_lake))
     if from_cell != cell:
         context.log.warning(f"{cell} has no training patient: borrowing masks from {from_cell}")
-    real, real_controls = gather(frames, splits=("train",), central_only=True)
+    # calibrated on the population the masks are drawn from: every training image (central and
+    # neighbouring slices and frames), not only the central ones, whose contrast is the highest
+    real, real_controls = gather(frames, splits=("train",))
     sample = np.random.default_rng(settings.seed).permutation(len(real))[:500]
     thresholds, _ = calibrate_thresholds(real.frames().take(sample), real_controls.frames().take(sample).astype(np.uint8))
     predictor = AttributePredictor.load(Path(attribute_predictors["folder"]), attribute_predictors["image_size"])

@@ -365,6 +365,7 @@ def train_small_backbone(
     Returns the training record, also written to `out_dir/training_record.json` last (its
     presence marks a complete folder).
     """
+    config.require_backbone_source(None)
     images = np.asarray(images, dtype=np.float32)
     check_images(images)
     prompts = list(prompts)

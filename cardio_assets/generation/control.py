@@ -1,8 +1,12 @@
 """Array conventions shared by training and sampling.
 
 - images: float32 (N, 3, H, W) in [0, 1], channels [ED, ES, ED]; models see them in [-1, 1].
-- controls: uint8 (N, 3, H, W) canonical label maps [ED, ES, ED] (0 bg, 1 LV, 2 MYO, 3 RV);
-  the ControlNet conditioning image is labels / 4.0 (the public code's convention).
+- controls: uint8 (N, 3, H, W) canonical label maps [ED, ES, ED] (0 bg, 1 LV, 2 MYO, 3 RV).
+- the ControlNet conditioning image, by `DiffusionConfig.control_encoding`:
+  "grey": labels / 4.0, 3 channels (the public code's convention, an RGB-like image);
+  "onehot": one channel per structure and phase (ED LV, MYO, RV, ES LV, MYO, RV), 6 channels.
+  One-hot spares a small ControlNet from decoding structures out of grey levels (LV 0.25 and RV
+  0.75 differ only in brightness) and gives ED and ES their own channels.
 """
 
 from __future__ import annotations
@@ -12,6 +16,15 @@ import torch
 import torch.nn.functional as F
 
 LABEL_SCALE = 4.0
+CONTROL_ENCODINGS = ("grey", "onehot")
+ONEHOT_LABELS = (1, 2, 3)  # LV, MYO, RV; background is the absence of all three
+
+
+def control_channels(encoding: str) -> int:
+    """Channels of the conditioning image (the ControlNet's `conditioning_channels`)."""
+    if encoding not in CONTROL_ENCODINGS:
+        raise ValueError(f"unknown control encoding {encoding!r}; expected one of {CONTROL_ENCODINGS}")
+    return 3 if encoding == "grey" else 2 * len(ONEHOT_LABELS)
 
 
 def control_image(labels: np.ndarray | torch.Tensor) -> torch.Tensor:
@@ -65,7 +78,14 @@ def to_model_space(images: np.ndarray | torch.Tensor, size: int) -> torch.Tensor
     return resize_images(t, size) * 2.0 - 1.0
 
 
-def control_tensor(controls: np.ndarray, size: int) -> torch.Tensor:
+def onehot_control(labels: torch.Tensor) -> torch.Tensor:
+    """Label maps (N, 3, H, W) [ED, ES, ED] -> float (N, 6, H, W): ED LV/MYO/RV, ES LV/MYO/RV."""
+    phases = labels[:, :2]  # the third channel repeats ED
+    return torch.cat([(phases == k) for k in ONEHOT_LABELS], dim=1)[:, [0, 2, 4, 1, 3, 5]].to(torch.float32)
+
+
+def control_tensor(controls: np.ndarray, size: int, encoding: str = "grey") -> torch.Tensor:
     """uint8 labels (N, 3, H, W) -> ControlNet conditioning float tensor at size x size."""
-    t = torch.as_tensor(np.ascontiguousarray(controls))
-    return control_image(resize_labels(t, size))
+    control_channels(encoding)  # validates the name
+    t = resize_labels(torch.as_tensor(np.ascontiguousarray(controls)), size)
+    return control_image(t) if encoding == "grey" else onehot_control(t)

@@ -37,7 +37,7 @@ from .backbone import (
 )
 from .checkpoint import clean_temporaries, find_checkpoint, load_checkpoint, rng_states, save_checkpoint, set_rng_states
 from .config import DiffusionConfig
-from .control import check_controls, check_images, control_tensor, to_model_space
+from .control import check_controls, check_images, control_channels, control_tensor, to_model_space
 from .device import autocast_context, configure_backend, resolve_device, resolve_dtype, seed_everything
 from .progress import Progress, subsample_curve
 
@@ -201,7 +201,8 @@ def train_controlnet(
 
     # -- model, optimizer (fp32 weights; autocast to the backbone dtype on GPU)
     controlnet = ControlNetModel.from_unet(
-        backbone.unet, conditioning_embedding_out_channels=tuple(config.controlnet_cond_channels)
+        backbone.unet, conditioning_embedding_out_channels=tuple(config.controlnet_cond_channels),
+        conditioning_channels=control_channels(config.control_encoding),
     ).to(device=device)  # fp32 parameters (from_unet builds in the default dtype)
     controlnet.train()
     if config.gradient_checkpointing:
@@ -279,7 +280,7 @@ def train_controlnet(
             t = torch.randint(0, T, (B,), generator=gen)
             drop = torch.rand(B, generator=gen) < config.prompt_drop
             pidx = torch.where(drop, torch.zeros_like(idx), prompt_index[idx])
-            cond = control_tensor(controls[idx.numpy()], config.resolution).to(device)
+            cond = control_tensor(controls[idx.numpy()], config.resolution, config.control_encoding).to(device)
             hidden = text_emb[pidx.to(device)]
             loss = controlnet_loss(
                 backbone, controlnet, latents.to(device), noise.to(device), t.to(device), hidden, cond, dtype

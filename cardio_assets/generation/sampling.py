@@ -125,7 +125,7 @@ class Sampler:
         t0 = last = time.perf_counter()
         for i in range(0, n, bs):
             sl = slice(i, min(i + bs, n))
-            cond = control_tensor(controls[sl], res).to(self.device, self.dtype)
+            cond = control_tensor(controls[sl], res, cfg.control_encoding).to(self.device, self.dtype)
             generators = [torch.Generator(device="cpu").manual_seed(s) for s in seeds[sl]]
             result = self.pipe(
                 prompt=prompts[sl],

@@ -8,8 +8,6 @@ and return {name: path}.
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 import matplotlib
@@ -19,7 +17,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from cardio_assets.lake import atomic_write_text  # noqa: E402
+from cardio_assets.lake import atomic_write_file, atomic_write_text  # noqa: E402
 from cardio_assets.metrics.fairness import (  # noqa: E402
     ALL_GROUPS,
     ATTRIBUTE_TITLES,
@@ -50,17 +48,10 @@ def _atomic_csv(frame: pd.DataFrame, path: Path, index: bool = False) -> Path:
 
 
 def _atomic_savefig(fig, path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".png", dir=path.parent)
-    os.close(fd)
     try:
-        fig.savefig(tmp, dpi=120, bbox_inches="tight", format="png")
-        os.replace(tmp, path)
+        return atomic_write_file(path, lambda tmp: fig.savefig(tmp, dpi=120, bbox_inches="tight", format="png"))
     finally:
         plt.close(fig)
-        if os.path.exists(tmp):
-            os.remove(tmp)
-    return path
 
 
 def markdown_table(frame: pd.DataFrame, index: bool = True) -> str:

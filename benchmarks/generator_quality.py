@@ -1,0 +1,127 @@
+"""How good is a generator recipe? Train it on a lake's training frames and measure.
+
+    python benchmarks/generator_quality.py --lake data_lake --profile demo [--set controlnet_steps=500 ...]
+
+The lake needs `frames` (run `cohort_job` and `frames_job` first). Trains the profile's backbone
+and ControlNet (with the `--set` overrides of `DiffusionConfig` fields) on the training frames,
+generates one image per sampled training mask (first attempt only, no regeneration), and prints
+one JSON line:
+
+- qc_pass_first_attempt: share of images passing mask-adherence QC with thresholds calibrated
+  on real training frames, exactly as the `synthetic_frames` asset calibrates them;
+- dice_ed_median / dice_es_median: blood-pool Dice of generated frames against their masks (the
+  QC's segmentation), and the same for the real frames (the ceiling);
+- vae_psnr_ed / vae_psnr_es: encode-decode PSNR of real training frames through the backbone's VAE;
+- seconds per stage.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from cardio_assets.cells import CELL_KEYS  # noqa: E402
+from cardio_assets.generation import Sampler, calibrate_thresholds, mask_adherence, train_controlnet, train_small_backbone  # noqa: E402
+from cardio_assets.generation.backbone import load_backbone  # noqa: E402
+from cardio_assets.generation.control import to_model_space  # noqa: E402
+from cardio_assets.lake import read_value  # noqa: E402
+from cardio_assets.profiles import get_profile  # noqa: E402
+
+
+def training_frames(lake: Path) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    images, controls, prompts = [], [], []
+    for key in CELL_KEYS:
+        folder = lake / "frames" / key
+        if not folder.exists():
+            continue
+        fs = read_value(folder)
+        rows = np.flatnonzero((fs.index["split"] == "train").to_numpy())
+        images.append(np.asarray(fs.images[rows], dtype=np.float32))
+        controls.append(np.asarray(fs.controls[rows], dtype=np.uint8))
+        prompts += fs.index["prompt"].iloc[rows].tolist()
+    if not prompts:
+        raise SystemExit(f"no training frames under {lake / 'frames'}: run cohort_job and frames_job first")
+    return np.concatenate(images), np.concatenate(controls), prompts
+
+
+def parse_overrides(pairs: list[str]) -> dict:
+    out = {}
+    for pair in pairs:
+        key, _, value = pair.partition("=")
+        out[key] = json.loads(value) if value[:1] in "[{0123456789-.tf" and value not in ("") else value
+    return out
+
+
+def psnr(a: np.ndarray, b: np.ndarray) -> float:
+    mse = float(np.mean((a - b) ** 2))
+    return 10 * np.log10(1.0 / max(mse, 1e-12))
+
+
+@torch.no_grad()
+def vae_psnr(backbone_dir: Path, images: np.ndarray, resolution: int) -> tuple[float, float]:
+    backbone = load_backbone(backbone_dir, device="cpu")
+    x = to_model_space(images, resolution)
+    recon = backbone.vae.decode(backbone.vae.encode(x).latent_dist.mean).sample
+    recon = ((recon.clamp(-1, 1) + 1) / 2).numpy()
+    ref = ((x + 1) / 2).numpy()
+    return psnr(recon[:, 0], ref[:, 0]), psnr(recon[:, 1], ref[:, 1])
+
+
+def dice_medians(images: np.ndarray, controls: np.ndarray, thresholds) -> tuple[float, float, float]:
+    results = [mask_adherence(i, c, thresholds) for i, c in zip(images, controls)]
+    ed = [r["phases"]["ED"]["dice"] for r in results if r["phases"].get("ED", {}).get("scorable")]
+    es = [r["phases"]["ES"]["dice"] for r in results if r["phases"].get("ES", {}).get("scorable")]
+    return float(np.median(ed)), float(np.median(es)), float(np.mean([r["passed"] for r in results]))
+
+
+def main(argv=None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--lake", type=Path, required=True)
+    parser.add_argument("--profile", default="demo")
+    parser.add_argument("--set", nargs="*", default=[], help="DiffusionConfig overrides, field=value")
+    parser.add_argument("--images", type=int, default=128, help="images generated for the measures")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    torch.manual_seed(args.seed)
+
+    profile = get_profile(args.profile)
+    overrides = parse_overrides(args.set)
+    config = profile.diffusion.replace(**overrides)
+    images, controls, prompts = training_frames(args.lake)
+    rng = np.random.default_rng(args.seed)
+    calib = rng.permutation(len(images))[:500]
+    thresholds, _ = calibrate_thresholds(images[calib], controls[calib])
+    probe = rng.permutation(len(images))[: args.images]
+    out: dict = {"profile": args.profile, "overrides": overrides, "n_train_images": len(images)}
+    with tempfile.TemporaryDirectory() as tmp:
+        t0 = time.perf_counter()
+        train_small_backbone(images, prompts, config, Path(tmp) / "backbone", log=lambda _: None)
+        out["backbone_seconds"] = round(time.perf_counter() - t0, 1)
+        t0 = time.perf_counter()
+        train_controlnet(Path(tmp) / "backbone", images, controls, prompts, config, Path(tmp) / "cn", log=lambda _: None)
+        out["controlnet_seconds"] = round(time.perf_counter() - t0, 1)
+        t0 = time.perf_counter()
+        sampler = Sampler(Path(tmp) / "backbone", Path(tmp) / "cn" / "controlnet", config)
+        generated = sampler.generate(controls[probe], [prompts[i] for i in probe], list(range(len(probe))), log=None)
+        out["sample_images_per_s"] = round(len(probe) / (time.perf_counter() - t0), 2)
+        out["vae_psnr_ed"], out["vae_psnr_es"] = (round(v, 2) for v in vae_psnr(Path(tmp) / "backbone", images[probe], config.resolution))
+    ed, es, passed = dice_medians(generated, controls[probe], thresholds)
+    real_ed, real_es, real_passed = dice_medians(images[probe], controls[probe], thresholds)
+    out.update(qc_pass_first_attempt=round(passed, 3), dice_ed_median=round(ed, 3), dice_es_median=round(es, 3),
+               real_qc_pass=round(real_passed, 3), real_dice_ed_median=round(real_ed, 3), real_dice_es_median=round(real_es, 3),
+               thresholds={"min_contrast": round(thresholds.min_contrast, 3), "min_dice": round(thresholds.min_dice, 3)})
+    print(json.dumps(out))
+    return out
+
+
+if __name__ == "__main__":
+    main()
