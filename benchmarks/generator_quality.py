@@ -11,6 +11,8 @@ one JSON line:
   on real training frames, exactly as the `synthetic_frames` asset calibrates them;
 - dice_ed_median / dice_es_median: blood-pool Dice of generated frames against their masks (the
   QC's segmentation), and the same for the real frames (the ceiling);
+- rare_cells_qc_pass_first_attempt: the same on masks of the 9 cells with the fewest training
+  images (compare `--set cell_balance_cap=1`, uniform draws, with the default balanced draws);
 - vae_psnr_ed / vae_psnr_es: encode-decode PSNR of real training frames through the backbone's VAE;
 - seconds per stage.
 """
@@ -37,8 +39,8 @@ from cardio_assets.lake import read_value  # noqa: E402
 from cardio_assets.profiles import get_profile  # noqa: E402
 
 
-def training_frames(lake: Path) -> tuple[np.ndarray, np.ndarray, list[str]]:
-    images, controls, prompts = [], [], []
+def training_frames(lake: Path) -> tuple[np.ndarray, np.ndarray, list[str], list[str]]:
+    images, controls, prompts, cells = [], [], [], []
     for key in CELL_KEYS:
         folder = lake / "frames" / key
         if not folder.exists():
@@ -48,9 +50,18 @@ def training_frames(lake: Path) -> tuple[np.ndarray, np.ndarray, list[str]]:
         images.append(np.asarray(fs.images[rows], dtype=np.float32))
         controls.append(np.asarray(fs.controls[rows], dtype=np.uint8))
         prompts += fs.index["prompt"].iloc[rows].tolist()
+        cells += [key] * len(rows)
     if not prompts:
         raise SystemExit(f"no training frames under {lake / 'frames'}: run cohort_job and frames_job first")
-    return np.concatenate(images), np.concatenate(controls), prompts
+    return np.concatenate(images), np.concatenate(controls), prompts, cells
+
+
+def rare_cell_probe(cells: list[str], n: int, rng: np.random.Generator, n_cells: int = 9) -> np.ndarray:
+    """n rows spread evenly over the `n_cells` non-empty cells with the fewest training images."""
+    keys, counts = np.unique(cells, return_counts=True)
+    rare = keys[np.argsort(counts, kind="stable")[:n_cells]]
+    cells = np.asarray(cells)
+    return np.concatenate([rng.choice(np.flatnonzero(cells == k), n // len(rare)) for k in rare])
 
 
 def parse_overrides(pairs: list[str]) -> dict:
@@ -96,26 +107,29 @@ def main(argv=None) -> dict:
     profile = get_profile(args.profile)
     overrides = parse_overrides(args.set)
     config = profile.diffusion.replace(**overrides)
-    images, controls, prompts = training_frames(args.lake)
+    images, controls, prompts, cells = training_frames(args.lake)
     rng = np.random.default_rng(args.seed)
     calib = rng.permutation(len(images))[:500]
     thresholds, _ = calibrate_thresholds(images[calib], controls[calib])
     probe = rng.permutation(len(images))[: args.images]
+    rare = rare_cell_probe(cells, args.images, rng)
     out: dict = {"profile": args.profile, "overrides": overrides, "n_train_images": len(images)}
     with tempfile.TemporaryDirectory() as tmp:
         t0 = time.perf_counter()
-        train_small_backbone(images, prompts, config, Path(tmp) / "backbone", log=lambda _: None)
+        train_small_backbone(images, prompts, config, Path(tmp) / "backbone", log=lambda _: None, cells=cells)
         out["backbone_seconds"] = round(time.perf_counter() - t0, 1)
         t0 = time.perf_counter()
-        train_controlnet(Path(tmp) / "backbone", images, controls, prompts, config, Path(tmp) / "cn", log=lambda _: None)
+        train_controlnet(Path(tmp) / "backbone", images, controls, prompts, config, Path(tmp) / "cn", log=lambda _: None, cells=cells)
         out["controlnet_seconds"] = round(time.perf_counter() - t0, 1)
         t0 = time.perf_counter()
         sampler = Sampler(Path(tmp) / "backbone", Path(tmp) / "cn" / "controlnet", config)
         generated = sampler.generate(controls[probe], [prompts[i] for i in probe], list(range(len(probe))), log=None)
         out["sample_images_per_s"] = round(len(probe) / (time.perf_counter() - t0), 2)
+        generated_rare = sampler.generate(controls[rare], [prompts[i] for i in rare], list(range(len(rare))), log=None)
         out["vae_psnr_ed"], out["vae_psnr_es"] = (round(v, 2) for v in vae_psnr(Path(tmp) / "backbone", images[probe], config.resolution))
     ed, es, passed = dice_medians(generated, controls[probe], thresholds)
     real_ed, real_es, real_passed = dice_medians(images[probe], controls[probe], thresholds)
+    _, _, out["rare_cells_qc_pass_first_attempt"] = dice_medians(generated_rare, controls[rare], thresholds)
     out.update(qc_pass_first_attempt=round(passed, 3), dice_ed_median=round(ed, 3), dice_es_median=round(es, 3),
                real_qc_pass=round(real_passed, 3), real_dice_ed_median=round(real_ed, 3), real_dice_es_median=round(real_es, 3),
                thresholds={"min_contrast": round(thresholds.min_contrast, 3), "min_dice": round(thresholds.min_dice, 3)})

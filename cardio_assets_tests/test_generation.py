@@ -392,3 +392,20 @@ def test_sample_grid_writes_png(tmp_path, data):
     images, labels, prompts, _ = data
     path = sample_grid(images[:5], prompts[:5], tmp_path / "grid.png", masks=labels[:5])
     assert Image.open(path).size[0] > 100
+
+
+def test_cell_balanced_weights_favour_rare_cells_up_to_the_cap():
+    from cardio_assets.generation.balance import cell_balanced_weights, draw_rows
+
+    cells = ["big"] * 100 + ["mid"] * 20 + ["rare"] * 2
+    w = cell_balanced_weights(cells, cap=10.0)
+    assert np.isclose(w.sum(), 1.0)
+    per_cell = {c: w[np.asarray(cells) == c].sum() for c in ("big", "mid", "rare")}
+    assert np.isclose(per_cell["big"], per_cell["mid"])  # inverse to size: each cell drawn alike
+    assert np.isclose(w[-1] / w[0], 10.0)  # the rare cell's images hit the cap, 10x a big cell's image
+    assert np.allclose(cell_balanced_weights(cells, cap=1.0), 1 / len(cells))  # cap 1: uniform
+    with pytest.raises(ValueError):
+        cell_balanced_weights(cells, cap=0.5)
+    g = torch.Generator().manual_seed(0)
+    rows = draw_rows(len(cells), 20000, g, torch.from_numpy(w)).numpy()
+    assert abs((rows >= 120).mean() - w[120:].sum()) < 0.01  # draws follow the weights

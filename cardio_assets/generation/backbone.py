@@ -26,12 +26,13 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .balance import cell_balanced_weights, draw_rows
 from .config import DiffusionConfig
 from .control import check_images, to_model_space
 from .device import (
@@ -264,8 +265,6 @@ def load_backbone(
 
 
 # ---------------------------------------------------------------------------- training here
-def _batches(n: int, batch_size: int, generator: torch.Generator) -> torch.Tensor:
-    return torch.randint(0, n, (batch_size,), generator=generator)
 
 
 def _train_vae(vae, images: np.ndarray, config: DiffusionConfig, device, dtype, gen, log) -> list[float]:
@@ -277,7 +276,7 @@ def _train_vae(vae, images: np.ndarray, config: DiffusionConfig, device, dtype, 
     losses: list[float] = []
     vae.train()
     for step in range(config.vae_steps):
-        idx = _batches(len(data), config.vae_batch_size, gen)
+        idx = draw_rows(len(data), config.vae_batch_size, gen)  # the VAE learns every image alike
         x = data[idx].to(device)
         with autocast_context(device, dtype):
             posterior = vae.encode(x).latent_dist
@@ -301,7 +300,7 @@ def _train_vae(vae, images: np.ndarray, config: DiffusionConfig, device, dtype, 
 
 def _train_unet(
     unet, text_encoder, tokenizer, noise_scheduler, mean, std, sf: float, prompt_index, uniq_prompts,
-    config: DiffusionConfig, device, dtype, gen, log,
+    config: DiffusionConfig, device, dtype, gen, log, weights: torch.Tensor | None = None,
 ) -> list[float]:
     ids_all = tokenize(tokenizer, uniq_prompts)  # row 0 is the empty prompt
     params = list(unet.parameters())
@@ -319,7 +318,7 @@ def _train_unet(
     unet.train()
     T = noise_scheduler.config.num_train_timesteps
     for step in range(config.unet_steps):
-        idx = _batches(len(mean), config.unet_batch_size, gen)
+        idx = draw_rows(len(mean), config.unet_batch_size, gen, weights)
         eps = torch.randn(mean[idx].shape, generator=gen)
         latents = (mean[idx] + std[idx] * eps) * sf
         noise = torch.randn(latents.shape, generator=gen)
@@ -359,8 +358,12 @@ def train_small_backbone(
     config: DiffusionConfig,
     out_dir: str | Path,
     log: Callable[[str], None] = print,
+    cells: Sequence[str] | None = None,
 ) -> dict:
     """Train VAE then (text encoder +) UNet on `images`/`prompts`; save a pipeline folder.
+
+    `cells` (one per image): the UNet draws images balanced over cells (`cell_balance_cap`);
+    None draws uniformly.
 
     Returns the training record, also written to `out_dir/training_record.json` last (its
     presence marks a complete folder).
@@ -404,9 +407,10 @@ def train_small_backbone(
     encode_seconds = time.perf_counter() - t0
 
     t0 = time.perf_counter()
+    weights = None if cells is None else torch.from_numpy(cell_balanced_weights(cells, config.cell_balance_cap))
     unet_losses = _train_unet(
         unet, text_encoder, tokenizer, noise_scheduler, mean, std, scaling, prompt_index, uniq,
-        config, device, amp_dtype, gen, log,
+        config, device, amp_dtype, gen, log, weights,
     )
     unet_seconds = time.perf_counter() - t0
 
@@ -426,6 +430,7 @@ def train_small_backbone(
         "n_prompts": len(uniq) - 1,
         "steps": {"vae": config.vae_steps, "unet": config.unet_steps},
         "text_encoder": "trained jointly with the UNet" if config.train_text_encoder else "frozen at random init",
+        "unet_sampling": "uniform" if cells is None else f"balanced over cells, cap {config.cell_balance_cap:g}",
         "loss_curve": {"vae_reconstruction_mse": subsample_curve(vae_losses), "unet": subsample_curve(unet_losses)},
         "final_loss": {
             "vae_reconstruction_mse": float(np.mean(vae_losses[-20:])) if vae_losses else None,

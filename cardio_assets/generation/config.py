@@ -107,6 +107,9 @@ class DiffusionConfig:
     weight_decay: float = 1e-2
     max_grad_norm: float = 1.0
     prompt_drop: float = 0.1
+    # training images are drawn inversely to their cell's size, at most this many times as often
+    # as an image of the largest cell (1 = uniform); see generation/balance.py
+    cell_balance_cap: float = 10.0
     gradient_checkpointing: bool = False
     # --- sampling
     sampler: str = "dpmsolver++"  # "dpmsolver++" | "unipc" | "ddim"

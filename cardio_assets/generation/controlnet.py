@@ -22,7 +22,7 @@ import os
 import shutil
 import time
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
@@ -35,6 +35,7 @@ from .backbone import (
     load_backbone,
     unique_prompts,
 )
+from .balance import cell_balanced_weights, draw_rows
 from .checkpoint import clean_temporaries, find_checkpoint, load_checkpoint, rng_states, save_checkpoint, set_rng_states
 from .config import DiffusionConfig
 from .control import check_controls, check_images, control_channels, control_tensor, to_model_space
@@ -147,6 +148,7 @@ def train_controlnet(
     out_dir: str | Path,
     log: Callable[[str], None] = print,
     resume: str = "auto",
+    cells: Sequence[str] | None = None,
 ) -> dict:
     """Train (or resume training) a ControlNet on a frozen backbone; return the training record.
 
@@ -158,6 +160,9 @@ def train_controlnet(
     weights) and sets an incompatible one aside as `checkpoint.stale-<time>` before starting
     fresh; "require" raises CheckpointMismatch instead; "never" always starts fresh (setting
     any checkpoint aside).
+
+    cells: one per image; batches are then drawn balanced over cells (`config.cell_balance_cap`),
+    as the paper weights rare cells; None draws uniformly.
     """
     if resume not in ("auto", "require", "never"):
         raise ValueError(f"resume must be auto, require or never, not {resume!r}")
@@ -263,6 +268,7 @@ def train_controlnet(
         }
 
     n = len(images)
+    weights = None if cells is None else torch.from_numpy(cell_balanced_weights(cells, config.cell_balance_cap))
     T = backbone.noise_scheduler.config.num_train_timesteps
     B, accum = config.batch_size, config.grad_accumulation
     progress = Progress("controlnet", total, start=start, every_seconds=config.log_every_seconds, log=log)
@@ -273,7 +279,7 @@ def train_controlnet(
         optimizer.zero_grad(set_to_none=True)
         step_loss = 0.0
         for _ in range(accum):
-            idx = torch.randint(0, n, (B,), generator=gen)
+            idx = draw_rows(n, B, gen, weights)
             m, s = _rows(mean, idx), _rows(std, idx)
             latents = (m + s * torch.randn(m.shape, generator=gen)) * sf
             noise = torch.randn(latents.shape, generator=gen)
@@ -325,6 +331,7 @@ def train_controlnet(
         "controlnet_folder": str(final),
         "n_images": n,
         "n_prompts": len(uniq) - 1,
+        "sampling": "uniform" if cells is None else f"balanced over cells, cap {config.cell_balance_cap:g}",
         "parameters": sum(p.numel() for p in params),
         "config": config.to_dict(),
         "device": str(device),
