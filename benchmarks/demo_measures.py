@@ -1,0 +1,103 @@
+"""The generator's fidelity, read off a finished run's lake (after `make demo`).
+
+    python benchmarks/demo_measures.py --lake data_lake
+
+Prints one JSON line with the measures the generator is judged by:
+- qc_pass: kept / requested within 3 attempts, overall and the lowest cell;
+- rare_cells_qc_pass: the same over the 9 cells with the fewest training patients;
+- synthetic_only_over_real: overall balanced accuracy of the synthetic-only classifier over the
+  real-only one, on the real test split (mean over seeds);
+- dice_ed_median / dice_es_median: blood-pool Dice of the *kept* synthetic ED and ES frames
+  against their masks (QC's segmentation; rejected images are not stored), and the same for
+  real training frames;
+- vae_psnr_ed / vae_psnr_es: encode-decode PSNR of 256 real training frames (backbone trained here);
+- fid_ratio: real-vs-synthetic FID over the real-real lower bound, per Table 1 comparison;
+- near_copies: kept images within the memorization distance of a real training image.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from cardio_assets.cells import CELL_KEYS  # noqa: E402
+from cardio_assets.generation import QCThresholds, mask_adherence  # noqa: E402
+from cardio_assets.generation.backbone import load_backbone  # noqa: E402
+from cardio_assets.generation.control import to_model_space  # noqa: E402
+from cardio_assets.lake import read_value  # noqa: E402
+from cardio_assets.metrics.realism import REAL_REAL, REAL_SYNTHETIC  # noqa: E402
+
+LOOSE = QCThresholds(min_contrast=-1.0, min_dice=0.0)  # measure, do not judge
+
+
+def dice_medians(images: np.ndarray, controls: np.ndarray) -> tuple[float, float]:
+    results = [mask_adherence(i, c, LOOSE)["phases"] for i, c in zip(images, controls)]
+    ed = [p["ED"]["dice"] for p in results if p.get("ED", {}).get("scorable")]
+    es = [p["ES"]["dice"] for p in results if p.get("ES", {}).get("scorable")]
+    return round(float(np.median(ed)), 3), round(float(np.median(es)), 3)
+
+
+@torch.no_grad()
+def vae_psnr(backbone_dir: Path, images: np.ndarray) -> tuple[float, float]:
+    backbone = load_backbone(backbone_dir, device="cpu")
+    x = to_model_space(images, backbone.resolution)
+    recon = ((backbone.vae.decode(backbone.vae.encode(x).latent_dist.mean).sample.clamp(-1, 1) + 1) / 2).numpy()
+    ref = ((x + 1) / 2).numpy()
+    return tuple(round(float(10 * np.log10(1 / np.mean((recon[:, c] - ref[:, c]) ** 2))), 2) for c in (0, 1))
+
+
+def main(argv=None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--lake", type=Path, default=Path("data_lake"))
+    args = parser.parse_args(argv)
+    lake = args.lake
+    log = pd.concat([read_value(lake / "synthetic_qc_log" / k) for k in CELL_KEYS], ignore_index=True)
+    cells = read_value(lake / "subgroup_cells")
+    per_cell = log.groupby("cell")["qc_passed"].mean()
+    rare = cells[cells["n_train"] > 0].nsmallest(9, "n_train")["cell"]
+    out: dict = {
+        "qc_pass": round(float(log["qc_passed"].mean()), 3),
+        "qc_pass_lowest_cell": [per_cell.idxmin(), round(float(per_cell.min()), 3)],
+        "rare_cells_qc_pass": round(float(log[log["cell"].isin(rare)]["qc_passed"].mean()), 3),
+        "near_copies": int(log["near_copy"].sum()),
+    }
+    fairness = read_value(lake / "fairness_report")
+    overall = fairness[(fairness["metric"] == "balanced_accuracy") & (fairness["evaluation_set"] == "test")
+                       & (fairness["group"] == "Overall")].groupby("strategy")["mean"].mean()
+    if {"real", "synth_only"} <= set(overall.index):
+        out["balanced_accuracy_test"] = {k: round(float(v), 3) for k, v in overall.items()}
+        out["synthetic_only_over_real"] = round(float(overall["synth_only"] / overall["real"]), 3)
+    realism = read_value(lake / "realism_report")
+    rr = realism[realism["kind"] == REAL_REAL].set_index(["attribute", "comparison"])["fid_mean"]
+    rs = realism[realism["kind"] == REAL_SYNTHETIC].set_index(["attribute", "comparison"])["fid_mean"]
+    out["fid_ratio"] = {f"{a}: {c}": round(float(rs[(a, c)] / rr[(a, c)]), 2) for a, c in rs.index if (a, c) in rr.index}
+    kept_images, kept_controls, real_images, real_controls = [], [], [], []
+    for key in CELL_KEYS:
+        syn = read_value(lake / "synthetic_frames" / key)
+        if len(syn):
+            kept_images.append(np.asarray(syn.images, np.float32))
+            kept_controls.append(np.asarray(syn.controls))
+        real = read_value(lake / "frames" / key)
+        rows = np.flatnonzero((real.index["split"] == "train").to_numpy())[:8]
+        real_images.append(np.asarray(real.images[rows], np.float32))
+        real_controls.append(np.asarray(real.controls[rows]))
+    out["dice_ed_median"], out["dice_es_median"] = dice_medians(np.concatenate(kept_images), np.concatenate(kept_controls))
+    real_images = np.concatenate(real_images)
+    out["real_dice_ed_median"], out["real_dice_es_median"] = dice_medians(real_images, np.concatenate(real_controls))
+    backbone = lake / "models" / "diffusion_backbone"
+    if backbone.exists():
+        out["vae_psnr_ed"], out["vae_psnr_es"] = vae_psnr(backbone, real_images[:256])
+    print(json.dumps(out))
+    return out
+
+
+if __name__ == "__main__":
+    main()
