@@ -32,13 +32,7 @@ SIZE = 16
 CONFIG = ClassifierConfig.smoke().with_(image_size=32, batch_size=16, epochs=2, lr=1e-3, torch_threads=1)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """One torch thread: on 2 shared cores, oversubscribed threads are far slower."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _image(rng: np.random.Generator, hf: bool) -> np.ndarray:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 
 from cardio_assets.classify.strategies import ImageSet, real_training_rows, run_patients, run_record, run_strategy, validation_rows
 from cardio_assets.defs import checks
@@ -18,12 +17,7 @@ from cardio_assets_tests.test_classify import CONFIG, _cohort
 RUN_CONFIG = CONFIG.with_(epochs=2)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _quiet(_msg: str) -> None:

@@ -41,13 +41,7 @@ from cardio_assets.metrics.report import (
 
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """One torch thread: on 2 shared cores, oversubscribed threads are far slower."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _row(pid, cell_key, label, prediction, score=None, strategy="real", seed=0, evaluation_set="test"):
