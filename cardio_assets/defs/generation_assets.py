@@ -170,8 +170,7 @@ def synthetic_frames(
     )
     result, log = assemble_synthetic(cell, items, accepted, rejected, from_cell, controlnet["checkpoint_hash"], profile.frames.size)
     # memorization: distance of every kept image to its nearest real training image
-    real_train, _ = gather(frames, splits=("train",))
-    rms, _ = nearest_real_rms(result.images, real_train.frames().take(np.arange(len(real_train)))) if len(result) else (np.array([]), None)
+    rms, _ = nearest_real_rms(result.images, real.frames().take(np.arange(len(real)))) if len(result) else (np.array([]), None)
     log["nearest_real_rms"] = np.nan
     log.loc[log["qc_passed"], "nearest_real_rms"] = rms
     log["near_copy"] = log["nearest_real_rms"] < MEMORIZATION_RMS
