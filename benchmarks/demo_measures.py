@@ -28,11 +28,11 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from cardio_assets.cells import CELL_KEYS  # noqa: E402
+from cardio_assets.cohort.cells import CELL_KEYS  # noqa: E402
 from cardio_assets.generation import QCThresholds, mask_adherence  # noqa: E402
 from cardio_assets.generation.backbone import load_backbone  # noqa: E402
 from cardio_assets.generation.control import to_model_space  # noqa: E402
-from cardio_assets.lake import read_value  # noqa: E402
+from cardio_assets.lake.values import read_value  # noqa: E402
 from cardio_assets.metrics.realism import REAL_REAL, REAL_SYNTHETIC  # noqa: E402
 
 LOOSE = QCThresholds(min_contrast=-1.0, min_dice=0.0)  # measure, do not judge

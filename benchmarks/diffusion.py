@@ -40,7 +40,7 @@ from cardio_assets.generation.backbone import (  # noqa: E402
     save_backbone,
 )
 from cardio_assets.generation.config import SD21_BASE_UNET  # noqa: E402
-from cardio_assets.generation.device import resolve_device, resolve_dtype, autocast_context  # noqa: E402
+from cardio_assets.generation.device import autocast_context, resolve_device, resolve_dtype  # noqa: E402
 from cardio_assets.generation.tokenizer import build_prompt_tokenizer  # noqa: E402
 from cardio_assets.generation.toy import toy_dataset  # noqa: E402
 

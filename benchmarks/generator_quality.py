@@ -31,11 +31,11 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from cardio_assets.cells import CELL_KEYS  # noqa: E402
+from cardio_assets.cohort.cells import CELL_KEYS  # noqa: E402
 from cardio_assets.generation import Sampler, calibrate_thresholds, mask_adherence, train_controlnet, train_small_backbone  # noqa: E402
 from cardio_assets.generation.backbone import load_backbone  # noqa: E402
 from cardio_assets.generation.control import to_model_space  # noqa: E402
-from cardio_assets.lake import read_value  # noqa: E402
+from cardio_assets.lake.values import read_value  # noqa: E402
 from cardio_assets.profiles import get_profile  # noqa: E402
 
 

@@ -20,12 +20,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from cardio_assets.cohort_build import validate_entries  # noqa: E402
-from cardio_assets.frame_table import build_cell_frames  # noqa: E402
+from cardio_assets.cohort.readers import scan_ukbb  # noqa: E402
+from cardio_assets.cohort.splits import split_patients  # noqa: E402
+from cardio_assets.cohort.validation import validate_entries  # noqa: E402
+from cardio_assets.frames.cell_frames import build_cell_frames  # noqa: E402
+from cardio_assets.frames.preprocess import FrameSpec  # noqa: E402
 from cardio_assets.phantom.generate import PhantomConfig, generate_phantom_cohort  # noqa: E402
-from cardio_assets.preprocess import FrameSpec  # noqa: E402
-from cardio_assets.readers import scan_ukbb  # noqa: E402
-from cardio_assets.splits import split_patients  # noqa: E402
 
 
 def main() -> None:

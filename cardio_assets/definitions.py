@@ -13,9 +13,9 @@ from dagster import (
 
 from cardio_assets.defs import checks, cohort_assets, frames_assets, generation_assets, report_assets
 from cardio_assets.defs.gpu import GpuResource
+from cardio_assets.defs.io_manager import LakeIOManager
 from cardio_assets.defs.jobs import cohort_job, frames_job, generator_job, reports_job, synthetic_job, weekly_synthetic_regeneration
 from cardio_assets.defs.resources import PipelineSettings
-from cardio_assets.lake import LakeIOManager
 
 ASSET_MODULES = [cohort_assets, frames_assets, generation_assets, report_assets]
 

@@ -11,9 +11,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from cardio_assets.classify.config import ClassifierConfig
+from cardio_assets.frames.preprocess import FrameSpec
 from cardio_assets.generation.config import DiffusionConfig
 from cardio_assets.phantom.generate import PhantomConfig
-from cardio_assets.preprocess import FrameSpec
 
 
 @dataclass(frozen=True)

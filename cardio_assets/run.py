@@ -14,11 +14,11 @@ from pathlib import Path
 
 from dagster import DagsterInstance
 
-from cardio_assets.cells import CELL_KEYS
+from cardio_assets.cohort.cells import CELL_KEYS
 from cardio_assets.definitions import build_definitions
 from cardio_assets.defs.resources import PipelineSettings
-from cardio_assets.headlines import headline_lines
-from cardio_assets.lake import read_value
+from cardio_assets.lake.values import read_value
+from cardio_assets.metrics.headlines import headline_lines
 
 
 @dataclass

@@ -18,7 +18,7 @@ from dagster import (
     evaluate_automation_conditions,
 )
 
-from cardio_assets.cells import CELL_KEYS
+from cardio_assets.cohort.cells import CELL_KEYS
 from cardio_assets.definitions import defs
 
 GRAPH = defs.resolve_asset_graph()

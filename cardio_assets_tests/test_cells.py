@@ -1,6 +1,6 @@
 import pytest
 
-from cardio_assets.cells import ALL_CELLS, CELL_KEYS, Cell, age_band, bmi_band, cell_key_or_none, prompt
+from cardio_assets.cohort.cells import ALL_CELLS, CELL_KEYS, Cell, age_band, bmi_band, cell_key_or_none, prompt
 
 
 @pytest.mark.parametrize("age, band", [(45, "lt60"), (59.9, "lt60"), (60, "60to70"), (69.99, "60to70"), (70, "ge70"), (81, "ge70")])

@@ -13,18 +13,18 @@ from dagster import AssetCheckResult, AssetCheckSeverity
 from scipy.stats import rankdata
 from sklearn.metrics import roc_auc_score
 
-from cardio_assets.cells import ALL_CELLS, cell_key_or_none
 from cardio_assets.classify.strategies import PREDICTION_COLUMNS
-from cardio_assets.cohort_build import COHORT_COLUMNS
+from cardio_assets.cohort.cells import ALL_CELLS, cell_key_or_none
+from cardio_assets.cohort.splits import split_patients
+from cardio_assets.cohort.training_patients import CLASSIFIER_FOLDER, classifier_run_name, patient_roles, write_training_patients
+from cardio_assets.cohort.validation import COHORT_COLUMNS
 from cardio_assets.defs import checks
+from cardio_assets.defs.check_rules import MEMORIZATION_RMS, chance_auroc_bound, runs_not_beating_chance
 from cardio_assets.defs.resources import PipelineSettings
-from cardio_assets.lake import FrameSet
+from cardio_assets.generation.synthesis import patient_hash, privacy_salt
+from cardio_assets.lake.values import FrameSet
 from cardio_assets.metrics.fairness import fairness_metrics
 from cardio_assets.profiles import get_profile
-from cardio_assets.quality import MEMORIZATION_RMS, chance_auroc_bound, runs_not_beating_chance
-from cardio_assets.splits import split_patients
-from cardio_assets.synthesis import patient_hash, privacy_salt
-from cardio_assets.training_patients import CLASSIFIER_FOLDER, classifier_run_name, patient_roles, write_training_patients
 
 PROFILE = get_profile("smoke")
 SIZE = PROFILE.frames.size

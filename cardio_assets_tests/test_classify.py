@@ -7,7 +7,6 @@ import pandas as pd
 import pytest
 import torch
 
-from cardio_assets.cells import ALL_CELLS
 from cardio_assets.classify import strategies as strategies_module
 from cardio_assets.classify.config import ClassifierConfig
 from cardio_assets.classify.model import PretrainedWeightsError, build_resnet18
@@ -27,6 +26,7 @@ from cardio_assets.classify.train import (
     train_classifier,
     undersample_healthy,
 )
+from cardio_assets.cohort.cells import ALL_CELLS
 
 SIZE = 16
 CONFIG = ClassifierConfig.smoke().with_(image_size=32, batch_size=16, epochs=2, lr=1e-3, torch_threads=1)

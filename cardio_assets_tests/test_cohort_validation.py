@@ -5,10 +5,10 @@ import nibabel as nib
 import numpy as np
 import pandas as pd
 
-from cardio_assets.cohort_build import drop_duplicate_ids, validate_entries
-from cardio_assets.labels import LV
-from cardio_assets.preprocess import FrameSpec, frames_for_row
-from cardio_assets.readers import scan_acdc, scan_mms, scan_ukbb
+from cardio_assets.cohort.labels import LV
+from cardio_assets.cohort.readers import scan_acdc, scan_mms, scan_ukbb
+from cardio_assets.cohort.validation import drop_duplicate_ids, validate_entries
+from cardio_assets.frames.preprocess import FrameSpec, frames_for_row
 from cardio_assets_tests.layouts import write_acdc_cohort, write_mms_cohort, write_ukbb_cohort
 
 

@@ -2,7 +2,7 @@
 
 from dagster import AssetKey
 
-from cardio_assets.cells import CELL_KEYS
+from cardio_assets.cohort.cells import CELL_KEYS
 from cardio_assets.definitions import defs
 
 

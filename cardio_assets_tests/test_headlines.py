@@ -1,6 +1,6 @@
 import pandas as pd
 
-from cardio_assets.headlines import headline_lines
+from cardio_assets.metrics.headlines import headline_lines
 
 
 def _row(strategy, attribute, group, metric, mean):

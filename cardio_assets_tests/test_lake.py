@@ -2,7 +2,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from cardio_assets.lake import FrameSet, atomic_dir, read_value, write_value
+from cardio_assets.lake.atomic import atomic_dir
+from cardio_assets.lake.values import FrameSet, read_value, write_value
 
 
 def test_values_round_trip_in_open_formats(tmp_path):

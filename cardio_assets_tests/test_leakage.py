@@ -8,10 +8,10 @@ import pandas as pd
 import pytest
 
 from cardio_assets.classify.strategies import ImageSet, real_training_rows, run_patients, run_record, run_strategy, validation_rows
+from cardio_assets.cohort.training_patients import CLASSIFIER_FOLDER, read_training_patients, write_training_patients
 from cardio_assets.defs import checks
+from cardio_assets.defs.check_rules import chance_auroc_bound
 from cardio_assets.defs.resources import PipelineSettings
-from cardio_assets.quality import chance_auroc_bound
-from cardio_assets.training_patients import CLASSIFIER_FOLDER, read_training_patients, write_training_patients
 from cardio_assets_tests.test_classify import CONFIG, _cohort
 
 RUN_CONFIG = CONFIG.with_(epochs=2)

@@ -8,8 +8,8 @@ import pytest
 import torch
 from torch import nn
 
-from cardio_assets.cells import ALL_CELLS
 from cardio_assets.classify.strategies import PREDICTION_COLUMNS
+from cardio_assets.cohort.cells import ALL_CELLS
 from cardio_assets.metrics.fairness import (
     ALL_GROUPS,
     FAIRNESS_COLUMNS,
@@ -25,12 +25,12 @@ from cardio_assets.metrics.fairness import (
 from cardio_assets.metrics.realism import (
     REALISM_COLUMNS,
     classifier_extractor,
+    diversity_table,
     fid_kid,
     inception_extractor,
     intra_prompt_diversity,
     module_extractor,
     realism_table,
-    diversity_table,
 )
 from cardio_assets.metrics.report import (
     FAIRNESS_SECTIONS,
@@ -38,8 +38,6 @@ from cardio_assets.metrics.report import (
     write_fairness_report,
     write_realism_report,
 )
-
-
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

@@ -16,8 +16,8 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from cardio_assets.cells import ALL_CELLS, CELL_KEYS, Cell, age_band, bmi_band
-from cardio_assets.labels import CANONICAL_LABELS, LV, MYO, RV
+from cardio_assets.cohort.cells import ALL_CELLS, CELL_KEYS, Cell, age_band, bmi_band
+from cardio_assets.cohort.labels import CANONICAL_LABELS, LV, MYO, RV
 from cardio_assets.phantom.anatomy import (
     patient_truth,
     render_labels,

@@ -6,11 +6,11 @@ import pytest
 from dagster import AssetCheckKey, AssetKey, DagsterInstance
 from dagster._core.storage.asset_check_execution_record import AssetCheckExecutionRecordStatus
 
-from cardio_assets.cells import CELL_KEYS
 from cardio_assets.classify.strategies import STRATEGY_NAMES
-from cardio_assets.metrics.realism import REAL_SYNTHETIC
+from cardio_assets.cohort.cells import CELL_KEYS
 from cardio_assets.defs.resources import PipelineSettings
-from cardio_assets.lake import read_value
+from cardio_assets.lake.values import read_value
+from cardio_assets.metrics.realism import REAL_SYNTHETIC
 from cardio_assets.profiles import get_profile
 from cardio_assets.run import materialize_all
 

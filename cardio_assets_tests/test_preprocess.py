@@ -1,9 +1,9 @@
 import numpy as np
 import pytest
 
-from cardio_assets.cohort_build import estimate_es_frame
-from cardio_assets.labels import LV, MYO, RV
-from cardio_assets.preprocess import FrameSpec, central_slice, make_frames
+from cardio_assets.cohort.labels import LV, MYO, RV
+from cardio_assets.cohort.validation import estimate_es_frame
+from cardio_assets.frames.preprocess import FrameSpec, central_slice, make_frames
 
 
 def _heart(shape=(40, 40, 5, 10), es=4, centre=(20, 20)):

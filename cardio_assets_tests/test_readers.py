@@ -9,8 +9,8 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from cardio_assets.labels import ACDC_MAP, IDENTITY_MAP
-from cardio_assets.readers import (
+from cardio_assets.cohort.labels import ACDC_MAP, IDENTITY_MAP
+from cardio_assets.cohort.readers import (
     ACDC_DIAGNOSIS_DEFAULT,
     MMS_DIAGNOSIS_DEFAULT,
     QUARANTINE_REASONS,
@@ -21,8 +21,8 @@ from cardio_assets.readers import (
     scan_mms,
     scan_ukbb,
 )
-from cardio_assets.readers.diagnosis import map_diagnosis, resolve_diagnosis_map
-from cardio_assets.readers.ukbb import UkbColumns
+from cardio_assets.cohort.readers.diagnosis import map_diagnosis, resolve_diagnosis_map
+from cardio_assets.cohort.readers.ukbb import UkbColumns
 from cardio_assets_tests.layouts import (
     cartoon_cine,
     make_patients,

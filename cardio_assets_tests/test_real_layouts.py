@@ -12,11 +12,11 @@ import pytest
 from dagster import AssetCheckKey, AssetKey, DagsterInstance
 from dagster._core.storage.asset_check_execution_record import AssetCheckExecutionRecordStatus
 
-from cardio_assets.cohort_build import validate_entries
+from cardio_assets.cohort.readers import scan_acdc, scan_mms, scan_ukbb
+from cardio_assets.cohort.validation import validate_entries
+from cardio_assets.defs.check_rules import cohort_schema_problems
 from cardio_assets.defs.resources import PipelineSettings
-from cardio_assets.lake import read_value
-from cardio_assets.quality import cohort_schema_problems
-from cardio_assets.readers import scan_acdc, scan_mms, scan_ukbb
+from cardio_assets.lake.values import read_value
 from cardio_assets.run import materialize_all
 from cardio_assets_tests.layouts import make_patients, write_acdc_cohort, write_mms_cohort, write_ukbb_cohort
 

@@ -1,7 +1,7 @@
 import numpy as np
 import pandas as pd
 
-from cardio_assets.splits import split_patients
+from cardio_assets.cohort.splits import split_patients
 
 
 def _cohort(n=300, seed=0):

@@ -2,10 +2,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from cardio_assets.cells import Cell
-from cardio_assets.lake import FrameSet
-from cardio_assets.quality import foreign_sources, nearest_real_rms
-from cardio_assets.synthesis import fallback_cells, patient_hash, plan_items, privacy_salt
+from cardio_assets.cohort.cells import Cell
+from cardio_assets.defs.check_rules import foreign_sources
+from cardio_assets.generation.memorization import nearest_real_rms
+from cardio_assets.generation.synthesis import fallback_cells, patient_hash, plan_items, privacy_salt
+from cardio_assets.lake.values import FrameSet
 
 
 def _frameset(cell, patients):

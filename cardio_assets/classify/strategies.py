@@ -28,7 +28,6 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from cardio_assets.cells import CELL_KEYS
 from cardio_assets.classify.config import ClassifierConfig
 from cardio_assets.classify.train import (
     EpochBatches,
@@ -41,7 +40,8 @@ from cardio_assets.classify.train import (
     train_classifier,
     undersample_healthy,
 )
-from cardio_assets.training_patients import classifier_run_name, patient_roles
+from cardio_assets.cohort.cells import CELL_KEYS
+from cardio_assets.cohort.training_patients import classifier_run_name, patient_roles
 
 PREDICTION_COLUMNS = (
     "strategy", "seed", "evaluation_set", "patient_id", "cell", "sex", "age_band", "bmi_band",

@@ -5,10 +5,8 @@ import warnings
 import pandas as pd
 from dagster import AssetCheckResult, AssetCheckSeverity, AssetIn, MetadataValue, PreviewWarning, asset_check
 
-from cardio_assets.defs.partitions import cell_partitions
-from cardio_assets.defs.resources import PipelineSettings
-from cardio_assets.lake import FrameSet
-from cardio_assets.quality import (
+from cardio_assets.cohort.training_patients import CLASSIFIER_FOLDER, FILE_NAME, classifier_run_name, read_training_patients
+from cardio_assets.defs.check_rules import (
     CHANCE_Z,
     MEMORIZATION_RMS,
     cells_below_minimum,
@@ -26,9 +24,11 @@ from cardio_assets.quality import (
     training_leaks,
     unrecorded_runs,
 )
+from cardio_assets.defs.partitions import cell_partitions
+from cardio_assets.defs.resources import PipelineSettings
+from cardio_assets.generation.synthesis import patient_hash, privacy_salt
+from cardio_assets.lake.values import FrameSet
 from cardio_assets.metrics.fairness import TABLE2_ROWS
-from cardio_assets.synthesis import patient_hash, privacy_salt
-from cardio_assets.training_patients import CLASSIFIER_FOLDER, FILE_NAME, classifier_run_name, read_training_patients
 
 # per-partition asset checks are a Dagster preview feature; we rely on it knowingly
 warnings.filterwarnings("ignore", category=PreviewWarning, message=".*partitions_def on an AssetCheckSpec.*")
@@ -174,7 +174,7 @@ def report_rows_present(fairness_report: pd.DataFrame, classifier_runs: pd.DataF
 
 
 # Leakage, proven: every model records the patients it trained and validated on
-# (cardio_assets/training_patients.py); these checks hold those records against the splits.
+# (cardio_assets/cohort/training_patients.py); these checks hold those records against the splits.
 LEAKAGE = "No patient it trained or validated on (models/{}/training_patients.parquet) is a test or held-out patient."
 
 

@@ -4,11 +4,11 @@
 import pandas as pd
 from dagster import AssetExecutionContext, AssetOut, MetadataValue, Output, asset, multi_asset
 
-from cardio_assets.cell_table import summarize_cells, without_cell_counts
-from cardio_assets.cohort_build import drop_duplicate_ids, quarantine_frame, validate_entries
+from cardio_assets.cohort.cell_counts import summarize_cells, without_cell_counts
+from cardio_assets.cohort.sources import describe_real_source, prepare_phantom, scan_source
+from cardio_assets.cohort.splits import split_patients
+from cardio_assets.cohort.validation import drop_duplicate_ids, quarantine_frame, validate_entries
 from cardio_assets.defs.resources import SOURCES, PipelineSettings
-from cardio_assets.sources import describe_real_source, prepare_phantom, scan_source
-from cardio_assets.splits import split_patients
 
 
 @asset(group_name="cohort")

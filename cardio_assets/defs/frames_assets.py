@@ -6,8 +6,8 @@ from dagster import AssetExecutionContext, MetadataValue, asset
 
 from cardio_assets.defs.partitions import cell_partitions
 from cardio_assets.defs.resources import PipelineSettings
-from cardio_assets.frame_table import build_cell_frames
-from cardio_assets.lake import FrameSet
+from cardio_assets.frames.cell_frames import build_cell_frames
+from cardio_assets.lake.values import FrameSet
 
 
 @asset(group_name="frames", partitions_def=cell_partitions)

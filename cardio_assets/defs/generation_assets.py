@@ -15,9 +15,10 @@ from dagster import (
     multi_asset,
 )
 
-from cardio_assets.attributes import AttributePredictor, train_attribute_predictor
-from cardio_assets.cells import BMI_BANDS, Cell
+from cardio_assets.classify.attributes import AttributePredictor, train_attribute_predictor
 from cardio_assets.classify.strategies import ImageSet
+from cardio_assets.cohort.cells import BMI_BANDS, Cell
+from cardio_assets.cohort.training_patients import patient_roles, write_training_patients
 from cardio_assets.defs.gpu import GPU_POOL, GpuResource
 from cardio_assets.defs.images import gather, png_markdown, read_all
 from cardio_assets.defs.partitions import cell_partitions
@@ -32,10 +33,9 @@ from cardio_assets.generation import (
     train_controlnet,
     train_small_backbone,
 )
-from cardio_assets.lake import atomic_dir
-from cardio_assets.quality import MEMORIZATION_RMS, nearest_real_rms
-from cardio_assets.synthesis import assemble_synthetic, plan_items, privacy_salt, prompt_for_cell
-from cardio_assets.training_patients import patient_roles, write_training_patients
+from cardio_assets.generation.memorization import MEMORIZATION_RMS, nearest_real_rms
+from cardio_assets.generation.synthesis import assemble_synthetic, plan_items, privacy_salt, prompt_for_cell
+from cardio_assets.lake.atomic import atomic_dir
 
 ALL_FRAMES = AssetIn("frames", partition_mapping=AllPartitionMapping())
 

@@ -7,7 +7,7 @@ import numpy as np
 
 from cardio_assets.classify.strategies import ImageSet
 from cardio_assets.classify.train import Frames
-from cardio_assets.lake import FrameSet
+from cardio_assets.lake.values import FrameSet
 
 
 def gather(frames: dict[str, FrameSet], splits: tuple[str, ...] | None = None, central_only: bool = False) -> tuple[ImageSet, ImageSet]:

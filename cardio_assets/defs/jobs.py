@@ -2,7 +2,7 @@
 
 from dagster import AssetSelection, DefaultScheduleStatus, RunRequest, define_asset_job, schedule
 
-from cardio_assets.cells import CELL_KEYS
+from cardio_assets.cohort.cells import CELL_KEYS
 
 COHORT_ASSETS = ["cohort_source", "cohort", "cohort_quarantine", "patient_splits", "subgroup_cells"]
 GENERATOR_ASSETS = ["diffusion_backbone", "controlnet", "attribute_predictors"]

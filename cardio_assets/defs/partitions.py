@@ -1,7 +1,7 @@
-"""The one partitions definition: the 36 subgroup cells (keys from `cardio_assets.cells`)."""
+"""The one partitions definition: the 36 subgroup cells (keys from `cardio_assets.cohort.cells`)."""
 
 from dagster import StaticPartitionsDefinition
 
-from cardio_assets.cells import CELL_KEYS
+from cardio_assets.cohort.cells import CELL_KEYS
 
 cell_partitions = StaticPartitionsDefinition(list(CELL_KEYS))

@@ -7,9 +7,10 @@ import numpy as np
 import pandas as pd
 from dagster import AllPartitionMapping, AssetExecutionContext, AssetIn, AssetOut, MetadataValue, Output, asset, multi_asset
 
-from cardio_assets.attributes import AttributePredictor
+from cardio_assets.classify.attributes import AttributePredictor
 from cardio_assets.classify.model import PenultimateFeatures
 from cardio_assets.classify.strategies import STRATEGIES, ImageSet, run_strategies
+from cardio_assets.cohort.training_patients import CLASSIFIER_FOLDER, write_training_patients
 from cardio_assets.defs.automation import AFTER_REGENERATION
 from cardio_assets.defs.gpu import GPU_POOL, GpuResource
 from cardio_assets.defs.images import gather, png_markdown
@@ -18,7 +19,6 @@ from cardio_assets.generation import Sampler
 from cardio_assets.metrics.fairness import fairness_metrics, table2
 from cardio_assets.metrics.realism import diversity_table, inception_extractor, module_extractor, realism_table
 from cardio_assets.metrics.report import markdown_table, write_fairness_report, write_realism_report
-from cardio_assets.training_patients import CLASSIFIER_FOLDER, write_training_patients
 
 ALL_FRAMES = AssetIn("frames", partition_mapping=AllPartitionMapping())
 ALL_SYNTHETIC = AssetIn("synthetic_frames", partition_mapping=AllPartitionMapping())

@@ -5,11 +5,13 @@ Plain Python (no Dagster); `cardio_assets` assets wrap these functions. Heavy li
 CUDA at import time.
 """
 
-from .config import DiffusionConfig
-from .control import control_image
-from .device import configure_backend, resolve_device, resolve_dtype, seed_everything
-from .grid import sample_grid
-from .qc import (
+from cardio_assets.generation.backbone import Backbone, load_backbone, train_small_backbone
+from cardio_assets.generation.config import DiffusionConfig
+from cardio_assets.generation.control import control_image
+from cardio_assets.generation.controlnet import CheckpointMismatch, train_controlnet
+from cardio_assets.generation.device import configure_backend, resolve_device, resolve_dtype, seed_everything
+from cardio_assets.generation.grid import sample_grid
+from cardio_assets.generation.qc import (
     QCItem,
     QCThresholds,
     attribute_agreement,
@@ -18,9 +20,7 @@ from .qc import (
     make_check,
     mask_adherence,
 )
-from .sampling import Sampler, generate, sample_seed
-from .backbone import Backbone, load_backbone, train_small_backbone
-from .controlnet import CheckpointMismatch, train_controlnet
+from cardio_assets.generation.sampling import Sampler, generate, sample_seed
 
 __all__ = [
     "Backbone",

@@ -32,10 +32,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .balance import cell_balanced_weights, draw_rows
-from .config import DiffusionConfig
-from .control import check_images, to_model_space
-from .device import (
+from cardio_assets.generation.balance import cell_balanced_weights, draw_rows
+from cardio_assets.generation.config import DiffusionConfig
+from cardio_assets.generation.control import check_images, to_model_space
+from cardio_assets.generation.device import (
     autocast_context,
     configure_backend,
     dtype_kwargs,
@@ -43,8 +43,8 @@ from .device import (
     resolve_dtype,
     seed_everything,
 )
-from .progress import Progress, subsample_curve
-from .tokenizer import build_prompt_tokenizer
+from cardio_assets.generation.progress import Progress, subsample_curve
+from cardio_assets.generation.tokenizer import build_prompt_tokenizer
 
 RECORD_NAME = "training_record.json"
 

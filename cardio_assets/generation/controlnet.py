@@ -28,19 +28,26 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .backbone import (
+from cardio_assets.generation.backbone import (
     RECORD_NAME,
     diffusion_target,
     encode_prompts,
     load_backbone,
     unique_prompts,
 )
-from .balance import cell_balanced_weights, draw_rows
-from .checkpoint import clean_temporaries, find_checkpoint, load_checkpoint, rng_states, save_checkpoint, set_rng_states
-from .config import DiffusionConfig
-from .control import check_controls, check_images, control_channels, control_tensor, to_model_space
-from .device import autocast_context, configure_backend, resolve_device, resolve_dtype, seed_everything
-from .progress import Progress, subsample_curve
+from cardio_assets.generation.balance import cell_balanced_weights, draw_rows
+from cardio_assets.generation.checkpoint import (
+    clean_temporaries,
+    find_checkpoint,
+    load_checkpoint,
+    rng_states,
+    save_checkpoint,
+    set_rng_states,
+)
+from cardio_assets.generation.config import DiffusionConfig
+from cardio_assets.generation.control import check_controls, check_images, control_channels, control_tensor, to_model_space
+from cardio_assets.generation.device import autocast_context, configure_backend, resolve_device, resolve_dtype, seed_everything
+from cardio_assets.generation.progress import Progress, subsample_curve
 
 
 class CheckpointMismatch(RuntimeError):

@@ -16,14 +16,14 @@ from pathlib import Path
 
 import numpy as np
 
-from ..cells import prompt
-from .config import DiffusionConfig
-from .controlnet import train_controlnet
-from .backbone import train_small_backbone
-from .grid import sample_grid
-from .qc import QCItem, generate_with_qc, make_check, mask_adherence
-from .sampling import Sampler, sample_seed
-from .toy import toy_dataset
+from cardio_assets.cohort.cells import prompt
+from cardio_assets.generation.backbone import train_small_backbone
+from cardio_assets.generation.config import DiffusionConfig
+from cardio_assets.generation.controlnet import train_controlnet
+from cardio_assets.generation.grid import sample_grid
+from cardio_assets.generation.qc import QCItem, generate_with_qc, make_check, mask_adherence
+from cardio_assets.generation.sampling import Sampler, sample_seed
+from cardio_assets.generation.toy import toy_dataset
 
 
 def _log(msg: str) -> None:

@@ -31,8 +31,8 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from ..labels import LV, MYO, RV
-from .sampling import sample_seed
+from cardio_assets.cohort.labels import LV, MYO, RV
+from cardio_assets.generation.sampling import sample_seed
 
 PHASES = (("ED", 0), ("ES", 1))
 

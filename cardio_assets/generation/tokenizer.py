@@ -17,7 +17,7 @@ from transformers import CLIPTokenizer
 
 BOS, EOS = "<|startoftext|>", "<|endoftext|>"
 
-# Every word `cardio_assets.cells.prompt` can produce, so that prompts of cells absent from
+# Every word `cardio_assets.cohort.cells.prompt` can produce, so that prompts of cells absent from
 # the training set still tokenize to whole-word tokens.
 BASE_WORDS = (
     "female male age in s normal overweight obese bmi healthy heart failure , 0 1 2 3 4 5 6 7 8 9"

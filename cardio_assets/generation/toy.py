@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..cells import ALL_CELLS, prompt
-from ..labels import LV, MYO, RV
+from cardio_assets.cohort.cells import ALL_CELLS, prompt
+from cardio_assets.cohort.labels import LV, MYO, RV
 
 _AGE = {"lt60": 50.0, "60to70": 65.0, "ge70": 75.0}
 _BMI = {"normal": 22.0, "overweight": 27.5, "obese": 33.0}

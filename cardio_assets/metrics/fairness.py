@@ -40,7 +40,7 @@ import sklearn
 from fairlearn.metrics import MetricFrame
 from sklearn.metrics import balanced_accuracy_score, roc_auc_score
 
-from cardio_assets.cells import (
+from cardio_assets.cohort.cells import (
     AGE_BAND_LABELS,
     AGE_BANDS,
     BMI_BAND_LABELS,

@@ -36,8 +36,8 @@ from torch.utils.data import Dataset
 from torch_fidelity.feature_extractor_base import FeatureExtractorBase
 from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY
 
-from cardio_assets.cells import AGE_BAND_LABELS, BMI_BAND_LABELS, SEX_LABELS
 from cardio_assets.classify.train import Frames, as_frames
+from cardio_assets.cohort.cells import AGE_BAND_LABELS, BMI_BAND_LABELS, SEX_LABELS
 
 # --------------------------------------------------------------------------- datasets
 

@@ -17,7 +17,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from cardio_assets.lake import atomic_write_file, atomic_write_text  # noqa: E402
+from cardio_assets.lake.atomic import atomic_write_file, atomic_write_text  # noqa: E402
 from cardio_assets.metrics.fairness import (  # noqa: E402
     ALL_GROUPS,
     ATTRIBUTE_TITLES,

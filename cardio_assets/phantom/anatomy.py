@@ -43,7 +43,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from cardio_assets.labels import BACKGROUND, LV, MYO, RV
+from cardio_assets.cohort.labels import BACKGROUND, LV, MYO, RV
 from cardio_assets.phantom.population import PatientAttributes
 
 if TYPE_CHECKING:  # avoid a runtime import cycle: generate imports this module

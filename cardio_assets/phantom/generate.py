@@ -34,7 +34,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
-from cardio_assets.cells import CELL_KEYS
+from cardio_assets.cohort.cells import CELL_KEYS
 from cardio_assets.phantom.anatomy import (
     PatientParams,
     frame_seconds,

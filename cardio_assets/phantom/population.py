@@ -12,7 +12,7 @@ used for training.
 
 Only attributes are sampled here; what they do to the images lives in
 :mod:`cardio_assets.phantom.anatomy`. Every band decision goes through
-:mod:`cardio_assets.cells`.
+:mod:`cardio_assets.cohort.cells`.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from cardio_assets.cells import ALL_CELLS, BMI_BANDS, Cell
+from cardio_assets.cohort.cells import ALL_CELLS, BMI_BANDS, Cell
 
 STUDY_EID_BASE = 1_000_000  # study eids are 1000001, 1000002, ...
 HELDOUT_EID_BASE = 9_000_000  # held-out eids are 9000001, ...

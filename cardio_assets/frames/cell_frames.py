@@ -8,10 +8,10 @@ from functools import partial
 import numpy as np
 import pandas as pd
 
-from cardio_assets.cells import prompt
-from cardio_assets.lake import FrameSet
-from cardio_assets.preprocess import FrameSpec, PatientFrames, frames_for_row
-from cardio_assets.volumes import VolumeError
+from cardio_assets.cohort.cells import prompt
+from cardio_assets.cohort.volumes import VolumeError
+from cardio_assets.frames.preprocess import FrameSpec, PatientFrames, frames_for_row
+from cardio_assets.lake.values import FrameSet
 
 INDEX_COLUMNS = [
     "patient_id", "source", "split", "cell", "sex", "age", "bmi", "age_band", "bmi_band", "diagnosis",

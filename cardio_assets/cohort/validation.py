@@ -14,10 +14,10 @@ from concurrent.futures import ProcessPoolExecutor
 import numpy as np
 import pandas as pd
 
-from cardio_assets.cells import AGE_RANGE, BMI_RANGE, age_band, bmi_band, cell_key_or_none
-from cardio_assets.labels import LV, MYO, LabelError
-from cardio_assets.readers.base import PatientEntry, QuarantineRow
-from cardio_assets.volumes import VolumeError, load_cine, load_mask
+from cardio_assets.cohort.cells import AGE_RANGE, BMI_RANGE, age_band, bmi_band, cell_key_or_none
+from cardio_assets.cohort.labels import LV, MYO, LabelError
+from cardio_assets.cohort.readers.base import PatientEntry, QuarantineRow
+from cardio_assets.cohort.volumes import VolumeError, load_cine, load_mask
 
 COHORT_COLUMNS = [
     "patient_id", "source", "subset", "sex", "age", "bmi", "diagnosis", "cell", "no_cell_reason",

@@ -10,8 +10,8 @@ from __future__ import annotations
 import nibabel as nib
 import numpy as np
 
-from cardio_assets.labels import to_canonical
-from cardio_assets.readers.base import MaskRef
+from cardio_assets.cohort.labels import to_canonical
+from cardio_assets.cohort.readers.base import MaskRef
 
 
 class VolumeError(ValueError):

@@ -22,9 +22,9 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from sklearn.metrics import balanced_accuracy_score
 
-from cardio_assets.cells import AGE_BANDS, BMI_BANDS, DIAGNOSES, SEXES
 from cardio_assets.classify.model import HFClassifier, build_classifier
 from cardio_assets.classify.train import Frames, augment, seed_everything
+from cardio_assets.cohort.cells import AGE_BANDS, BMI_BANDS, DIAGNOSES, SEXES
 
 ATTRIBUTES: dict[str, tuple[str, ...]] = {"sex": SEXES, "age_band": AGE_BANDS, "bmi_band": BMI_BANDS, "diagnosis": DIAGNOSES}
 QC_ATTRIBUTES = ("sex", "age_band", "bmi_band")  # the diagnosis is what the classifiers learn: not a QC gate

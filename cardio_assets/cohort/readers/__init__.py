@@ -14,13 +14,13 @@ could not use. Quarantine reason codes:
 - ``bad_metadata``: a malformed ACDC Info.cfg.
 
 Opening the volumes, checking voxels, labels, shapes and orientation, and finding ES is
-done afterwards for every source by `cardio_assets.cohort_build`. Each entry carries
+done afterwards for every source by `cardio_assets.cohort.validation`. Each entry carries
 `metadata_ref` ("table path:line", ACDC: its Info.cfg) so later rows name where its
 attributes came from.
 """
 
-from .acdc import scan_acdc
-from .base import (
+from cardio_assets.cohort.readers.acdc import scan_acdc
+from cardio_assets.cohort.readers.base import (
     MaskRef,
     MetadataFormatError,
     PatientEntry,
@@ -28,9 +28,9 @@ from .base import (
     ScanResult,
     SourceMissingError,
 )
-from .diagnosis import ACDC_DIAGNOSIS_DEFAULT, MMS_DIAGNOSIS_DEFAULT
-from .mms import scan_mms
-from .ukbb import scan_ukbb
+from cardio_assets.cohort.readers.diagnosis import ACDC_DIAGNOSIS_DEFAULT, MMS_DIAGNOSIS_DEFAULT
+from cardio_assets.cohort.readers.mms import scan_mms
+from cardio_assets.cohort.readers.ukbb import scan_ukbb
 
 SOURCES: dict[str, str] = {
     "phantom": "built-in synthetic cohort with known ground truth, in the UK Biobank layout "

@@ -2,7 +2,7 @@
 
 A reader only looks at the layout and the metadata table (cheap); opening the volumes,
 checking voxels and labels, and finding ES is done once for all sources by
-`cardio_assets.cohort_build.validate_entry`.
+`cardio_assets.cohort.validation.validate_entry`.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ class PatientEntry:
     image_path: str  # 4D cine (x, y, z, t)
     ed_mask: MaskRef
     es_mask: MaskRef
-    label_map: dict[int, int]  # source label -> canonical (see cardio_assets.labels)
+    label_map: dict[int, int]  # source label -> canonical (see cardio_assets.cohort.labels)
     ed_frame: int = 0  # 0-based index into the cine
     es_frame: int | None = None  # 0-based; None: found from the images (smallest LV)
     sex: str | None = None  # "female" | "male" | None when the source lacks it

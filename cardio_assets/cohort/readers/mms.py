@@ -15,7 +15,7 @@ unnamed index column is ignored. ``External code``, ``ED``, ``ES`` and ``Patholo
 required columns; Age, Sex, Height, Weight, Vendor, VendorName and Centre are optional
 (None when absent).
 
-Pathology -> diagnosis follows `cardio_assets.readers.diagnosis.MMS_DIAGNOSIS_DEFAULT`
+Pathology -> diagnosis follows `cardio_assets.cohort.readers.diagnosis.MMS_DIAGNOSIS_DEFAULT`
 (NOR healthy, DCM hf, the rest left out), overridable with `diagnosis_map`.
 """
 
@@ -24,11 +24,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from cardio_assets.labels import IDENTITY_MAP
-
-from .base import (
-    pair_rows_with_folders,
-    parse_or_quarantine,
+from cardio_assets.cohort.labels import IDENTITY_MAP
+from cardio_assets.cohort.readers.base import (
     MaskRef,
     MetadataFormatError,
     PatientEntry,
@@ -39,15 +36,17 @@ from .base import (
     find_nifti,
     is_blank,
     metadata_ref,
+    pair_rows_with_folders,
     parse_frame,
     parse_number,
+    parse_or_quarantine,
     parse_sex,
     require_dir,
     require_file,
     split_duplicates,
 )
-from .diagnosis import MMS_DIAGNOSIS_DEFAULT, map_diagnosis, resolve_diagnosis_map
-from .ukbb import read_metadata_table
+from cardio_assets.cohort.readers.diagnosis import MMS_DIAGNOSIS_DEFAULT, map_diagnosis, resolve_diagnosis_map
+from cardio_assets.cohort.readers.ukbb import read_metadata_table
 
 SOURCE = "mms"
 # canonical name -> accepted spellings (compared lower-case with spaces/underscores removed)

@@ -13,7 +13,7 @@ is ``bad_metadata``); a folder without Info.cfg is ``missing_metadata``. Frames 
 0-based (``ed_frame = ED - 1``); the masks are the ``_gt`` files of frames ED and ES.
 ACDC records no sex and no age: they stay None, so the patient has no cell. Labels are
 remapped with `ACDC_MAP`. Group -> diagnosis follows
-`cardio_assets.readers.diagnosis.ACDC_DIAGNOSIS_DEFAULT`, overridable with `diagnosis_map`.
+`cardio_assets.cohort.readers.diagnosis.ACDC_DIAGNOSIS_DEFAULT`, overridable with `diagnosis_map`.
 
 A patient id found in two folders keeps the first (sorted path order); later folders are
 quarantined as ``duplicate_id``.
@@ -25,9 +25,8 @@ import os
 import re
 from pathlib import Path
 
-from cardio_assets.labels import ACDC_MAP
-
-from .base import (
+from cardio_assets.cohort.labels import ACDC_MAP
+from cardio_assets.cohort.readers.base import (
     MaskRef,
     PatientEntry,
     QuarantineRow,
@@ -41,7 +40,7 @@ from .base import (
     parse_number,
     require_dir,
 )
-from .diagnosis import ACDC_DIAGNOSIS_DEFAULT, map_diagnosis, resolve_diagnosis_map
+from cardio_assets.cohort.readers.diagnosis import ACDC_DIAGNOSIS_DEFAULT, map_diagnosis, resolve_diagnosis_map
 
 SOURCE = "acdc"
 INFO_FILE = "Info.cfg"

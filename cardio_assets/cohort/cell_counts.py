@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from cardio_assets.cells import ALL_CELLS
+from cardio_assets.cohort.cells import ALL_CELLS
 
 
 def summarize_cells(cohort: pd.DataFrame, splits: pd.DataFrame) -> pd.DataFrame:

@@ -43,22 +43,21 @@ from pathlib import Path
 
 import pandas as pd
 
-from cardio_assets.labels import IDENTITY_MAP
-
-from .base import (
-    pair_rows_with_folders,
-    parse_or_quarantine,
+from cardio_assets.cohort.labels import IDENTITY_MAP
+from cardio_assets.cohort.readers.base import (
+    MaskRef,
     MetadataFormatError,
     PatientEntry,
-    MaskRef,
     QuarantineRow,
     ScanResult,
     SourceMissingError,
     find_nifti,
     is_blank,
     metadata_ref,
+    pair_rows_with_folders,
     parse_frame,
     parse_number,
+    parse_or_quarantine,
     parse_sex,
     require_dir,
     require_file,

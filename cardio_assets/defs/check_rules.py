@@ -11,10 +11,11 @@ import math
 import numpy as np
 import pandas as pd
 
-from cardio_assets.cells import AGE_RANGE, BMI_RANGE, DIAGNOSES, SEXES, cell_key_or_none
-from cardio_assets.cohort_build import COHORT_COLUMNS
-from cardio_assets.labels import CANONICAL_LABELS
-from cardio_assets.lake import FrameSet
+from cardio_assets.cohort.cells import AGE_RANGE, BMI_RANGE, DIAGNOSES, SEXES, cell_key_or_none
+from cardio_assets.cohort.labels import CANONICAL_LABELS
+from cardio_assets.cohort.validation import COHORT_COLUMNS
+from cardio_assets.generation.memorization import MEMORIZATION_RMS
+from cardio_assets.lake.values import FrameSet
 
 
 def cohort_schema_problems(cohort: pd.DataFrame) -> list[str]:
@@ -91,30 +92,6 @@ def frame_problems(frames: FrameSet, size: int) -> list[str]:
 
 def cells_below_minimum(cells: pd.DataFrame, minimum: int) -> pd.DataFrame:
     return cells.loc[cells["n_train"] < minimum, ["cell", "n_train"]]
-
-
-# Memorization: a synthetic image whose nearest real training image is closer than this
-# (root-mean-square pixel difference, images in [0, 1]) is flagged as a near-copy. Two
-# different real patients' frames sit at about 0.1-0.2 on the phantom; the acquisition
-# noise alone puts two scans of one patient at ~0.02. See the check's metadata for the
-# real-to-real baseline measured on the same run.
-MEMORIZATION_RMS = 0.03
-
-
-def nearest_real_rms(synthetic: np.ndarray, real: np.ndarray, batch: int = 256) -> tuple[np.ndarray, np.ndarray]:
-    """For each synthetic image: RMS distance to its nearest real image, and that image's row."""
-    s = np.asarray(synthetic, dtype=np.float32).reshape(len(synthetic), -1)
-    best = np.full(len(s), np.inf, dtype=np.float64)
-    arg = np.zeros(len(s), dtype=np.int64)
-    s_sq = (s**2).sum(1)
-    for start in range(0, len(real), batch):
-        r = np.asarray(real[start : start + batch], dtype=np.float32).reshape(-1, s.shape[1])
-        d = s_sq[:, None] + (r**2).sum(1)[None, :] - 2 * s @ r.T
-        i = d.argmin(1)
-        m = d[np.arange(len(s)), i]
-        better = m < best
-        best[better], arg[better] = m[better], start + i[better]
-    return np.sqrt(np.maximum(best, 0) / s.shape[1]), arg
 
 
 def memorization_problems(qc_log: pd.DataFrame, threshold: float = MEMORIZATION_RMS) -> list[str]:

@@ -18,10 +18,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from cardio_assets.cells import AGE_BANDS, BMI_BANDS, Cell, prompt
+from cardio_assets.cohort.cells import AGE_BANDS, BMI_BANDS, Cell, prompt
+from cardio_assets.frames.preprocess import resize_image
 from cardio_assets.generation.qc import QCItem
-from cardio_assets.lake import FrameSet
-from cardio_assets.preprocess import resize_image
+from cardio_assets.lake.values import FrameSet
 
 
 def privacy_salt(lake_dir: str | Path) -> str:

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from cardio_assets.cohort.readers import scan_acdc, scan_mms, scan_ukbb
+from cardio_assets.cohort.readers.base import ScanResult, SourceMissingError
 from cardio_assets.phantom.generate import PhantomConfig, generate_phantom_cohort
-from cardio_assets.readers import scan_acdc, scan_mms, scan_ukbb
-from cardio_assets.readers.base import ScanResult, SourceMissingError
 
 
 def prepare_phantom(lake_dir: str | Path, profile_name: str, config: PhantomConfig, workers: int) -> dict:

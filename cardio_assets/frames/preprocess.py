@@ -18,9 +18,9 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from cardio_assets.labels import LV
-from cardio_assets.readers.base import MaskRef
-from cardio_assets.volumes import load_cine, load_mask
+from cardio_assets.cohort.labels import LV
+from cardio_assets.cohort.readers.base import MaskRef
+from cardio_assets.cohort.volumes import load_cine, load_mask
 
 TRAIN_SLICE_OFFSETS = (-1, 0, 1)
 TRAIN_FRAME_OFFSETS = (-1, 0, 1)

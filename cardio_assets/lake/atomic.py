@@ -1,0 +1,58 @@
+"""Atomic writes: a killed run leaves the previous good file or folder in place.
+
+Everything the pipeline writes (asset values, models, checkpoints, reports) goes through
+these two: a temporary sibling is written in full, then renamed over the target. On a local
+or POSIX file system the rename of a file is atomic; a folder is swapped in two renames
+(old aside, new in), so a reader sees the old folder, the new one, or briefly neither.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import uuid
+from contextlib import contextmanager
+from pathlib import Path
+
+
+@contextmanager
+def atomic_dir(target: Path):
+    """Yield a temporary folder; on success it replaces `target` in one rename."""
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.parent / f".{target.name}.tmp-{uuid.uuid4().hex[:8]}"
+    tmp.mkdir()
+    try:
+        yield tmp
+        old = None
+        if target.exists():
+            old = target.parent / f".{target.name}.old-{uuid.uuid4().hex[:8]}"
+            os.replace(target, old)
+        os.replace(tmp, target)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def atomic_write_file(path: Path, write) -> Path:
+    """`write(tmp)` a temporary sibling, then rename it over `path`; returns the path.
+
+    The sibling is opened like any new file (mode from the umask), unlike `tempfile.mkstemp`'s
+    0600, so the result has the permissions of every other output.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.parent / f".{path.name}.tmp-{uuid.uuid4().hex[:8]}{path.suffix}"
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+def atomic_write_text(path: Path, text: str) -> Path:
+    """Write a text file through a temporary sibling and a rename; returns the path."""
+    return atomic_write_file(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
