@@ -31,6 +31,7 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from cardio_assets.compute import autocast_context, resolve_device, resolve_dtype  # noqa: E402
 from cardio_assets.generation import DiffusionConfig, Sampler, train_controlnet  # noqa: E402
 from cardio_assets.generation.backbone import (  # noqa: E402
     make_noise_scheduler,
@@ -40,7 +41,6 @@ from cardio_assets.generation.backbone import (  # noqa: E402
     save_backbone,
 )
 from cardio_assets.generation.config import SD21_BASE_UNET  # noqa: E402
-from cardio_assets.generation.device import autocast_context, resolve_device, resolve_dtype  # noqa: E402
 from cardio_assets.generation.tokenizer import build_prompt_tokenizer  # noqa: E402
 from cardio_assets.generation.toy import toy_dataset  # noqa: E402
 

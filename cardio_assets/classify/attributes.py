@@ -23,8 +23,9 @@ from safetensors.torch import load_file, save_file
 from sklearn.metrics import balanced_accuracy_score
 
 from cardio_assets.classify.model import HFClassifier, build_classifier
-from cardio_assets.classify.train import Frames, augment, seed_everything
+from cardio_assets.classify.train import Frames, augment
 from cardio_assets.cohort.cells import AGE_BANDS, BMI_BANDS, DIAGNOSES, SEXES
+from cardio_assets.compute import seed_everything
 
 ATTRIBUTES: dict[str, tuple[str, ...]] = {"sex": SEXES, "age_band": AGE_BANDS, "bmi_band": BMI_BANDS, "diagnosis": DIAGNOSES}
 QC_ATTRIBUTES = ("sex", "age_band", "bmi_band")  # the diagnosis is what the classifiers learn: not a QC gate
@@ -93,7 +94,7 @@ def train_attribute_predictor(
     batch_size: int = 64, lr: float = 1e-3, log=print,
 ) -> AttributePredictor:
     """Multi-head ResNet-18; class-weighted cross-entropy per head (HF and some bands are rare)."""
-    seed_everything(seed)
+    seed_everything(seed, deterministic_cudnn=True)
     model = build_classifier(image_size, pretrained_weights or None, num_classes=_n_outputs())
     targets = _targets(train_index)
     weights = {a: _class_weights(t, len(ATTRIBUTES[a])) for a, t in targets.items()}

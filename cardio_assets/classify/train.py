@@ -14,7 +14,6 @@ whole.
 from __future__ import annotations
 
 import copy
-import random
 import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Callable, Iterable, Sequence
@@ -23,10 +22,11 @@ import numpy as np
 import pandas as pd
 import torch
 import torch.nn.functional as F
-from sklearn.metrics import roc_auc_score
+from sklearn.metrics import balanced_accuracy_score, roc_auc_score
 
 from cardio_assets.classify.config import ClassifierConfig
 from cardio_assets.classify.model import HFClassifier, build_classifier
+from cardio_assets.compute import resolve_device, seed_everything
 
 Log = Callable[[str], None]
 EpochBatches = Callable[[np.random.Generator], list[np.ndarray]]
@@ -134,20 +134,6 @@ def shuffled_batches(n: int, batch_size: int) -> EpochBatches:
 # --------------------------------------------------------------------------- helpers
 
 
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed % (2**32))
-    torch.manual_seed(seed)
-    torch.backends.cudnn.deterministic = True
-    torch.backends.cudnn.benchmark = False
-
-
-def resolve_device(config: ClassifierConfig) -> torch.device:
-    if config.device:
-        return torch.device(config.device)
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-
-
 def augment(x: torch.Tensor, noise_std: float, generator: torch.Generator) -> torch.Tensor:
     """Random horizontal flip, random vertical flip (each p=0.5 per image), Gaussian noise."""
     n = x.shape[0]
@@ -161,12 +147,11 @@ def augment(x: torch.Tensor, noise_std: float, generator: torch.Generator) -> to
 
 
 def balanced_accuracy_at(scores: np.ndarray, labels: np.ndarray, threshold: float) -> float:
-    """(TPR + TNR) / 2 with prediction = score >= threshold; NaN without both classes."""
+    """scikit-learn's balanced accuracy of `score >= threshold`; NaN without both classes."""
     labels = np.asarray(labels).astype(bool)
-    pred = np.asarray(scores) >= threshold
     if labels.all() or not labels.any():
         return float("nan")
-    return 0.5 * (pred[labels].mean() + (~pred[~labels]).mean())
+    return float(balanced_accuracy_score(labels, np.asarray(scores) >= threshold))
 
 
 def choose_threshold(val_scores: np.ndarray, val_labels: np.ndarray) -> float:
@@ -277,8 +262,8 @@ def train_classifier(
 def _train(train, val, config: ClassifierConfig, seed: int, init_state, log: Log, epoch_batches, lr,
            init_description) -> tuple[HFClassifier, dict]:
     t_start = time.perf_counter()
-    seed_everything(seed)
-    device = resolve_device(config)
+    seed_everything(seed, deterministic_cudnn=True)
+    device = resolve_device(config.device or "auto")
 
     train_images, train_labels = train
     val_images, val_labels, val_groups = (tuple(val) + (None,))[:3]

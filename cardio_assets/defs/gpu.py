@@ -12,7 +12,7 @@ import torch
 from dagster import ConfigurableResource
 from pydantic import Field
 
-from cardio_assets.generation.device import resolve_device, resolve_dtype
+from cardio_assets.compute import resolve_device, resolve_dtype
 
 GPU_POOL = "gpu"
 

@@ -5,11 +5,11 @@ Plain Python (no Dagster); `cardio_assets` assets wrap these functions. Heavy li
 CUDA at import time.
 """
 
+from cardio_assets.compute import configure_backend, resolve_device, resolve_dtype, seed_everything
 from cardio_assets.generation.backbone import Backbone, load_backbone, train_small_backbone
 from cardio_assets.generation.config import DiffusionConfig
 from cardio_assets.generation.control import control_image
 from cardio_assets.generation.controlnet import CheckpointMismatch, train_controlnet
-from cardio_assets.generation.device import configure_backend, resolve_device, resolve_dtype, seed_everything
 from cardio_assets.generation.grid import sample_grid
 from cardio_assets.generation.qc import (
     QCItem,

@@ -32,10 +32,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from cardio_assets.generation.balance import cell_balanced_weights, draw_rows
-from cardio_assets.generation.config import DiffusionConfig
-from cardio_assets.generation.control import check_images, to_model_space
-from cardio_assets.generation.device import (
+from cardio_assets.compute import (
     autocast_context,
     configure_backend,
     dtype_kwargs,
@@ -43,6 +40,9 @@ from cardio_assets.generation.device import (
     resolve_dtype,
     seed_everything,
 )
+from cardio_assets.generation.balance import cell_balanced_weights, draw_rows
+from cardio_assets.generation.config import DiffusionConfig
+from cardio_assets.generation.control import check_images, to_model_space
 from cardio_assets.generation.progress import Progress, subsample_curve
 from cardio_assets.generation.tokenizer import build_prompt_tokenizer
 

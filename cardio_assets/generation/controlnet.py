@@ -28,6 +28,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from cardio_assets.compute import autocast_context, configure_backend, resolve_device, resolve_dtype, seed_everything
 from cardio_assets.generation.backbone import (
     RECORD_NAME,
     diffusion_target,
@@ -46,7 +47,6 @@ from cardio_assets.generation.checkpoint import (
 )
 from cardio_assets.generation.config import DiffusionConfig
 from cardio_assets.generation.control import check_controls, check_images, control_channels, control_tensor, to_model_space
-from cardio_assets.generation.device import autocast_context, configure_backend, resolve_device, resolve_dtype, seed_everything
 from cardio_assets.generation.progress import Progress, subsample_curve
 
 

@@ -16,9 +16,9 @@ from typing import Callable
 import numpy as np
 import torch
 
+from cardio_assets.compute import configure_backend, dtype_kwargs, resolve_device, resolve_dtype
 from cardio_assets.generation.config import DiffusionConfig
 from cardio_assets.generation.control import check_controls, control_tensor
-from cardio_assets.generation.device import configure_backend, dtype_kwargs, resolve_device, resolve_dtype
 
 
 def sample_seed(cell_key: str, index: int, attempt: int = 0, base_seed: int = 0) -> int:

@@ -1,4 +1,6 @@
-"""Where the diffusion models run: device, dtype, backend flags and seeding.
+"""Where the models run (device, dtype, backend flags) and how every run is seeded.
+
+The one helper of its kind: the generator, the classifiers and the GPU resource use it.
 
 Nothing here touches CUDA at import time; CUDA is only queried when a function is called.
 """
@@ -62,12 +64,19 @@ def configure_backend(tf32: bool = True, cpu_threads: int | None = None) -> None
     torch.set_float32_matmul_precision("high" if tf32 else "highest")
 
 
-def seed_everything(seed: int) -> None:
-    """Seed python, numpy and torch (all CUDA devices lazily, without initialising CUDA)."""
+def seed_everything(seed: int, deterministic_cudnn: bool = False) -> None:
+    """Seed python, numpy and torch (all CUDA devices lazily, without initialising CUDA).
+
+    `deterministic_cudnn` also pins cuDNN to deterministic kernels: the classifiers ask for
+    it (small convolutions, exact reruns); the diffusion models leave the choice to
+    `configure_backend`, whose autotuning is off either way."""
     seed = int(seed)
     random.seed(seed)
     np.random.seed(seed % (2**32))
     torch.manual_seed(seed)
+    if deterministic_cudnn:
+        torch.backends.cudnn.deterministic = True
+        torch.backends.cudnn.benchmark = False
 
 
 def autocast_context(device: torch.device, dtype: torch.dtype):
