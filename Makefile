@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
 export DAGSTER_HOME ?= $(CURDIR)/.dagster_home
 
-.PHONY: setup demo test ui check-defs benchmark clean-lake
+.PHONY: setup demo test ui check-defs benchmark clean-lake chromium
 
 setup: $(VENV)/.installed
 
@@ -18,17 +18,26 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install --quiet -e '.[dev]'
 	touch $@
 
-$(DAGSTER_HOME)/dagster.yaml: dagster.yaml
+# The instance's settings live in config/: a dagster.yaml in the project folder would be taken
+# for an instance that is not used (Dagster warns at start-up).
+$(DAGSTER_HOME)/dagster.yaml: config/dagster.yaml
 	mkdir -p $(DAGSTER_HOME)
-	cp dagster.yaml $@
+	cp config/dagster.yaml $@
+
+# the browser the web UI tests drive (Debian's package; root installs it, others are told how)
+chromium:
+	@command -v chromium >/dev/null || command -v chromium-browser >/dev/null || \
+	  (apt-get install -y -q chromium >/dev/null 2>&1 || (apt-get update -q >/dev/null && apt-get install -y -q chromium >/dev/null)) || \
+	  echo "make test: could not install chromium (run 'apt-get install chromium' as root); the web UI tests will fail"
 
 demo: setup $(DAGSTER_HOME)/dagster.yaml
 	$(PY) -m cardio_assets.run
 
-test: setup
+test: setup chromium
 	$(PY) -m pytest -q
 
 ui: setup $(DAGSTER_HOME)/dagster.yaml
+	@echo "Dagster instance (runs, schedules): $(DAGSTER_HOME); data lake: $${CARDIO_DATA_LAKE:-data_lake}"
 	$(VENV)/bin/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000
 
 check-defs: setup

@@ -25,8 +25,9 @@ from cardio_assets.cohort.splits import split_patients  # noqa: E402
 from cardio_assets.cohort.validation import validate_entries  # noqa: E402
 from cardio_assets.frames.cell_frames import build_cell_frames  # noqa: E402
 from cardio_assets.frames.preprocess import FrameSpec  # noqa: E402
-from cardio_assets.metrics.fairness import balanced_accuracy  # noqa: E402
-from cardio_assets.phantom.generate import PhantomConfig, generate_phantom_cohort  # noqa: E402
+from cardio_assets.metrics.group_metrics import balanced_accuracy  # noqa: E402
+from cardio_assets.phantom.config import PhantomConfig  # noqa: E402
+from cardio_assets.phantom.generate import generate_phantom_cohort  # noqa: E402
 
 
 def main() -> None:

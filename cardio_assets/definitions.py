@@ -13,7 +13,7 @@ from dagster import (
 
 from cardio_assets.defs import checks, cohort_assets, frames_assets, generation_assets, report_assets
 from cardio_assets.defs.gpu import GpuResource
-from cardio_assets.defs.io_manager import LakeIOManager
+from cardio_assets.defs.io_manager import lake_io_manager
 from cardio_assets.defs.jobs import cohort_job, frames_job, generator_job, reports_job, synthetic_job, weekly_synthetic_regeneration
 from cardio_assets.defs.resources import PipelineSettings
 
@@ -35,15 +35,18 @@ cardio_automation = AutomationConditionSensorDefinition(
 
 
 def build_definitions(settings: PipelineSettings, gpu: GpuResource | None = None) -> Definitions:
-    """All assets, checks and jobs, wired to one settings resource and its data lake."""
+    """All assets, checks and jobs, wired to one settings resource and its data lake.
+
+    The IO manager gets the settings' own data_lake value: the same EnvVar, or the same folder.
+    """
     return Definitions(
         assets=load_assets_from_modules(ASSET_MODULES),
         asset_checks=load_asset_checks_from_modules([checks]),
         jobs=[cohort_job, frames_job, generator_job, synthetic_job, reports_job],
         schedules=[weekly_synthetic_regeneration],
         sensors=[cardio_automation],
-        resources={"settings": settings, "gpu": gpu or GpuResource(), "io_manager": LakeIOManager(base_dir=settings.data_lake)},
+        resources={"settings": settings, "gpu": gpu or GpuResource(), "io_manager": lake_io_manager},
     )
 
 
-defs = build_definitions(PipelineSettings.from_env())
+defs = build_definitions(PipelineSettings.bound_to_env_vars())

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from cardio_assets.classify.config import ClassifierConfig
 from cardio_assets.frames.preprocess import FrameSpec
 from cardio_assets.generation.config import DiffusionConfig
-from cardio_assets.phantom.generate import PhantomConfig
+from cardio_assets.phantom.config import PhantomConfig
 
 
 @dataclass(frozen=True)

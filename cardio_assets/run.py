@@ -79,7 +79,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"cardio-assets: {exc}")
         return 2
     instance = DagsterInstance.get() if os.getenv("DAGSTER_HOME") else DagsterInstance.ephemeral()
-    print(f"cardio-assets: profile {settings.profile}, source {settings.source}, data lake {settings.data_lake}")
+    print(f"cardio-assets: profile {settings.profile}, source {settings.source}, data lake {settings.data_lake}, "
+          f"Dagster instance {instance.root_directory if os.getenv('DAGSTER_HOME') else '(in memory: set DAGSTER_HOME to keep the runs)'}")
     summary = materialize_all(settings, instance)
     if summary.failed:
         print(f"FAILED: {', '.join(summary.failed)} (see the run log above, or the runs in the web UI)")

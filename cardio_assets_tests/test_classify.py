@@ -7,15 +7,15 @@ import pandas as pd
 import pytest
 import torch
 
-from cardio_assets.classify import strategies as strategies_module
+from cardio_assets.classify import schemes as schemes_module
 from cardio_assets.classify.config import ClassifierConfig
 from cardio_assets.classify.model import PretrainedWeightsError, build_resnet18
+from cardio_assets.classify.schemes import mixed_batches
 from cardio_assets.classify.strategies import (
     PREDICTION_COLUMNS,
     STRATEGY_NAMES,
     ImageSet,
     balanced_synthetic_rows,
-    mixed_batches,
     run_strategy,
 )
 from cardio_assets.classify.train import (
@@ -146,7 +146,7 @@ def test_init_state_is_where_training_starts():
 
 def test_synthetic_pretraining_is_the_start_of_real_fine_tuning(monkeypatch):
     calls = []
-    real_train = strategies_module.train_classifier
+    real_train = schemes_module.train_classifier
 
     def recording(train, val, config, seed, init_state=None, log=print, **kwargs):
         model, history = real_train(train, val, config, seed, init_state=init_state, log=log, **kwargs)
@@ -154,7 +154,7 @@ def test_synthetic_pretraining_is_the_start_of_real_fine_tuning(monkeypatch):
                       "state": {k: v.clone() for k, v in model.state_dict().items()}, "kwargs": kwargs})
         return model, history
 
-    monkeypatch.setattr(strategies_module, "train_classifier", recording)
+    monkeypatch.setattr(schemes_module, "train_classifier", recording)
     real, synthetic = _cohort(), _synthetic(per_cell=2)
     config = CONFIG.with_(epochs=1, synthetic_per_cell=1)
     predictions = run_strategy("synth_pretrain_real_finetune", real, synthetic, config, seed=0, log=_quiet)

@@ -1,9 +1,10 @@
-"""The code location loads, and holds the graph, partitions, checks and jobs users see."""
+"""The code location loads, holds the graph, partitions, checks and jobs users see, and reads its settings at run time."""
 
-from dagster import AssetKey
+from dagster import AssetKey, asset, materialize
 
 from cardio_assets.cohort.cells import CELL_KEYS
 from cardio_assets.definitions import defs
+from cardio_assets.defs.resources import INT_VARS, STRING_VARS, PipelineSettings
 
 
 def test_definitions_load_with_the_whole_graph():
@@ -22,3 +23,24 @@ def test_checks_and_jobs_are_registered():
     for job in ("cohort_job", "frames_job", "generator_job", "synthetic_job", "reports_job"):
         assert defs.resolve_job_def(job)
     assert defs.resolve_schedule_def("weekly_synthetic_regeneration").default_status.value == "STOPPED"
+
+
+def test_settings_are_read_from_the_environment_when_a_run_starts(monkeypatch, tmp_path):
+    for var in [*STRING_VARS.values(), *INT_VARS.values()]:
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("CARDIO_SEED", "7")
+    monkeypatch.setenv("CARDIO_DATA_LAKE", "lake")
+    settings = PipelineSettings.bound_to_env_vars()
+    monkeypatch.setenv("CARDIO_SEED", "8")  # changed after the code location loaded
+    seen = {}
+
+    @asset
+    def probe(settings: PipelineSettings) -> None:
+        seen.update(profile=settings.profile, seed=settings.seed, data_lake=settings.data_lake)
+
+    assert materialize([probe], resources={"settings": settings}).success
+    assert seen == {"profile": "demo", "seed": 8, "data_lake": str(tmp_path / "lake")}  # unset: the default
+    launchpad = {"resources": {"settings": {"config": {"seed": 3, "data_lake": "other"}}}}
+    assert materialize([probe], resources={"settings": settings}, run_config=launchpad).success
+    assert seen == {"profile": "demo", "seed": 3, "data_lake": str(tmp_path / "other")}

@@ -3,7 +3,7 @@ import pandas as pd
 import pytest
 
 from cardio_assets.lake.atomic import atomic_dir
-from cardio_assets.lake.values import FrameSet, read_value, write_value
+from cardio_assets.lake.values import FrameSet, content_hash, read_value, write_value
 
 
 def test_values_round_trip_in_open_formats(tmp_path):
@@ -36,3 +36,23 @@ def test_a_failed_write_leaves_the_previous_value_in_place(tmp_path):
 def test_unknown_values_are_refused(tmp_path):
     with pytest.raises(TypeError, match="DataFrame, FrameSet or dict"):
         write_value(tmp_path / "x", [1, 2, 3])
+
+
+def test_content_hash_follows_content_not_files(tmp_path):
+    frames = FrameSet(pd.DataFrame({"patient_id": ["p1", "p2"], "tags": [["a"], ["b"]]}),
+                      np.full((2, 3, 4, 4), 0.5, np.float16), np.ones((2, 3, 4, 4), np.uint8))
+    write_value(tmp_path / "f", frames)
+    # a stored copy (memory-mapped) hashes like the value it came from
+    assert content_hash(read_value(tmp_path / "f")) == content_hash(frames)
+    changed = FrameSet(frames.index, frames.images.copy(), frames.controls)
+    changed.images[1, 2, 3, 3] = 0.25
+    assert content_hash(changed) != content_hash(frames)
+    relabelled = FrameSet(frames.index.assign(patient_id=["p1", "p3"]), frames.images, frames.controls)
+    assert content_hash(relabelled) != content_hash(frames)
+
+    table = pd.DataFrame({"a": [1, 2], "b": ["x", None]})
+    assert content_hash(table) == content_hash(table.copy())
+    assert content_hash(table) != content_hash(table.astype({"a": float}))  # dtype is content too
+    assert content_hash({"b": 1, "a": 2}) == content_hash({"a": 2, "b": 1})
+    with pytest.raises(TypeError, match="no content hash"):
+        content_hash([1, 2])

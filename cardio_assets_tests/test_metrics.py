@@ -6,22 +6,16 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from sklearn.metrics import balanced_accuracy_score
 from torch import nn
 
 from cardio_assets.classify.strategies import PREDICTION_COLUMNS
 from cardio_assets.cohort.cells import ALL_CELLS
-from cardio_assets.metrics.fairness import (
-    ALL_GROUPS,
-    FAIRNESS_COLUMNS,
-    TABLE2_ROWS,
-    _boot_counts,
-    fairness_metrics,
-    group_labels,
-    group_metrics,
-    stratified_bootstrap_weights,
-    table2,
-    weighted_auroc,
-)
+from cardio_assets.metrics.bootstrap import bootstrap_class_metrics, stratified_bootstrap_weights, weighted_auroc
+from cardio_assets.metrics.fairness import fairness_metrics
+from cardio_assets.metrics.fairness_report import FAIRNESS_SECTIONS, write_fairness_report
+from cardio_assets.metrics.group_metrics import group_metrics
+from cardio_assets.metrics.groups import ALL_GROUPS, TABLE2_ROWS, group_labels
 from cardio_assets.metrics.realism import (
     REALISM_COLUMNS,
     classifier_extractor,
@@ -32,12 +26,9 @@ from cardio_assets.metrics.realism import (
     module_extractor,
     realism_table,
 )
-from cardio_assets.metrics.report import (
-    FAIRNESS_SECTIONS,
-    REALISM_SECTIONS,
-    write_fairness_report,
-    write_realism_report,
-)
+from cardio_assets.metrics.realism_report import REALISM_SECTIONS, write_realism_report
+from cardio_assets.metrics.summary import FAIRNESS_COLUMNS
+from cardio_assets.metrics.table2 import table2
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -146,13 +137,28 @@ def test_vectorised_bootstrap_agrees_with_metricframe_on_the_sample_itself():
         reference = group_metrics(run, attribute)
         labels = group_labels(run, attribute)
         onehot = (labels[:, None] == reference.index.to_numpy()[None, :]).astype(float)
-        fast = _boot_counts(ones, onehot, y, pred)
+        fast = bootstrap_class_metrics(ones, onehot, y, pred)
         for metric in ("balanced_accuracy", "fnr", "accuracy"):
             np.testing.assert_allclose(fast[metric][0], reference[metric].to_numpy(), equal_nan=True)
         for k, group in enumerate(reference.index):
             members = onehot[:, k] == 1
             au = weighted_auroc(ones[:, members], y[members], run["score"].to_numpy()[members])[0]
             assert au == pytest.approx(reference.loc[group, "auroc"], nan_ok=True)
+
+
+def test_bootstrap_balanced_accuracy_is_sklearns_with_sample_weights():
+    run = _random_predictions(strategies=("real",), seeds=(0,))
+    run = run[run["evaluation_set"] == "test"]
+    y = run["label"].to_numpy(float)
+    pred = run["prediction"].to_numpy(float)
+    weights = stratified_bootstrap_weights(run["cell"].to_numpy(), 20, np.random.default_rng(0))
+    labels = group_labels(run, "sex")
+    onehot = (labels[:, None] == np.array(["Female", "Male"], dtype=object)[None, :]).astype(float)
+    fast = bootstrap_class_metrics(weights, onehot, y, pred)["balanced_accuracy"]
+    for k in range(onehot.shape[1]):
+        members = onehot[:, k] == 1
+        reference = [balanced_accuracy_score(y[members], pred[members], sample_weight=w[members]) for w in weights]
+        assert np.array_equal(fast[:, k], np.array(reference))  # bit for bit: the weighted counts are exact
 
 
 def test_stratified_bootstrap_keeps_every_cell_size():

@@ -18,23 +18,21 @@ import pytest
 
 from cardio_assets.cohort.cells import ALL_CELLS, CELL_KEYS, Cell, age_band, bmi_band
 from cardio_assets.cohort.labels import CANONICAL_LABELS, LV, MYO, RV
-from cardio_assets.phantom.anatomy import (
-    patient_truth,
-    render_labels,
-    render_patient,
-    sample_anatomy,
-)
+from cardio_assets.phantom.anatomy import sample_anatomy
+from cardio_assets.phantom.config import PhantomConfig
 from cardio_assets.phantom.generate import (
     METADATA_COLUMNS,
     PATIENT_FILES,
-    PhantomConfig,
     cohort_attributes,
     generate_phantom_cohort,
 )
+from cardio_assets.phantom.geometry import render_labels
 from cardio_assets.phantom.population import (
     sample_heldout_attributes,
     sample_study_attributes,
 )
+from cardio_assets.phantom.render import render_patient
+from cardio_assets.phantom.truth import patient_truth
 
 TINY = PhantomConfig(n_patients=10, heldout_per_cell=1, hf_prevalence=0.3, matrix=48,
                      n_slices=3, n_frames=20, seed=7)

@@ -21,7 +21,6 @@ the demographic cells while keeping the training label prevalence (HF at
 from __future__ import annotations
 
 import json
-import math
 import time
 from dataclasses import dataclass, field
 
@@ -29,15 +28,15 @@ import numpy as np
 import pandas as pd
 
 from cardio_assets.classify.config import ClassifierConfig
+from cardio_assets.classify.model import HFClassifier
+from cardio_assets.classify.schemes import stage_logs, train_concat, train_mix, train_pretrain_finetune
 from cardio_assets.classify.train import (
-    EpochBatches,
     Frames,
     Log,
     as_frames,
     auroc,
     choose_threshold,
     predict,
-    train_classifier,
     undersample_healthy,
 )
 from cardio_assets.cohort.cells import CELL_KEYS
@@ -183,47 +182,6 @@ def get_strategy(name: str) -> Strategy:
         raise ValueError(f"unknown strategy {name!r}; choose one of {STRATEGY_NAMES}") from None
 
 
-def mixed_batches(n_real: int, synthetic_labels: np.ndarray, synthetic_cells: np.ndarray, alpha: float,
-                  batch_size: int, hf_fraction: float) -> EpochBatches:
-    """Batches over [real 0..n_real) + [synthetic n_real..): round(alpha * batch) real images
-    (a shuffled pass, continued across batches) and the rest synthetic, drawn with replacement
-    with weights uniform over cells within a label and HF at `hf_fraction` (Ktena et al.)."""
-    n_synth = len(synthetic_labels)
-    k_real = min(batch_size, max(0, int(round(alpha * batch_size))))
-    if n_synth == 0:
-        k_real = batch_size
-    k_synth = batch_size - k_real
-    weights = np.zeros(n_synth)
-    if n_synth:
-        labels = np.asarray(synthetic_labels)
-        cells = pd.Series(np.asarray(synthetic_cells))
-        cell_size = cells.map(cells.value_counts()).to_numpy()
-        for label, share in ((1, hf_fraction), (0, 1.0 - hf_fraction)):
-            mine = labels == label
-            if mine.any():
-                n_cells = len(np.unique(cells[mine]))
-                weights[mine] = share / n_cells / cell_size[mine]
-        weights /= weights.sum()
-    n_steps = max(1, math.ceil(n_real / batch_size))
-
-    def make(rng: np.random.Generator) -> list[np.ndarray]:
-        real_stream = rng.permutation(n_real) if n_real else np.empty(0, np.int64)
-        batches, cursor = [], 0
-        for _ in range(n_steps):
-            real_part = np.empty(0, np.int64)
-            if k_real and n_real:
-                take = (np.arange(cursor, cursor + k_real)) % n_real
-                real_part = real_stream[take]
-                cursor += k_real
-            synth_part = n_real + rng.choice(n_synth, size=k_synth, p=weights) if k_synth else np.empty(0, np.int64)
-            batch = np.concatenate([real_part, synth_part]).astype(np.int64)
-            if len(batch) >= 2:
-                batches.append(batch)
-        return batches
-
-    return make
-
-
 def _predictions(strategy: str, seed: int, evaluation_set: str, index: pd.DataFrame, scores: np.ndarray,
                  threshold: float) -> pd.DataFrame:
     frame = index[["patient_id", "cell", "sex", "age_band", "bmi_band"]].copy()
@@ -240,6 +198,19 @@ def _predictions(strategy: str, seed: int, evaluation_set: str, index: pd.DataFr
     frame["threshold"] = threshold
     frame["prediction"] = (frame["score"] >= threshold).astype(np.int64)
     return frame[list(PREDICTION_COLUMNS)]
+
+
+def _predict_evaluation_sets(name: str, seed: int, model: HFClassifier, real: ImageSet, threshold: float,
+                             batch_size: int) -> pd.DataFrame:
+    """Per-patient predictions on the real test and held-out images (`PREDICTION_COLUMNS`)."""
+    outputs = []
+    for evaluation_set in EVALUATION_SETS:
+        rows = np.flatnonzero((real.index["split"] == evaluation_set).to_numpy())
+        if len(rows) == 0:
+            continue
+        scores = predict(model, real.frames(rows), batch_size)
+        outputs.append(_predictions(name, seed, evaluation_set, real.index.iloc[rows], scores, threshold))
+    return pd.concat(outputs, ignore_index=True) if outputs else pd.DataFrame(columns=PREDICTION_COLUMNS)
 
 
 def run_strategy(name: str, real: ImageSet, synthetic: ImageSet | None, config: ClassifierConfig, seed: int,
@@ -262,15 +233,11 @@ def run_strategy(name: str, real: ImageSet, synthetic: ImageSet | None, config: 
     val_rows = validation_rows(real.index, config, seed)
     val_index = real.index.iloc[val_rows]
     val = (real.frames(val_rows), _labels(val_index), val_index["sex"].to_numpy())
-
     real_frames = real.frames(ts.real_rows)
     real_labels = _labels(real.index.iloc[ts.real_rows])
     synth_index = synthetic.index.iloc[ts.synthetic_rows] if len(ts.synthetic_rows) else None
     synth_frames = synthetic.frames(ts.synthetic_rows) if synth_index is not None else None
     synth_labels = _labels(synth_index) if synth_index is not None else np.empty(0, np.int64)
-
-    def stage_log(stage: str) -> Log:
-        return lambda msg: log(f"[{name} seed {seed}{' ' + stage if stage else ''}] {msg}")
 
     log(f"[{name} seed {seed}] training on {len(real_labels)} real ({int(real_labels.sum())} HF) and "
         f"{len(synth_labels)} synthetic ({int(synth_labels.sum())} HF) images; "
@@ -280,46 +247,18 @@ def run_strategy(name: str, real: ImageSet, synthetic: ImageSet | None, config: 
                  "n_train_synthetic_hf": int(synth_labels.sum()), "n_val": int(len(val[1])),
                  "n_val_hf": int(val[1].sum()), "alpha": None, "alpha_scores": None}
 
+    real_part, synth_part = (real_frames, real_labels), (synth_frames, synth_labels)
+    stage_log = stage_logs(log, name, seed)
     if spec.scheme == "concat":
-        parts = [f for f in (real_frames if len(real_labels) else None, synth_frames) if f is not None]
-        frames = Frames([p for f in parts for p in zip(f.arrays, f.rows)])
-        labels = np.concatenate([real_labels, synth_labels])
-        model, history = train_classifier((frames, labels), val, config, seed, log=stage_log(""))
-        histories = {"train": history}
-        description = history["model_description"]
+        trained = train_concat(real_part, synth_part, val, config, seed, stage_log)
     elif spec.scheme == "pretrain_finetune":
-        pre_model, pre_history = train_classifier((synth_frames, synth_labels), val, config, seed,
-                                                  log=stage_log("pretrain"))
-        init_state = {k: v.detach().clone() for k, v in pre_model.state_dict().items()}
-        description = f"synthetic pretraining from {pre_history['model_description']}, then real fine-tuning"
-        model, history = train_classifier((real_frames, real_labels), val, config, seed, init_state=init_state,
-                                          log=stage_log("finetune"), lr=config.finetune_lr,
-                                          init_description=description)
-        histories = {"pretrain": pre_history, "finetune": history}
+        trained = train_pretrain_finetune(real_part, synth_part, val, config, seed, stage_log)
     elif spec.scheme == "mix":
-        frames = Frames([p for f in (real_frames, synth_frames) for p in zip(f.arrays, f.rows)])
-        labels = np.concatenate([real_labels, synth_labels])
-        best = None
-        scores = {}
-        histories = {}
-        for alpha in config.alpha_grid:
-            batches = mixed_batches(len(real_labels), synth_labels, synth_index["cell"].to_numpy(), alpha,
-                                    config.batch_size, config.hf_train_fraction)
-            m, h = train_classifier((frames, labels), val, config, seed, log=stage_log(f"alpha={alpha:g}"),
-                                    epoch_batches=batches)
-            scores[alpha] = float(h["best_val_balanced_accuracy"])
-            histories[f"alpha={alpha:g}"] = h
-            key = scores[alpha] if np.isfinite(scores[alpha]) else -np.inf
-            if best is None or key > best[0]:
-                best = (key, alpha, m, h)
-        _, alpha, model, history = best
-        run.update(alpha=alpha, alpha_scores={f"{a:g}": s for a, s in scores.items()})
-        description = history["model_description"]
-        log(f"[{name} seed {seed}] alpha {alpha:g} chosen on validation balanced accuracy {scores}")
+        trained = train_mix(real_part, synth_part, synth_index, val, config, seed, stage_log)
     else:  # pragma: no cover - guarded by the strategy table
         raise ValueError(spec.scheme)
 
-    val_scores = predict(model, val[0], max(config.batch_size, 128))
+    val_scores = predict(trained.model, val[0], max(config.batch_size, 128))
     threshold = choose_threshold(val_scores, val[1])
     # chance is judged on AUROC: unlike the balanced accuracy it does not depend on the
     # threshold just tuned on these same validation scores
@@ -327,18 +266,12 @@ def run_strategy(name: str, real: ImageSet, synthetic: ImageSet | None, config: 
     # the patients behind the real images this run trained and validated on (leakage check)
     run["train_patients"] = sorted(set(real.index["patient_id"].iloc[ts.real_rows]))
     run["val_patients"] = sorted(set(val_index["patient_id"]))
-    outputs = []
-    for evaluation_set in EVALUATION_SETS:
-        rows = np.flatnonzero((real.index["split"] == evaluation_set).to_numpy())
-        if len(rows) == 0:
-            continue
-        scores_eval = predict(model, real.frames(rows), max(config.batch_size, 128))
-        outputs.append(_predictions(name, seed, evaluation_set, real.index.iloc[rows], scores_eval, threshold))
-    predictions = pd.concat(outputs, ignore_index=True) if outputs else pd.DataFrame(columns=PREDICTION_COLUMNS)
+    predictions = _predict_evaluation_sets(name, seed, trained.model, real, threshold, max(config.batch_size, 128))
     run.update(
-        model_description=description, best_epoch=history["best_epoch"],
-        val_balanced_accuracy=history["best_val_balanced_accuracy"], threshold=threshold,
-        synthetic_per_cell=ts.notes.get("per_cell"), seconds=time.perf_counter() - t0, histories=histories,
+        alpha=trained.alpha, alpha_scores=trained.alpha_scores,
+        model_description=trained.description, best_epoch=trained.history["best_epoch"],
+        val_balanced_accuracy=trained.history["best_val_balanced_accuracy"], threshold=threshold,
+        synthetic_per_cell=ts.notes.get("per_cell"), seconds=time.perf_counter() - t0, histories=trained.histories,
     )
     predictions.attrs["run"] = run
     log(f"[{name} seed {seed}] done in {run['seconds']:.1f} s; threshold {threshold:.3f}")

@@ -224,6 +224,11 @@ def predict(model: HFClassifier, images, batch_size: int = 128, device: torch.de
 
 # --------------------------------------------------------------------------- training
 
+HISTORY_KEYS = (
+    "epoch", "train_loss", "val_loss", "val_balanced_accuracy", "val_balanced_accuracy_at_0.5", "val_auroc",
+    "val_worst_group_balanced_accuracy", "threshold", "lr", "seconds",
+)
+
 
 def train_classifier(
     train: tuple,
@@ -259,30 +264,78 @@ def train_classifier(
             torch.set_num_threads(previous_threads)
 
 
+def _training_data(train: tuple) -> tuple[Frames, np.ndarray]:
+    images, labels = train
+    frames = as_frames(images)
+    labels = np.asarray(labels, dtype=np.int64)
+    if len(labels) != len(frames):
+        raise ValueError(f"{len(frames)} training images but {len(labels)} labels")
+    if len(frames) < 2:
+        raise ValueError("need at least two training images")
+    return frames, labels
+
+
+def _initial_model(config: ClassifierConfig, init_state: dict | None, init_description: str | None) -> HFClassifier:
+    if init_state is None:
+        return build_classifier(config.image_size, config.pretrained_weights)
+    model = build_classifier(config.image_size, None)
+    model.load_state_dict(init_state)
+    model.description = init_description or "initialised from a given state"
+    return model
+
+
+def train_one_epoch(model: HFClassifier, optimizer, frames: Frames, labels: np.ndarray, batches: list[np.ndarray],
+                    pool: ThreadPoolExecutor | None, generator: torch.Generator, config: ClassifierConfig,
+                    device) -> list[float]:
+    """One optimiser step per batch; returns the training loss of every step."""
+    model.train()
+    losses = []
+    for positions, batch in zip(batches, _read_batches(frames, batches, pool, config.workers)):
+        x = augment(torch.from_numpy(batch), config.noise_std, generator).to(device)
+        y = torch.from_numpy(labels[positions]).to(device)
+        loss = F.cross_entropy(model(x), y)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        losses.append(float(loss.detach()))
+    return losses
+
+
+def evaluate(model: HFClassifier, images, labels: np.ndarray, groups, batch_size: int, device) -> dict:
+    """Validation loss and metrics; the threshold is the one these same scores make best."""
+    scores = predict(model, images, batch_size, device)
+    eps = 1e-7
+    loss = float(-np.mean(labels * np.log(scores + eps) + (1 - labels) * np.log(1 - scores + eps)))
+    threshold = choose_threshold(scores, labels)
+    worst = float("nan")
+    if groups is not None:
+        groups = np.asarray(groups)
+        per_group = [balanced_accuracy_at(scores[groups == g], labels[groups == g], threshold)
+                     for g in np.unique(groups)]
+        finite = [v for v in per_group if np.isfinite(v)]
+        worst = float(min(finite)) if finite else float("nan")
+    return {
+        "val_loss": loss,
+        "val_balanced_accuracy": balanced_accuracy_at(scores, labels, threshold),
+        "val_balanced_accuracy_at_0.5": balanced_accuracy_at(scores, labels, 0.5),
+        "val_auroc": auroc(scores, labels),
+        "val_worst_group_balanced_accuracy": worst,
+        "threshold": threshold,
+    }
+
+
 def _train(train, val, config: ClassifierConfig, seed: int, init_state, log: Log, epoch_batches, lr,
            init_description) -> tuple[HFClassifier, dict]:
     t_start = time.perf_counter()
     seed_everything(seed, deterministic_cudnn=True)
     device = resolve_device(config.device or "auto")
 
-    train_images, train_labels = train
+    frames, train_labels = _training_data(train)
     val_images, val_labels, val_groups = (tuple(val) + (None,))[:3]
-    frames = as_frames(train_images)
-    train_labels = np.asarray(train_labels, dtype=np.int64)
     val_labels = np.asarray(val_labels, dtype=np.int64)
-    if len(train_labels) != len(frames):
-        raise ValueError(f"{len(frames)} training images but {len(train_labels)} labels")
-    if len(frames) < 2:
-        raise ValueError("need at least two training images")
 
-    if init_state is not None:
-        model = build_classifier(config.image_size, None)
-        model.load_state_dict(init_state)
-        model.description = init_description or "initialised from a given state"
-    else:
-        model = build_classifier(config.image_size, config.pretrained_weights)
+    model = _initial_model(config, init_state, init_description)
     model.to(device)
-
     learning_rate = config.lr if lr is None else lr
     optimizer = torch.optim.Adam(model.parameters(), lr=learning_rate)
     scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
@@ -292,61 +345,31 @@ def _train(train, val, config: ClassifierConfig, seed: int, init_state, log: Log
     generator = torch.Generator().manual_seed(seed)
     make_batches = epoch_batches or shuffled_batches(len(frames), config.batch_size)
 
-    history: dict = {
-        "epoch": [], "train_loss": [], "val_loss": [], "val_balanced_accuracy": [],
-        "val_balanced_accuracy_at_0.5": [], "val_auroc": [], "val_worst_group_balanced_accuracy": [],
-        "threshold": [], "lr": [], "seconds": [],
-    }
+    history: dict = {key: [] for key in HISTORY_KEYS}
     best_key, best_state, best_epoch = None, None, -1
     pool = ThreadPoolExecutor(max_workers=config.workers) if config.workers > 0 else None
     try:
         for epoch in range(config.epochs):
             t_epoch = time.perf_counter()
-            model.train()
-            batches = make_batches(rng)
-            losses = []
-            for positions, batch in zip(batches, _read_batches(frames, batches, pool, config.workers)):
-                x = augment(torch.from_numpy(batch), config.noise_std, generator).to(device)
-                y = torch.from_numpy(train_labels[positions]).to(device)
-                loss = F.cross_entropy(model(x), y)
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-                losses.append(float(loss.detach()))
+            losses = train_one_epoch(model, optimizer, frames, train_labels, make_batches(rng), pool, generator,
+                                     config, device)
+            metrics = evaluate(model, val_images, val_labels, val_groups, max(config.batch_size, 128), device)
+            row = {"epoch": epoch, "train_loss": float(np.mean(losses)) if losses else float("nan"), **metrics,
+                   "lr": optimizer.param_groups[0]["lr"], "seconds": time.perf_counter() - t_epoch}
+            for key in HISTORY_KEYS:
+                history[key].append(row[key])
 
-            val_scores = predict(model, val_images, max(config.batch_size, 128), device)
-            eps = 1e-7
-            val_loss = float(-np.mean(val_labels * np.log(val_scores + eps)
-                                      + (1 - val_labels) * np.log(1 - val_scores + eps)))
-            threshold = choose_threshold(val_scores, val_labels)
-            ba = balanced_accuracy_at(val_scores, val_labels, threshold)
-            worst = float("nan")
-            if val_groups is not None:
-                groups = np.asarray(val_groups)
-                per_group = [balanced_accuracy_at(val_scores[groups == g], val_labels[groups == g], threshold)
-                             for g in np.unique(groups)]
-                finite = [v for v in per_group if np.isfinite(v)]
-                worst = float(min(finite)) if finite else float("nan")
-            current_lr = optimizer.param_groups[0]["lr"]
-            for key, value in (
-                ("epoch", epoch), ("train_loss", float(np.mean(losses)) if losses else float("nan")),
-                ("val_loss", val_loss), ("val_balanced_accuracy", ba),
-                ("val_balanced_accuracy_at_0.5", balanced_accuracy_at(val_scores, val_labels, 0.5)),
-                ("val_auroc", auroc(val_scores, val_labels)),
-                ("val_worst_group_balanced_accuracy", worst), ("threshold", threshold),
-                ("lr", current_lr), ("seconds", time.perf_counter() - t_epoch),
-            ):
-                history[key].append(value)
+            # a validation set without both classes has no balanced accuracy: fall back on its loss
+            ba, val_loss = metrics["val_balanced_accuracy"], metrics["val_loss"]
             scheduler.step(ba if np.isfinite(ba) else -val_loss)
             key = (ba if np.isfinite(ba) else -np.inf, -val_loss)
             if best_key is None or key > best_key:
                 best_key, best_epoch = key, epoch
                 best_state = copy.deepcopy(model.state_dict())
             log(
-                f"epoch {epoch + 1}/{config.epochs}: train loss {history['train_loss'][-1]:.4f}, "
-                f"val loss {val_loss:.4f}, val balanced accuracy {ba:.3f} (threshold {threshold:.3f}), "
-                f"val AUROC {history['val_auroc'][-1]:.3f}, lr {current_lr:.2e}, "
-                f"{history['seconds'][-1]:.1f} s"
+                f"epoch {epoch + 1}/{config.epochs}: train loss {row['train_loss']:.4f}, "
+                f"val loss {val_loss:.4f}, val balanced accuracy {ba:.3f} (threshold {row['threshold']:.3f}), "
+                f"val AUROC {row['val_auroc']:.3f}, lr {row['lr']:.2e}, {row['seconds']:.1f} s"
             )
     finally:
         if pool is not None:

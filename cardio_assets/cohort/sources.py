@@ -11,7 +11,8 @@ from pathlib import Path
 
 from cardio_assets.cohort.readers import scan_acdc, scan_mms, scan_ukbb
 from cardio_assets.cohort.readers.base import ScanResult, SourceMissingError
-from cardio_assets.phantom.generate import PhantomConfig, generate_phantom_cohort
+from cardio_assets.phantom.config import PhantomConfig
+from cardio_assets.phantom.generate import generate_phantom_cohort
 
 
 def prepare_phantom(lake_dir: str | Path, profile_name: str, config: PhantomConfig, workers: int) -> dict:

@@ -18,11 +18,11 @@ patient, and the `masks_from_training_only` check traces those to the training s
 
 from __future__ import annotations
 
-import os
-import uuid
 from pathlib import Path
 
 import pandas as pd
+
+from cardio_assets.lake.atomic import atomic_write_file
 
 FILE_NAME = "training_patients.parquet"
 CLASSIFIER_FOLDER = "classifiers"  # under data_lake/models/, beside the generator models
@@ -42,18 +42,9 @@ def classifier_run_name(strategy: str, seed) -> str:
 
 
 def write_training_patients(folder: Path, table: pd.DataFrame) -> Path:
-    """Write the table into `folder` through a temporary sibling and a rename (a killed run
-    leaves the previous record, never half of one)."""
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / FILE_NAME
-    tmp = folder / f".{FILE_NAME}.tmp-{uuid.uuid4().hex[:8]}"
-    try:
-        table[list(COLUMNS)].to_parquet(tmp, index=False)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
+    """Write the table into `folder` atomically (a killed run leaves the previous record,
+    never half of one)."""
+    return atomic_write_file(Path(folder) / FILE_NAME, lambda tmp: table[list(COLUMNS)].to_parquet(tmp, index=False))
 
 
 def read_training_patients(folder: Path) -> pd.DataFrame | None:

@@ -28,7 +28,7 @@ from cardio_assets.defs.partitions import cell_partitions
 from cardio_assets.defs.resources import PipelineSettings
 from cardio_assets.generation.synthesis import patient_hash, privacy_salt
 from cardio_assets.lake.values import FrameSet
-from cardio_assets.metrics.fairness import TABLE2_ROWS
+from cardio_assets.metrics.groups import TABLE2_ROWS
 
 # per-partition asset checks are a Dagster preview feature; we rely on it knowingly
 warnings.filterwarnings("ignore", category=PreviewWarning, message=".*partitions_def on an AssetCheckSpec.*")

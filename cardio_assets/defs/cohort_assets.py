@@ -8,10 +8,12 @@ from cardio_assets.cohort.cell_counts import summarize_cells, without_cell_count
 from cardio_assets.cohort.sources import describe_real_source, prepare_phantom, scan_source
 from cardio_assets.cohort.splits import split_patients
 from cardio_assets.cohort.validation import drop_duplicate_ids, quarantine_frame, validate_entries
+from cardio_assets.defs.metadata import table_metadata
 from cardio_assets.defs.resources import SOURCES, PipelineSettings
+from cardio_assets.defs.versions import CODE_VERSION, data_version
 
 
-@asset(group_name="cohort")
+@asset(code_version=CODE_VERSION, group_name="cohort")
 def cohort_source(context: AssetExecutionContext, settings: PipelineSettings) -> dict:
     """What to read: the built-in phantom (generated here on first run) or a real cohort's folder."""
     if settings.source not in SOURCES:
@@ -31,8 +33,8 @@ def cohort_source(context: AssetExecutionContext, settings: PipelineSettings) ->
 @multi_asset(
     group_name="cohort",
     outs={
-        "cohort": AssetOut(description="One row per usable patient: attributes, cell, files, ED/ES frames, geometry."),
-        "cohort_quarantine": AssetOut(description="Patients left out, each with the file and the reason."),
+        "cohort": AssetOut(code_version=CODE_VERSION, description="One row per usable patient: attributes, cell, files, ED/ES frames, geometry."),
+        "cohort_quarantine": AssetOut(code_version=CODE_VERSION, description="Patients left out, each with the file and the reason."),
     },
 )
 def cohort(context: AssetExecutionContext, settings: PipelineSettings, cohort_source: dict):
@@ -45,7 +47,7 @@ def cohort(context: AssetExecutionContext, settings: PipelineSettings, cohort_so
     )
     for row in quarantine.itertuples():
         context.log.warning(f"quarantined: {row.detail} [{row.reason}]")
-    yield Output(table, output_name="cohort", metadata={
+    yield Output(table, output_name="cohort", data_version=data_version(table), metadata={
         "n_patients": len(table),
         "n_with_cell": int(table["cell"].notna().sum()),
         # kept without a cell (missing sex, age, BMI or diagnosis): split, never in frames
@@ -54,32 +56,30 @@ def cohort(context: AssetExecutionContext, settings: PipelineSettings, cohort_so
         "n_hf": int((table["diagnosis"] == "hf").sum()),
         "by_subset": MetadataValue.json(table["subset"].value_counts().to_dict()),
     })
-    yield Output(quarantine, output_name="cohort_quarantine", metadata={
+    yield Output(quarantine, output_name="cohort_quarantine", data_version=data_version(quarantine), metadata={
         "n_quarantined": len(quarantine),
         "by_reason": MetadataValue.json(quarantine["reason"].value_counts().to_dict()),
-        "preview": MetadataValue.md(quarantine.head(20).to_markdown(index=False) if len(quarantine) else "none"),
+        "preview": table_metadata(quarantine.head(20)),
     })
 
 
-@asset(group_name="cohort")
-def patient_splits(context: AssetExecutionContext, settings: PipelineSettings, cohort: pd.DataFrame) -> pd.DataFrame:
+@asset(code_version=CODE_VERSION, group_name="cohort")
+def patient_splits(settings: PipelineSettings, cohort: pd.DataFrame) -> Output[pd.DataFrame]:
     """By patient: 20% test, 20% of the rest validation, stratified by cell; held-out cohort apart."""
     splits = split_patients(cohort, seed=settings.seed)
-    context.add_output_metadata({
+    return Output(splits, data_version=data_version(splits), metadata={
         "seed": settings.seed,
         "counts": MetadataValue.json(splits["split"].value_counts().to_dict()),
         "n_without_cell": int(splits["cell"].isna().sum()),
     })
-    return splits
 
 
-@asset(group_name="cohort")
-def subgroup_cells(context: AssetExecutionContext, cohort: pd.DataFrame, patient_splits: pd.DataFrame) -> pd.DataFrame:
+@asset(code_version=CODE_VERSION, group_name="cohort")
+def subgroup_cells(cohort: pd.DataFrame, patient_splits: pd.DataFrame) -> Output[pd.DataFrame]:
     """The 36 sex x age x BMI x diagnosis cells: counts per split, HF prevalence, sampling weights."""
     table = summarize_cells(cohort, patient_splits)
-    context.add_output_metadata({
+    return Output(table, data_version=data_version(table), metadata={
         "empty_cells": int((table["n_patients"] == 0).sum()),
         "n_without_cell": int(cohort["cell"].isna().sum()),  # not in any cell's counts
-        "table": MetadataValue.md(table.to_markdown(index=False, floatfmt=".3f")),
+        "table": table_metadata(table),
     })
-    return table

@@ -14,11 +14,15 @@ from cardio_assets.cohort.training_patients import CLASSIFIER_FOLDER, write_trai
 from cardio_assets.defs.automation import AFTER_REGENERATION
 from cardio_assets.defs.gpu import GPU_POOL, GpuResource
 from cardio_assets.defs.images import gather, png_markdown
+from cardio_assets.defs.metadata import table_metadata
 from cardio_assets.defs.resources import PipelineSettings
+from cardio_assets.defs.versions import CODE_VERSION
 from cardio_assets.generation import Sampler
-from cardio_assets.metrics.fairness import fairness_metrics, table2
+from cardio_assets.metrics.fairness import fairness_metrics
+from cardio_assets.metrics.fairness_report import write_fairness_report
 from cardio_assets.metrics.realism import diversity_table, inception_extractor, module_extractor, realism_table
-from cardio_assets.metrics.report import markdown_table, write_fairness_report, write_realism_report
+from cardio_assets.metrics.realism_report import table1, write_realism_report
+from cardio_assets.metrics.table2 import table2
 
 ALL_FRAMES = AssetIn("frames", partition_mapping=AllPartitionMapping())
 ALL_SYNTHETIC = AssetIn("synthetic_frames", partition_mapping=AllPartitionMapping())
@@ -34,9 +38,9 @@ def _synthetic_set(synthetic_frames: dict) -> ImageSet | None:
     pool=GPU_POOL,
     ins={"frames": ALL_FRAMES, "synthetic_frames": ALL_SYNTHETIC},
     outs={
-        "classifier_predictions": AssetOut(description="Scores of every run on the real test split and the balanced held-out cohort.",
+        "classifier_predictions": AssetOut(code_version=CODE_VERSION, description="Scores of every run on the real test split and the balanced held-out cohort.",
                                            automation_condition=AFTER_REGENERATION),
-        "classifier_runs": AssetOut(description="One row per strategy x seed: data sizes, weights provenance, best epoch, threshold.",
+        "classifier_runs": AssetOut(code_version=CODE_VERSION, description="One row per strategy x seed: data sizes, weights provenance, best epoch, threshold.",
                                     automation_condition=AFTER_REGENERATION),
     },
 )
@@ -62,7 +66,7 @@ def classifier_runs(context: AssetExecutionContext, settings: PipelineSettings, 
     })
 
 
-@asset(group_name="reports", automation_condition=AFTER_REGENERATION)
+@asset(code_version=CODE_VERSION, group_name="reports", automation_condition=AFTER_REGENERATION)
 def fairness_report(context: AssetExecutionContext, settings: PipelineSettings, classifier_predictions: pd.DataFrame, classifier_runs: pd.DataFrame) -> pd.DataFrame:
     """Table 2 and more: balanced accuracy per group, gaps, underdiagnosis, AUROC, bootstrap CIs, paired comparisons."""
     config = settings.get_profile().classifier
@@ -72,17 +76,19 @@ def fairness_report(context: AssetExecutionContext, settings: PipelineSettings, 
     plots = {name: p for name, p in paths.items() if str(p).endswith(".png")}
     metadata = {
         "report": MetadataValue.path(str(paths["report"])),
-        "table_2_test": MetadataValue.md(markdown_table(table2(fairness, "test"))),
+        "table_2_test": table_metadata(table2(fairness, "test"), index=True),
+        "runs": table_metadata(runs_summary(classifier_runs)),
     }
     if (classifier_predictions["evaluation_set"] == "heldout").any():
-        metadata["table_2_heldout"] = MetadataValue.md(markdown_table(table2(fairness, "heldout")))
+        metadata["table_2_heldout"] = table_metadata(table2(fairness, "heldout"), index=True)
     for name, path in plots.items():
         metadata[f"plot_{name}"] = MetadataValue.md(png_markdown(Path(path), name))
+        metadata[f"plot_{name}_file"] = MetadataValue.path(str(path))
     context.add_output_metadata(metadata)
     return fairness
 
 
-@asset(group_name="reports", pool=GPU_POOL, ins={"frames": ALL_FRAMES, "synthetic_frames": ALL_SYNTHETIC},
+@asset(code_version=CODE_VERSION, group_name="reports", pool=GPU_POOL, ins={"frames": ALL_FRAMES, "synthetic_frames": ALL_SYNTHETIC},
        automation_condition=AFTER_REGENERATION)
 def realism_report(context: AssetExecutionContext, settings: PipelineSettings, gpu: GpuResource, frames: dict,
                    synthetic_frames: dict, attribute_predictors: dict, controlnet: dict) -> pd.DataFrame:
@@ -101,6 +107,7 @@ def realism_report(context: AssetExecutionContext, settings: PipelineSettings, g
     paths = write_realism_report(table, settings.reports_dir() / "realism", diversity=diversity, extractor_description=extractor.description)
     context.add_output_metadata({
         "report": MetadataValue.path(str(paths["report"])),
+        "table_1": table_metadata(table1(table)),
         "feature_extractor": extractor.description,
         "intra_prompt_ms_ssim": float(diversity["ms_ssim"].mean()) if len(diversity) else float("nan"),
     })
@@ -121,3 +128,12 @@ def _diversity(settings, gpu, frames, controlnet, profile) -> pd.DataFrame:
     index = pd.DataFrame({"prompt": [p for p in prompts for _ in range(k)], "mask_id": np.repeat(np.arange(len(prompts)), k),
                           "cell": [c for c in real.index["cell"].iloc[rows] for _ in range(k)]})
     return diversity_table(ImageSet(images, index), by=("prompt", "mask_id"))
+
+
+RUN_COLUMNS = ("strategy", "seed", "n_train_real", "n_train_synthetic", "alpha", "best_epoch", "val_balanced_accuracy", "val_auroc",
+               "threshold", "model_description", "skipped_reason")
+
+
+def runs_summary(runs: pd.DataFrame) -> pd.DataFrame:
+    """The columns of the run records a reader compares first (all of them are in runs.csv)."""
+    return runs[[c for c in RUN_COLUMNS if c in runs.columns]]

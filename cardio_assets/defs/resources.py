@@ -5,23 +5,43 @@ import json
 import os
 from pathlib import Path
 
-from dagster import ConfigurableResource
-from pydantic import Field
+from dagster import ConfigurableResource, EnvVar
+from pydantic import Field, field_validator
 
 from cardio_assets.profiles import Profile, get_profile
 
 SOURCES = ("phantom", "ukbb", "mms", "acdc")
 
+# Each setting's environment variable (README, "Configuration"); an unset one leaves the field's default.
+STRING_VARS = {
+    "profile": "CARDIO_PROFILE",
+    "data_lake": "CARDIO_DATA_LAKE",
+    "source": "CARDIO_SOURCE",
+    "source_root": "CARDIO_SOURCE_ROOT",
+    "metadata_csv": "CARDIO_METADATA_CSV",
+    "diagnosis_map": "CARDIO_DIAGNOSIS_MAP",
+    "sd_backbone_dir": "CARDIO_SD_BACKBONE_DIR",
+    "resnet_weights": "CARDIO_RESNET_WEIGHTS",
+    "inception_weights": "CARDIO_INCEPTION_WEIGHTS",
+}
+INT_VARS = {"seed": "CARDIO_SEED", "workers": "CARDIO_WORKERS"}
+UKBB_INSTANCE_FALLBACK_VAR = "CARDIO_UKBB_INSTANCE_FALLBACK"
+
+
+def ukbb_instance_fallback_from_env() -> bool:
+    return os.getenv(UKBB_INSTANCE_FALLBACK_VAR, "0").strip().lower() in ("1", "true", "yes", "on")
+
 
 class PipelineSettings(ConfigurableResource):
     """Where the cohort comes from, how big a run is, where outputs go.
 
-    Defaults come from environment variables (see README) so that `dagster dev`, the
-    demo command and the tests share one mechanism.
+    Values come from environment variables (see README) so that `dagster dev`, the
+    demo command and the tests share one mechanism; the launchpad can override each.
     """
 
     profile: str = Field(default="demo", description="smoke | demo | paper")
-    data_lake: str = Field(default="data_lake", description="folder that holds every output")
+    # validate_default: the default folder is made absolute too
+    data_lake: str = Field(default="data_lake", validate_default=True, description="folder that holds every output")
     source: str = Field(default="phantom", description="phantom | ukbb | mms | acdc")
     source_root: str = Field(default="", description="the cohort's folder (not used for phantom)")
     metadata_csv: str = Field(default="", description="UK Biobank or M&Ms metadata CSV (not for ACDC)")
@@ -33,22 +53,31 @@ class PipelineSettings(ConfigurableResource):
     resnet_weights: str = Field(default="", description="local ImageNet ResNet-18 state_dict file; empty: random initialisation")
     inception_weights: str = Field(default="", description="local FID InceptionV3 weights file (torch-fidelity); empty: a feature extractor trained on real frames")
 
+    @field_validator("data_lake", mode="before")
+    @classmethod
+    def _absolute_data_lake(cls, value):
+        # An EnvVar is only a name here: Dagster resolves it when a run starts and builds the
+        # resource again from the value, which then passes through here and is made absolute.
+        return value if isinstance(value, EnvVar) else os.path.abspath(value)
+
     @classmethod
     def from_env(cls) -> "PipelineSettings":
-        return cls(
-            profile=os.getenv("CARDIO_PROFILE", "demo"),
-            data_lake=os.path.abspath(os.getenv("CARDIO_DATA_LAKE", "data_lake")),
-            source=os.getenv("CARDIO_SOURCE", "phantom"),
-            source_root=os.getenv("CARDIO_SOURCE_ROOT", ""),
-            metadata_csv=os.getenv("CARDIO_METADATA_CSV", ""),
-            diagnosis_map=os.getenv("CARDIO_DIAGNOSIS_MAP", ""),
-            seed=int(os.getenv("CARDIO_SEED", "0")),
-            workers=int(os.getenv("CARDIO_WORKERS", "0")),
-            ukbb_instance_fallback=os.getenv("CARDIO_UKBB_INSTANCE_FALLBACK", "0").strip().lower() in ("1", "true", "yes", "on"),
-            sd_backbone_dir=os.getenv("CARDIO_SD_BACKBONE_DIR", ""),
-            resnet_weights=os.getenv("CARDIO_RESNET_WEIGHTS", ""),
-            inception_weights=os.getenv("CARDIO_INCEPTION_WEIGHTS", ""),
-        )
+        """The values the environment holds now: for code that reads them before a run (the headless CLI)."""
+        strings = {field: os.environ[var] for field, var in STRING_VARS.items() if var in os.environ}
+        ints = {field: int(os.environ[var]) for field, var in INT_VARS.items() if var in os.environ}
+        return cls(**strings, **ints, ukbb_instance_fallback=ukbb_instance_fallback_from_env())
+
+    @classmethod
+    def bound_to_env_vars(cls) -> "PipelineSettings":
+        """For the code location: each set variable becomes an EnvVar, which Dagster reads when a run
+        starts, so a deployment configures the runs and the launchpad can override any value.
+
+        An unset variable leaves the field's default: an EnvVar has no default, and an unset one
+        fails the run. The UK Biobank flag is read here, at load: EnvVar fills str and int fields only.
+        """
+        strings = {field: EnvVar(var) for field, var in STRING_VARS.items() if var in os.environ}
+        ints = {field: EnvVar.int(var) for field, var in INT_VARS.items() if var in os.environ}
+        return cls(**strings, **ints, ukbb_instance_fallback=ukbb_instance_fallback_from_env())
 
     def get_profile(self) -> Profile:
         return get_profile(self.profile)

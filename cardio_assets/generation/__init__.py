@@ -6,7 +6,8 @@ CUDA at import time.
 """
 
 from cardio_assets.compute import configure_backend, resolve_device, resolve_dtype, seed_everything
-from cardio_assets.generation.backbone import Backbone, load_backbone, train_small_backbone
+from cardio_assets.generation.backbone import Backbone, load_backbone
+from cardio_assets.generation.backbone_training import train_small_backbone
 from cardio_assets.generation.config import DiffusionConfig
 from cardio_assets.generation.control import control_image
 from cardio_assets.generation.controlnet import CheckpointMismatch, train_controlnet

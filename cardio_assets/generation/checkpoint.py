@@ -2,8 +2,8 @@
 
 A checkpoint is a folder `checkpoint/` holding `model.safetensors` (the trained weights) and
 `state.pt` (step, optimizer, lr scheduler, RNG states of torch / numpy / python / CUDA and of
-the data generator, loss history, config fingerprint). It is written to a temporary sibling
-folder and renamed into place, so a crash mid-write leaves the previous checkpoint intact.
+the data generator, loss history, config fingerprint) and `COMPLETE`. It is written through
+`cardio_assets.lake.atomic.atomic_dir`, so a crash mid-write leaves the previous checkpoint intact.
 `state.pt` holds only tensors and plain Python values, so it loads with `weights_only=True`.
 """
 
@@ -12,12 +12,13 @@ from __future__ import annotations
 import os
 import random
 import shutil
-import uuid
 from pathlib import Path
 
 import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
+
+from cardio_assets.lake.atomic import atomic_dir
 
 NAME = "checkpoint"
 
@@ -51,36 +52,27 @@ def _state_dict_cpu(model: torch.nn.Module) -> dict[str, torch.Tensor]:
 
 
 def save_checkpoint(out_dir: str | Path, model: torch.nn.Module, state: dict) -> Path:
-    """Write `out_dir/checkpoint` atomically (temp folder, then rename)."""
+    """Write `out_dir/checkpoint` atomically; `COMPLETE` (the step) is written last, synced."""
     out_dir = Path(out_dir)
     final = out_dir / NAME
-    tmp = out_dir / f".{NAME}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-    tmp.mkdir(parents=True)
-    try:
+    with atomic_dir(final) as tmp:
         save_file(_state_dict_cpu(model), str(tmp / "model.safetensors"))
         torch.save(state, tmp / "state.pt")
         with open(tmp / "COMPLETE", "w") as fh:
             fh.write(str(state.get("step", "")))
             fh.flush()
             os.fsync(fh.fileno())
-        old = out_dir / f".{NAME}.old"
-        if old.exists():
-            shutil.rmtree(old)
-        if final.exists():
-            final.rename(old)
-        tmp.rename(final)
-        if old.exists():
-            shutil.rmtree(old)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+    # a crash between atomic_dir's two renames leaves the previous checkpoint aside as
+    # `.checkpoint.old-*` (find_checkpoint falls back to it); the new one supersedes it
+    for old in out_dir.glob(f".{NAME}.old*"):
+        shutil.rmtree(old, ignore_errors=True)
     return final
 
 
 def find_checkpoint(out_dir: str | Path) -> Path | None:
     """The complete checkpoint folder, also after a crash between the two renames."""
     out_dir = Path(out_dir)
-    for cand in (out_dir / NAME, out_dir / f".{NAME}.old"):
+    for cand in (out_dir / NAME, *sorted(out_dir.glob(f".{NAME}.old*"))):
         if (cand / "COMPLETE").exists():
             return cand
     return None
@@ -94,6 +86,8 @@ def load_checkpoint(path: str | Path, model: torch.nn.Module) -> dict:
     return torch.load(path / "state.pt", map_location="cpu", weights_only=True)
 
 
-def clean_temporaries(out_dir: str | Path) -> None:
-    for p in Path(out_dir).glob(f".{NAME}.tmp-*"):
-        shutil.rmtree(p, ignore_errors=True)
+def clean_temporaries(out_dir: str | Path, names: tuple[str, ...] = (NAME,)) -> None:
+    """Remove the half-written `atomic_dir` temporaries of `out_dir/<name>` a killed run left."""
+    for name in names:
+        for p in Path(out_dir).glob(f".{name}.tmp-*"):
+            shutil.rmtree(p, ignore_errors=True)

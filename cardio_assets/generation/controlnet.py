@@ -2,10 +2,9 @@
 
 Only the ControlNet branch trains (`ControlNetModel.from_unet`); VAE, UNet and text encoder are
 frozen (`requires_grad_(False)`). VAE posteriors (mean, std) and prompt embeddings are computed
-once and cached: in memory, or as float16 memmaps in `out_dir/cache/` when larger than
-`config.cache_in_memory_max_bytes`; each step samples a latent from the cached posterior, as
-`latent_dist.sample()` would. Prompts are replaced by the empty prompt with probability
-`config.prompt_drop` so that classifier-free guidance works at sampling time.
+once and cached (`cardio_assets.generation.controlnet_data`); each step samples a latent from
+the cached posterior, as `latent_dist.sample()` would. Prompts are replaced by the empty prompt
+with probability `config.prompt_drop` so that classifier-free guidance works at sampling time.
 
 Resumable: every `checkpoint_every` steps (and at the end) `out_dir/checkpoint/` is written
 atomically with weights, optimizer, lr scheduler and all RNG states; a new call finds it and
@@ -16,10 +15,8 @@ is checkpointed.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
-import shutil
 import time
 from pathlib import Path
 from typing import Callable, Sequence
@@ -29,14 +26,8 @@ import torch
 import torch.nn.functional as F
 
 from cardio_assets.compute import autocast_context, configure_backend, resolve_device, resolve_dtype, seed_everything
-from cardio_assets.generation.backbone import (
-    RECORD_NAME,
-    diffusion_target,
-    encode_prompts,
-    load_backbone,
-    unique_prompts,
-)
-from cardio_assets.generation.balance import cell_balanced_weights, draw_rows
+from cardio_assets.generation.backbone import RECORD_NAME, diffusion_target, load_backbone
+from cardio_assets.generation.checkpoint import NAME as CHECKPOINT_NAME
 from cardio_assets.generation.checkpoint import (
     clean_temporaries,
     find_checkpoint,
@@ -46,85 +37,16 @@ from cardio_assets.generation.checkpoint import (
     set_rng_states,
 )
 from cardio_assets.generation.config import DiffusionConfig
-from cardio_assets.generation.control import check_controls, check_images, control_channels, control_tensor, to_model_space
+from cardio_assets.generation.control import check_controls, check_images, control_channels
+from cardio_assets.generation.controlnet_data import backbone_identity, fingerprint_images, prepare_data
 from cardio_assets.generation.progress import Progress, subsample_curve
+from cardio_assets.lake.atomic import atomic_dir, atomic_write_text
+
+FINAL_NAME = "controlnet"
 
 
 class CheckpointMismatch(RuntimeError):
     """The checkpoint in out_dir was made with a different training configuration."""
-
-
-def backbone_identity(folder: str | Path) -> str:
-    """Changes when the backbone folder's weights are rewritten (path, sizes, mtimes)."""
-    folder = Path(folder).resolve()
-    h = hashlib.sha1(str(folder).encode())
-    index = folder / "model_index.json"
-    if index.exists():
-        h.update(index.read_bytes())
-    for sub in ("vae", "unet", "text_encoder"):
-        for f in sorted((folder / sub).glob("*")):
-            st = f.stat()
-            h.update(f"{sub}/{f.name}:{st.st_size}:{st.st_mtime_ns}".encode())
-    return h.hexdigest()
-
-
-def _fingerprint_images(images: np.ndarray, controls: np.ndarray, prompts: list[str]) -> str:
-    h = hashlib.sha1()
-    h.update(str((images.shape, controls.shape, len(prompts))).encode())
-    step = max(1, len(images) // 64)
-    h.update(np.ascontiguousarray(images[::step]).tobytes())
-    h.update(np.ascontiguousarray(controls[::step]).tobytes())
-    h.update("\n".join(prompts[::step]).encode())
-    return h.hexdigest()
-
-
-@torch.no_grad()
-def _latent_cache(backbone, images, config, out_dir: Path, device, dtype, fingerprint: str, backbone_id: str, log):
-    """(mean, std) of the VAE posterior per image; tensors or float16 memmaps (N, C, h, w)."""
-    n = len(images)
-    h = config.resolution // backbone.vae_scale_factor
-    c = backbone.vae.config.latent_channels
-    nbytes = 2 * n * c * h * h * 4
-    in_memory = nbytes <= config.cache_in_memory_max_bytes
-    cache_dir = out_dir / "cache"
-    meta = {"n": n, "shape": [c, h, h], "resolution": config.resolution, "backbone": backbone_id,
-            "fingerprint": fingerprint}
-    if not in_memory and (cache_dir / "meta.json").exists():
-        if json.loads((cache_dir / "meta.json").read_text()) == meta:
-            log(f"controlnet: reusing latent cache {cache_dir}")
-            mean = np.load(cache_dir / "latent_mean.npy", mmap_mode="r")
-            std = np.load(cache_dir / "latent_std.npy", mmap_mode="r")
-            return mean, std
-    if in_memory:
-        mean = torch.empty((n, c, h, h), dtype=torch.float32)
-        std = torch.empty((n, c, h, h), dtype=torch.float32)
-    else:
-        shutil.rmtree(cache_dir, ignore_errors=True)
-        cache_dir.mkdir(parents=True)
-        mean = np.lib.format.open_memmap(cache_dir / "latent_mean.npy", mode="w+", dtype=np.float16, shape=(n, c, h, h))
-        std = np.lib.format.open_memmap(cache_dir / "latent_std.npy", mode="w+", dtype=np.float16, shape=(n, c, h, h))
-    progress = Progress("controlnet: encoding latents", n, every_seconds=config.log_every_seconds, log=log, unit="image")
-    bs = config.encode_batch_size
-    for i in range(0, n, bs):
-        x = to_model_space(images[i : i + bs], config.resolution).to(device=device, dtype=dtype)
-        dist = backbone.vae.encode(x).latent_dist
-        m, s = dist.mean.float().cpu(), dist.std.float().cpu()
-        if in_memory:
-            mean[i : i + bs], std[i : i + bs] = m, s
-        else:
-            mean[i : i + bs], std[i : i + bs] = m.numpy().astype(np.float16), s.numpy().astype(np.float16)
-        progress.update(min(i + bs, n))
-    if not in_memory:
-        mean.flush()
-        std.flush()
-        (cache_dir / "meta.json").write_text(json.dumps(meta))
-    return mean, std
-
-
-def _rows(array, idx: torch.Tensor) -> torch.Tensor:
-    if isinstance(array, torch.Tensor):
-        return array[idx]
-    return torch.from_numpy(np.asarray(array[idx.numpy()], dtype=np.float32))
 
 
 def controlnet_loss(backbone, controlnet, latents, noise, timesteps, hidden, cond, dtype=torch.float32):
@@ -173,10 +95,77 @@ def train_controlnet(
     """
     if resume not in ("auto", "require", "never"):
         raise ValueError(f"resume must be auto, require or never, not {resume!r}")
-    from diffusers import ControlNetModel
-    from diffusers.optimization import get_scheduler
-
     t_call = time.perf_counter()
+    images, controls, prompts = _checked_inputs(images, controls, prompts)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    clean_temporaries(out_dir, (CHECKPOINT_NAME, FINAL_NAME))
+
+    # -- set-up: frozen backbone, cached data, ControlNet + optimizer, then the checkpoint if any
+    device = resolve_device(config.device)
+    dtype = resolve_dtype(config.dtype, device)
+    configure_backend(config.tf32, config.cpu_threads)
+    seed_everything(config.seed)
+    backbone, identity, data, cache_seconds = _load_backbone_and_data(
+        backbone_dir, images, controls, prompts, cells, config, out_dir, device, dtype, log
+    )
+    controlnet, params, optimizer, lr_scheduler = _build_controlnet(backbone, config, device)
+    gen = torch.Generator().manual_seed(config.seed)  # all per-step randomness; checkpointed
+    start, losses, seconds_before, resumed_from = _resume(out_dir, resume, identity, controlnet, optimizer, lr_scheduler, gen, log)
+    total = int(config.controlnet_steps)
+    if start > total:
+        log(f"controlnet: checkpoint is at step {start}, beyond the {total} steps asked; keeping it")
+    if start < total and (out_dir / RECORD_NAME).exists():
+        (out_dir / RECORD_NAME).unlink()  # no record = not finished (until the end of this call)
+
+    # -- the training loop
+    accum = config.grad_accumulation
+    progress = Progress("controlnet", total, start=start, every_seconds=config.log_every_seconds, log=log)
+    t_loop = time.perf_counter()
+    last_saved = start
+    for step in range(start + 1, total + 1):
+        optimizer.zero_grad(set_to_none=True)
+        step_loss = 0.0
+        for _ in range(accum):
+            latents, noise, timesteps, hidden, cond = data.draw_batch(config, gen, device)
+            loss = controlnet_loss(backbone, controlnet, latents, noise, timesteps, hidden, cond, dtype) / accum
+            loss.backward()
+            step_loss += float(loss.detach())
+        if config.max_grad_norm:
+            torch.nn.utils.clip_grad_norm_(params, config.max_grad_norm)
+        optimizer.step()
+        lr_scheduler.step()
+        losses.append(step_loss)
+        if config.checkpoint_every and step % config.checkpoint_every == 0:
+            seconds = seconds_before + (time.perf_counter() - t_loop)
+            save_checkpoint(out_dir, controlnet, _checkpoint_state(step, optimizer, lr_scheduler, gen, losses, seconds, identity))
+            last_saved = step
+        progress.update(step, step_loss)
+    steps_done = max(0, total - start)
+    loop_seconds = time.perf_counter() - t_loop
+
+    # -- saving: the last checkpoint, the final weights, then the record (its presence = finished)
+    if steps_done and last_saved != total:
+        seconds = seconds_before + (time.perf_counter() - t_loop)
+        save_checkpoint(out_dir, controlnet, _checkpoint_state(total, optimizer, lr_scheduler, gen, losses, seconds, identity))
+    final = out_dir / FINAL_NAME
+    with atomic_dir(final) as tmp:
+        controlnet.save_pretrained(tmp, safe_serialization=True)
+    record = _training_record(
+        config, backbone_dir, backbone, final, data, cells, device, dtype,
+        steps=max(total, start), steps_done=steps_done, resumed_from=resumed_from, losses=losses,
+        n_parameters=sum(p.numel() for p in params), seconds=time.perf_counter() - t_call,
+        seconds_before=seconds_before, cache_seconds=cache_seconds, loop_seconds=loop_seconds,
+    )
+    atomic_write_text(out_dir / RECORD_NAME, json.dumps(record, indent=1))
+    log(
+        f"controlnet: {record['steps']} steps done ({steps_done} in this call, "
+        f"{record['steps_per_second'] or 0:.2f} steps/s), saved to {final}"
+    )
+    return record
+
+
+def _checked_inputs(images, controls, prompts) -> tuple[np.ndarray, np.ndarray, list[str]]:
     images = np.asarray(images, dtype=np.float32)
     controls = np.asarray(controls)
     prompts = list(prompts)
@@ -186,32 +175,29 @@ def train_controlnet(
         raise ValueError(f"{len(prompts)} prompts for {len(images)} images")
     if len(images) == 0:
         raise ValueError("no training images")
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    clean_temporaries(out_dir)
+    return images, controls, prompts
 
-    device = resolve_device(config.device)
-    dtype = resolve_dtype(config.dtype, device)
-    configure_backend(config.tf32, config.cpu_threads)
-    seed_everything(config.seed)
 
+def _load_backbone_and_data(backbone_dir, images, controls, prompts, cells, config, out_dir, device, dtype, log):
+    """(frozen backbone, checkpoint identity, cached training data, seconds spent caching)."""
     backbone = load_backbone(backbone_dir, device=device, dtype=dtype)
     if backbone.resolution != config.resolution:
         log(f"controlnet: backbone native resolution {backbone.resolution} px, training at {config.resolution} px")
-    fingerprint = _fingerprint_images(images, controls, prompts)
-    backbone_id = backbone_identity(backbone_dir)
-
-    # -- caches (deterministic, no RNG)
+    identity = _checkpoint_identity(config, fingerprint_images(images, controls, prompts), backbone_identity(backbone_dir))
     t0 = time.perf_counter()
-    mean, std = _latent_cache(backbone, images, config, out_dir, device, dtype, fingerprint, backbone_id, log)
-    uniq, prompt_index = unique_prompts(prompts)
-    text_emb = torch.cat(
-        [encode_prompts(backbone.tokenizer, backbone.text_encoder, uniq[i : i + 64], device) for i in range(0, len(uniq), 64)]
+    data = prepare_data(
+        backbone, images, controls, prompts, cells, config, out_dir, device, dtype,
+        identity["data_fingerprint"], identity["backbone"], log,
     )
-    cache_seconds = time.perf_counter() - t0
-    sf = float(backbone.vae.config.scaling_factor)
+    return backbone, identity, data, time.perf_counter() - t0
 
-    # -- model, optimizer (fp32 weights; autocast to the backbone dtype on GPU)
+
+def _build_controlnet(backbone, config: DiffusionConfig, device: torch.device):
+    """(ControlNet, its trainable parameters, AdamW, lr scheduler); fp32 weights, autocast to
+    the backbone dtype on GPU. The ControlNet's new layers draw their init from the global RNG."""
+    from diffusers import ControlNetModel
+    from diffusers.optimization import get_scheduler
+
     controlnet = ControlNetModel.from_unet(
         backbone.unet, conditioning_embedding_out_channels=tuple(config.controlnet_cond_channels),
         conditioning_channels=control_channels(config.control_encoding),
@@ -223,110 +209,70 @@ def train_controlnet(
     params = [p for p in controlnet.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
     lr_scheduler = get_scheduler("constant_with_warmup", optimizer, num_warmup_steps=config.lr_warmup_steps)
-    gen = torch.Generator().manual_seed(config.seed)
+    return controlnet, params, optimizer, lr_scheduler
 
-    # -- resume
-    start, losses, seconds_before, resumed_from = 0, [], 0.0, None
+
+def _checkpoint_identity(config: DiffusionConfig, data_fingerprint: str, backbone_id: str) -> dict:
+    """What a checkpoint must match to be resumed: training config, training data, backbone weights."""
+    return {
+        "fingerprint": json.dumps(config.training_fingerprint()),
+        "data_fingerprint": data_fingerprint,
+        "backbone": backbone_id,
+    }
+
+
+def _checkpoint_state(step: int, optimizer, lr_scheduler, gen, losses: list[float], seconds: float, identity: dict) -> dict:
+    return {
+        "step": step,
+        "optimizer": optimizer.state_dict(),
+        "lr_scheduler": lr_scheduler.state_dict(),
+        "rng": rng_states(gen),
+        "losses": torch.tensor(losses, dtype=torch.float64),
+        "seconds": seconds,
+        **identity,
+    }
+
+
+def _resume(out_dir: Path, resume: str, identity: dict, controlnet, optimizer, lr_scheduler, gen, log):
+    """(step, losses, seconds, resumed-from step) where training starts: a compatible checkpoint
+    is loaded into the ControlNet, optimizer, lr scheduler and RNGs; an incompatible one is set
+    aside (or refused), and training starts fresh at (0, [], 0.0, None)."""
+    fresh = (0, [], 0.0, None)
     ckpt = find_checkpoint(out_dir)
-    if ckpt is not None:
-        state = torch.load(ckpt / "state.pt", map_location="cpu", weights_only=True)
-        saved = json.loads(state["fingerprint"])
-        now = json.loads(json.dumps(config.training_fingerprint()))
-        diff = sorted(k for k in set(saved) | set(now) if saved.get(k) != now.get(k))
-        if state.get("data_fingerprint") != fingerprint:
-            diff.append("training data")
-        if state.get("backbone") != backbone_id:
-            diff.append("backbone weights")
-        if diff or resume == "never":
-            why = f"made with a different {', '.join(diff)}" if diff else "resume='never'"
-            if resume == "require":
-                raise CheckpointMismatch(f"{ckpt} was {why}; delete it to start over")
-            stale = out_dir / f"checkpoint.stale-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
-            ckpt.rename(stale)
-            log(f"controlnet: checkpoint {why}: set aside as {stale.name}, starting fresh")
-            ckpt = None
-    if ckpt is not None:
-        state = load_checkpoint(ckpt, controlnet)
-        optimizer.load_state_dict(state["optimizer"])
-        lr_scheduler.load_state_dict(state["lr_scheduler"])
-        set_rng_states(state["rng"], gen)
-        start = int(state["step"])
-        losses = [float(x) for x in state["losses"]]
-        seconds_before = float(state["seconds"])
-        resumed_from = start
-        log(f"controlnet: resuming from {ckpt} at step {start}")
-    total = int(config.controlnet_steps)
-    if start > total:
-        log(f"controlnet: checkpoint is at step {start}, beyond the {total} steps asked; keeping it")
-    if start < total and (out_dir / RECORD_NAME).exists():
-        (out_dir / RECORD_NAME).unlink()  # no record = not finished (until the end of this call)
+    if ckpt is None:
+        return fresh
+    state = torch.load(ckpt / "state.pt", map_location="cpu", weights_only=True)
+    saved, now = json.loads(state["fingerprint"]), json.loads(identity["fingerprint"])
+    diff = sorted(k for k in set(saved) | set(now) if saved.get(k) != now.get(k))
+    if state.get("data_fingerprint") != identity["data_fingerprint"]:
+        diff.append("training data")
+    if state.get("backbone") != identity["backbone"]:
+        diff.append("backbone weights")
+    if diff or resume == "never":
+        why = f"made with a different {', '.join(diff)}" if diff else "resume='never'"
+        if resume == "require":
+            raise CheckpointMismatch(f"{ckpt} was {why}; delete it to start over")
+        stale = out_dir / f"checkpoint.stale-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
+        ckpt.rename(stale)
+        log(f"controlnet: checkpoint {why}: set aside as {stale.name}, starting fresh")
+        return fresh
+    state = load_checkpoint(ckpt, controlnet)
+    optimizer.load_state_dict(state["optimizer"])
+    lr_scheduler.load_state_dict(state["lr_scheduler"])
+    set_rng_states(state["rng"], gen)
+    start = int(state["step"])
+    log(f"controlnet: resuming from {ckpt} at step {start}")
+    return start, [float(x) for x in state["losses"]], float(state["seconds"]), start
 
-    def checkpoint_state(step: int) -> dict:
-        return {
-            "step": step,
-            "optimizer": optimizer.state_dict(),
-            "lr_scheduler": lr_scheduler.state_dict(),
-            "rng": rng_states(gen),
-            "losses": torch.tensor(losses, dtype=torch.float64),
-            "seconds": seconds_before + (time.perf_counter() - t_loop),
-            "fingerprint": json.dumps(config.training_fingerprint()),
-            "data_fingerprint": fingerprint,
-            "backbone": backbone_id,
-        }
 
-    n = len(images)
-    weights = None if cells is None else torch.from_numpy(cell_balanced_weights(cells, config.cell_balance_cap))
-    T = backbone.noise_scheduler.config.num_train_timesteps
-    B, accum = config.batch_size, config.grad_accumulation
-    progress = Progress("controlnet", total, start=start, every_seconds=config.log_every_seconds, log=log)
-    t_loop = time.perf_counter()
-    last_saved = start
-    step = start
-    for step in range(start + 1, total + 1):
-        optimizer.zero_grad(set_to_none=True)
-        step_loss = 0.0
-        for _ in range(accum):
-            idx = draw_rows(n, B, gen, weights)
-            m, s = _rows(mean, idx), _rows(std, idx)
-            latents = (m + s * torch.randn(m.shape, generator=gen)) * sf
-            noise = torch.randn(latents.shape, generator=gen)
-            t = torch.randint(0, T, (B,), generator=gen)
-            drop = torch.rand(B, generator=gen) < config.prompt_drop
-            pidx = torch.where(drop, torch.zeros_like(idx), prompt_index[idx])
-            cond = control_tensor(controls[idx.numpy()], config.resolution, config.control_encoding).to(device)
-            hidden = text_emb[pidx.to(device)]
-            loss = controlnet_loss(
-                backbone, controlnet, latents.to(device), noise.to(device), t.to(device), hidden, cond, dtype
-            ) / accum
-            loss.backward()
-            step_loss += float(loss.detach())
-        if config.max_grad_norm:
-            torch.nn.utils.clip_grad_norm_(params, config.max_grad_norm)
-        optimizer.step()
-        lr_scheduler.step()
-        losses.append(step_loss)
-        if config.checkpoint_every and step % config.checkpoint_every == 0:
-            save_checkpoint(out_dir, controlnet, checkpoint_state(step))
-            last_saved = step
-        progress.update(step, step_loss)
-    steps_done = max(0, total - start)
-    loop_seconds = time.perf_counter() - t_loop
-    if steps_done and last_saved != total:
-        save_checkpoint(out_dir, controlnet, checkpoint_state(total))
-
-    # -- final weights, atomically
-    final = out_dir / "controlnet"
-    tmp = out_dir / ".controlnet.tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
-    controlnet.save_pretrained(tmp, safe_serialization=True)
-    if final.exists():
-        shutil.rmtree(final)
-    tmp.rename(final)
-
-    seconds = time.perf_counter() - t_call
-    record = {
+def _training_record(
+    config: DiffusionConfig, backbone_dir, backbone, final: Path, data, cells, device, dtype, *,
+    steps: int, steps_done: int, resumed_from: int | None, losses: list[float], n_parameters: int,
+    seconds: float, seconds_before: float, cache_seconds: float, loop_seconds: float,
+) -> dict:
+    return {
         "kind": "controlnet",
-        "steps": max(total, start),
+        "steps": steps,
         "steps_this_call": steps_done,
         "resumed_from_step": resumed_from,
         "loss_curve": subsample_curve(losses),
@@ -336,10 +282,10 @@ def train_controlnet(
         "backbone_trained_here": backbone.trained_here,
         "backbone_source": "trained here" if backbone.trained_here else "loaded from local folder",
         "controlnet_folder": str(final),
-        "n_images": n,
-        "n_prompts": len(uniq) - 1,
+        "n_images": len(data.controls),
+        "n_prompts": data.n_prompts,
         "sampling": "uniform" if cells is None else f"balanced over cells, cap {config.cell_balance_cap:g}",
-        "parameters": sum(p.numel() for p in params),
+        "parameters": n_parameters,
         "config": config.to_dict(),
         "device": str(device),
         "dtype": str(dtype).replace("torch.", ""),
@@ -349,9 +295,3 @@ def train_controlnet(
         "train_seconds": round(loop_seconds, 3),
         "steps_per_second": round(steps_done / loop_seconds, 4) if steps_done and loop_seconds > 0 else None,
     }
-    (out_dir / RECORD_NAME).write_text(json.dumps(record, indent=1))
-    log(
-        f"controlnet: {record['steps']} steps done ({steps_done} in this call, "
-        f"{record['steps_per_second'] or 0:.2f} steps/s), saved to {final}"
-    )
-    return record

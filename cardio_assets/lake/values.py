@@ -12,6 +12,7 @@ not the images. Dagster's IO manager (`defs/io_manager.py`) stores and loads thr
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -62,3 +63,35 @@ def read_value(folder: Path):
     if (folder / "value.json").exists():
         return json.loads((folder / "value.json").read_text())
     raise FileNotFoundError(f"no stored asset value in {folder}")
+
+
+def content_hash(value) -> str:
+    """A hash of an asset value's content (not of its files): equal values, equal hashes, in any run."""
+    digest = hashlib.blake2b(digest_size=16)
+    if isinstance(value, pd.DataFrame):
+        _hash_table(digest, value)
+    elif isinstance(value, FrameSet):
+        _hash_table(digest, value.index)
+        for array in (value.images, value.controls):
+            array = np.ascontiguousarray(array)
+            digest.update(f"{array.dtype.str}{array.shape}".encode())
+            digest.update(memoryview(array).cast("B"))
+    elif isinstance(value, dict):
+        digest.update(json.dumps(value, sort_keys=True, default=str).encode())
+    else:
+        raise TypeError(f"no content hash for a {type(value).__name__}")
+    return digest.hexdigest()
+
+
+def _hash_table(digest, table: pd.DataFrame) -> None:
+    digest.update(json.dumps([[str(c), str(t)] for c, t in table.dtypes.items()]).encode())
+    # object columns may hold lists or dicts, which pandas cannot hash: their text stands in
+    hashable = table.apply(lambda col: col.map(_hashable) if col.dtype == object else col)
+    digest.update(pd.util.hash_pandas_object(hashable, index=False).to_numpy().tobytes())
+
+
+def _hashable(item):
+    # a list column comes back from parquet as numpy arrays: both hash as the same text
+    if isinstance(item, np.ndarray):
+        item = item.tolist()
+    return json.dumps(item, sort_keys=True, default=str) if isinstance(item, (list, dict, tuple)) else item

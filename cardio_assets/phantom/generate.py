@@ -11,114 +11,46 @@ One reader then serves the phantom and real UK Biobank data alike::
     <out_dir>/manifest.json                  config, its hash, counts; written last
 
 Generation is deterministic per patient (its image depends only on config and eid), so
-any number of workers gives byte-identical files, and an interrupted run resumes: files
-are written atomically, a patient whose three files this config already wrote (their
-headers carry the config hash) is skipped, and manifest.json, written last, is the only
-sign that a cohort is complete.
+any number of workers gives byte-identical files, and an interrupted run resumes: each
+patient folder and each CSV is written atomically (:mod:`cardio_assets.lake.atomic`), a
+patient whose three files this config already wrote (their headers carry the config
+hash) is skipped, and manifest.json, written last, is the only sign that a cohort is
+complete.
 """
 
 from __future__ import annotations
 
 import csv
-import hashlib
 import io
 import json
 import multiprocessing
-import os
 import shutil
 import time
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
 
 from cardio_assets.cohort.cells import CELL_KEYS
-from cardio_assets.phantom.anatomy import (
-    PatientParams,
-    frame_seconds,
-    patient_truth,
-    render_patient,
-    sample_anatomy,
-    truth_columns,
-)
+from cardio_assets.lake.atomic import atomic_dir, atomic_write_text
+from cardio_assets.phantom.anatomy import PatientParams, sample_anatomy
+from cardio_assets.phantom.config import PHANTOM_VERSION, PhantomConfig
+from cardio_assets.phantom.geometry import frame_seconds
 from cardio_assets.phantom.population import (
     PatientAttributes,
     sample_heldout_attributes,
     sample_study_attributes,
 )
-
-# Bump when a code change alters the generated files: it is part of the config hash, so
-# a cohort written by older code is regenerated instead of reused.
-PHANTOM_VERSION = 1
+from cardio_assets.phantom.render import render_patient
+from cardio_assets.phantom.truth import patient_truth, truth_columns
 
 SUBSETS = ("study", "heldout")
 IMAGE_FILE, ED_FILE, ES_FILE = "sa.nii.gz", "seg_sa_ED.nii.gz", "seg_sa_ES.nii.gz"
 PATIENT_FILES = (IMAGE_FILE, ED_FILE, ES_FILE)
 METADATA_COLUMNS = ("eid", "31-0.0", "21003-2.0", "21001-2.0", "41270-0.0")
 MANIFEST = "manifest.json"
-
-
-@dataclass(frozen=True)
-class PhantomConfig:
-    """Everything that decides the phantom cohort's files.
-
-    ``difficulty`` in [0, 1] is the one knob on how hard HF is to see in the images: the
-    fraction ``1 - difficulty**2`` of each HF patient's disease shift (EF drop, LV
-    dilation, wall thinning/thickening, RV EF drop) is expressed; 0 = well separated,
-    1 = HF and healthy images identically distributed given sex, age and BMI. See
-    :func:`cardio_assets.phantom.anatomy.separation`.
-    """
-
-    n_patients: int = 1500
-    heldout_per_cell: int = 6
-    hf_prevalence: float = 0.08
-    difficulty: float = 0.5
-    matrix: int = 80
-    n_slices: int = 6
-    n_frames: int = 20
-    seed: int = 0
-
-    def __post_init__(self) -> None:
-        if self.n_patients < 0 or self.heldout_per_cell < 0:
-            raise ValueError("n_patients and heldout_per_cell must be >= 0")
-        if not 0.0 < self.hf_prevalence < 1.0:
-            raise ValueError(f"hf_prevalence must be in (0, 1), got {self.hf_prevalence}")
-        if not 0.0 <= self.difficulty <= 1.0:
-            raise ValueError(f"difficulty must be in [0, 1], got {self.difficulty}")
-        # The heart is placed in mm, so a matrix under 80 crops the field of view (fine
-        # for tests); 20 frames is the least that resolves ED-1/ES+1 neighbours and the
-        # raised-cosine cycle.
-        if self.matrix < 32 or self.n_slices < 1 or self.n_frames < 20:
-            raise ValueError("need matrix >= 32, n_slices >= 1 and n_frames >= 20")
-
-    def config_hash(self) -> str:
-        """Stable hash of all fields (and PHANTOM_VERSION): equal hash, equal files."""
-        payload = {"phantom_version": PHANTOM_VERSION, **asdict(self)}
-        text = json.dumps(payload, sort_keys=True, separators=(",", ":"))
-        return hashlib.sha256(text.encode()).hexdigest()[:16]
-
-
-# ---------------------------------------------------------------------------------------
-# Atomic writes
-# ---------------------------------------------------------------------------------------
-def _tmp_name(path: Path) -> Path:
-    # same folder (so os.replace is atomic), hidden, and keeping the .nii.gz suffix so
-    # nibabel compresses it
-    return path.with_name(f".tmp-{os.getpid()}-{path.name}")
-
-
-def _write_nifti(path: Path, img: nib.Nifti1Image) -> None:
-    tmp = _tmp_name(path)
-    nib.save(img, tmp)
-    os.replace(tmp, path)
-
-
-def _write_text(path: Path, text: str) -> None:
-    tmp = _tmp_name(path)
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 def _csv_text(rows: list[dict], columns: list[str] | tuple[str, ...]) -> str:
@@ -173,11 +105,12 @@ def _write_patient(params: PatientParams, config: PhantomConfig, folder: Path) -
         truth, _, _ = patient_truth(params, config)  # labels only, no image: cheap
         return truth
     cine, ed_mask, es_mask, affine, truth = render_patient(params, config)
-    folder.mkdir(parents=True, exist_ok=True)
     tag = _provenance(config, params.eid)
-    _write_nifti(folder / IMAGE_FILE, _nifti(cine, affine, tag, frame_seconds(params, config)))
-    _write_nifti(folder / ED_FILE, _nifti(ed_mask, affine, tag + " ED frame 0", None))
-    _write_nifti(folder / ES_FILE, _nifti(es_mask, affine, tag + f" ES frame {truth['es_frame']}", None))
+    # the three files appear together: a patient folder is complete or absent
+    with atomic_dir(folder) as tmp:
+        nib.save(_nifti(cine, affine, tag, frame_seconds(params, config)), tmp / IMAGE_FILE)
+        nib.save(_nifti(ed_mask, affine, tag + " ED frame 0", None), tmp / ED_FILE)
+        nib.save(_nifti(es_mask, affine, tag + f" ES frame {truth['es_frame']}", None), tmp / ES_FILE)
     return truth
 
 
@@ -235,8 +168,36 @@ def _remove_stale_patients(sub: Path, keep: set[str]) -> int:
     return removed
 
 
+def _remove_leftovers(out: Path) -> None:
+    """Delete what a killed run left half-written: the hidden temporaries of lake.atomic."""
+    leftovers = [p for p in out.rglob(".*") if ".tmp-" in p.name or ".old-" in p.name]
+    for path in leftovers:
+        if path.is_dir():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
+
+
 def _chunks(items: list, size: int) -> list[list]:
     return [items[i:i + size] for i in range(0, len(items), size)]
+
+
+def _write_patients(people: list[PatientAttributes], config: PhantomConfig, sub: Path,
+                    n_workers: int) -> list[dict]:
+    """Write every patient of one subset under ``sub``; return their truth rows, in order."""
+    chunk_size = max(1, min(32, len(people) // (4 * n_workers) or 1))
+    jobs = [(chunk, config, str(sub)) for chunk in _chunks(people, chunk_size)]
+    rows: list[dict] = []
+    if n_workers == 1 or len(jobs) <= 1:
+        for job in jobs:
+            rows.extend(_write_chunk(job))
+    else:
+        # spawn: safe in processes that already hold threads (Dagster, torch)
+        ctx = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(max_workers=n_workers, mp_context=ctx) as pool:
+            for chunk_rows in pool.map(_write_chunk, jobs):
+                rows.extend(chunk_rows)
+    return rows
 
 
 def generate_phantom_cohort(out_dir: str | Path, config: PhantomConfig, workers: int = 1) -> dict:
@@ -258,8 +219,7 @@ def generate_phantom_cohort(out_dir: str | Path, config: PhantomConfig, workers:
 
     if manifest_path.exists():
         manifest_path.unlink()  # from here on, the folder does not look complete
-    for leftover in out.rglob(".tmp-*"):  # half-written files of a killed run
-        leftover.unlink(missing_ok=True)
+    _remove_leftovers(out)
 
     started = time.perf_counter()
     attrs = cohort_attributes(config)
@@ -271,24 +231,13 @@ def generate_phantom_cohort(out_dir: str | Path, config: PhantomConfig, workers:
         sub.mkdir(parents=True, exist_ok=True)
         people = attrs[subset]
         removed += _remove_stale_patients(sub, {a.eid for a in people})
-        chunk_size = max(1, min(32, len(people) // (4 * n_workers) or 1))
-        jobs = [(chunk, config, str(sub)) for chunk in _chunks(people, chunk_size)]
-        rows: list[dict] = []
-        if n_workers == 1 or len(jobs) <= 1:
-            for job in jobs:
-                rows.extend(_write_chunk(job))
-        else:
-            # spawn: safe in processes that already hold threads (Dagster, torch)
-            ctx = multiprocessing.get_context("spawn")
-            with ProcessPoolExecutor(max_workers=n_workers, mp_context=ctx) as pool:
-                for chunk_rows in pool.map(_write_chunk, jobs):
-                    rows.extend(chunk_rows)
+        rows = _write_patients(people, config, sub, n_workers)
         truths[subset] = rows
-        _write_text(sub / "metadata.csv", _csv_text([metadata_row(a) for a in people], METADATA_COLUMNS))
-        _write_text(sub / "truth.csv", _csv_text(rows, truth_columns()))
+        atomic_write_text(sub / "metadata.csv", _csv_text([metadata_row(a) for a in people], METADATA_COLUMNS))
+        atomic_write_text(sub / "truth.csv", _csv_text(rows, truth_columns()))
 
     manifest = _manifest(out, config, attrs, truths, time.perf_counter() - started, removed)
-    _write_text(manifest_path, json.dumps(manifest, indent=2))
+    atomic_write_text(manifest_path, json.dumps(manifest, indent=2))
     return manifest
 
 

@@ -20,14 +20,7 @@ attributes came from.
 """
 
 from cardio_assets.cohort.readers.acdc import scan_acdc
-from cardio_assets.cohort.readers.base import (
-    MaskRef,
-    MetadataFormatError,
-    PatientEntry,
-    QuarantineRow,
-    ScanResult,
-    SourceMissingError,
-)
+from cardio_assets.cohort.readers.base import MetadataFormatError, SourceMissingError
 from cardio_assets.cohort.readers.diagnosis import ACDC_DIAGNOSIS_DEFAULT, MMS_DIAGNOSIS_DEFAULT
 from cardio_assets.cohort.readers.mms import scan_mms
 from cardio_assets.cohort.readers.ukbb import scan_ukbb
@@ -56,13 +49,9 @@ QUARANTINE_REASONS: tuple[str, ...] = (
 __all__ = [
     "ACDC_DIAGNOSIS_DEFAULT",
     "MMS_DIAGNOSIS_DEFAULT",
-    "MaskRef",
     "MetadataFormatError",
-    "PatientEntry",
     "QUARANTINE_REASONS",
-    "QuarantineRow",
     "SOURCES",
-    "ScanResult",
     "SourceMissingError",
     "scan_acdc",
     "scan_mms",

@@ -34,7 +34,9 @@ from cardio_assets.cohort.readers.base import (
     SourceMissingError,
     bmi_from_height_weight,
     decode_text,
+    duplicate_folder_row,
     find_nifti,
+    find_nifti_or_quarantine,
     metadata_ref,
     parse_frame,
     parse_number,
@@ -106,6 +108,74 @@ def _release_folder(folder: Path, root: Path) -> str:
     return "" if rel == "." else rel
 
 
+def _read_info(pid: str, folder: Path, quarantine: list[QuarantineRow]) -> dict | None:
+    """The parsed Info.cfg of a patient folder, or None with the patient quarantined."""
+    cfg = folder / INFO_FILE
+    if not cfg.is_file():
+        quarantine.append(QuarantineRow(
+            pid, SOURCE, str(cfg), "missing_metadata",
+            f"patient folder {folder} has no {INFO_FILE}",
+        ))
+        return None
+    try:
+        return _parse_info(read_info_cfg(cfg))
+    except ValueError as exc:
+        quarantine.append(QuarantineRow(
+            pid, SOURCE, str(cfg), "bad_metadata", f"patient {pid}: {cfg} {exc}",
+        ))
+        return None
+
+
+def _find_files(pid: str, folder: Path, info: dict, problems: list[QuarantineRow]) -> tuple[Path | None, dict]:
+    """The cine, and the ED and ES label files (of the frames Info.cfg names) by phase."""
+    image = find_nifti_or_quarantine(folder, f"{pid}_4d", pid, SOURCE, "missing_image", "cine", problems)
+    masks = {}
+    for phase, reason in (("ED", "missing_ed_mask"), ("ES", "missing_es_mask")):
+        number = info[phase.lower()]
+        masks[phase] = find_nifti(folder, f"{pid}_frame{number:02d}_gt")
+        if masks[phase] is None:
+            expected = folder / f"{pid}_frame{number:02d}_gt.nii.gz"
+            problems.append(QuarantineRow(
+                pid, SOURCE, str(expected), reason,
+                f"patient {pid}: the {phase} segmentation {expected} (frame {number} "
+                f"in {INFO_FILE}) does not exist",
+            ))
+    return image, masks
+
+
+def _entry(pid: str, root: Path, folder: Path, info: dict, image: Path, masks: dict, mapping: dict) -> PatientEntry:
+    diagnosis, excluded = map_diagnosis(info["group"], mapping)
+    extra = {
+        "group": info["group"],
+        "nb_frames": info["nb_frames"],
+        "height_cm": info["height"],
+        "weight_kg": info["weight"],
+        "release_folder": _release_folder(folder, root),
+    }
+    for phase in ("ED", "ES"):
+        frame_image = find_nifti(folder, f"{pid}_frame{info[phase.lower()]:02d}")
+        if frame_image is not None:
+            extra[f"{phase.lower()}_image"] = str(frame_image.absolute())
+    if excluded:
+        extra["excluded_reason"] = excluded
+    return PatientEntry(
+        patient_id=pid,
+        source=SOURCE,
+        image_path=str(image.absolute()),
+        ed_mask=MaskRef(str(masks["ED"].absolute())),
+        es_mask=MaskRef(str(masks["ES"].absolute())),
+        label_map=dict(ACDC_MAP),
+        ed_frame=info["ed"] - 1,
+        es_frame=info["es"] - 1,
+        sex=None,
+        age=None,
+        bmi=bmi_from_height_weight(info["height"], info["weight"]),
+        diagnosis=diagnosis,
+        extra=extra,
+        metadata_ref=metadata_ref((folder / INFO_FILE).absolute()),
+    )
+
+
 def scan_acdc(root: str | Path, *, diagnosis_map: dict | None = None) -> ScanResult:
     """Entries and quarantine rows of an ACDC cohort (see module docstring).
 
@@ -124,76 +194,14 @@ def scan_acdc(root: str | Path, *, diagnosis_map: dict | None = None) -> ScanRes
     quarantine: list[QuarantineRow] = []
     for pid in sorted(found):
         folder, *others = sorted(found[pid], key=str)
-        for other in others:
-            quarantine.append(QuarantineRow(
-                pid, SOURCE, str(other), "duplicate_id",
-                f"patient {pid} has a second folder {other}; the first, {folder}, is used "
-                f"and this one is quarantined",
-            ))
-        cfg = folder / INFO_FILE
-        if not cfg.is_file():
-            quarantine.append(QuarantineRow(
-                pid, SOURCE, str(cfg), "missing_metadata",
-                f"patient folder {folder} has no {INFO_FILE}",
-            ))
-            continue
-        try:
-            info = _parse_info(read_info_cfg(cfg))
-        except ValueError as exc:
-            quarantine.append(QuarantineRow(
-                pid, SOURCE, str(cfg), "bad_metadata", f"patient {pid}: {cfg} {exc}",
-            ))
+        quarantine.extend(duplicate_folder_row(pid, SOURCE, other, folder) for other in others)
+        info = _read_info(pid, folder, quarantine)
+        if info is None:
             continue
         problems: list[QuarantineRow] = []
-        image = find_nifti(folder, f"{pid}_4d")
-        if image is None:
-            expected = folder / f"{pid}_4d.nii.gz"
-            problems.append(QuarantineRow(
-                pid, SOURCE, str(expected), "missing_image",
-                f"patient {pid}: the cine file {expected} does not exist",
-            ))
-        masks = {}
-        for phase, reason in (("ED", "missing_ed_mask"), ("ES", "missing_es_mask")):
-            number = info[phase.lower()]
-            masks[phase] = find_nifti(folder, f"{pid}_frame{number:02d}_gt")
-            if masks[phase] is None:
-                expected = folder / f"{pid}_frame{number:02d}_gt.nii.gz"
-                problems.append(QuarantineRow(
-                    pid, SOURCE, str(expected), reason,
-                    f"patient {pid}: the {phase} segmentation {expected} (frame {number} "
-                    f"in {INFO_FILE}) does not exist",
-                ))
+        image, masks = _find_files(pid, folder, info, problems)
         if problems:
             quarantine.extend(problems)
             continue
-        diagnosis, excluded = map_diagnosis(info["group"], mapping)
-        extra = {
-            "group": info["group"],
-            "nb_frames": info["nb_frames"],
-            "height_cm": info["height"],
-            "weight_kg": info["weight"],
-            "release_folder": _release_folder(folder, root),
-        }
-        for phase in ("ED", "ES"):
-            frame_image = find_nifti(folder, f"{pid}_frame{info[phase.lower()]:02d}")
-            if frame_image is not None:
-                extra[f"{phase.lower()}_image"] = str(frame_image.absolute())
-        if excluded:
-            extra["excluded_reason"] = excluded
-        entries.append(PatientEntry(
-            patient_id=pid,
-            source=SOURCE,
-            image_path=str(image.absolute()),
-            ed_mask=MaskRef(str(masks["ED"].absolute())),
-            es_mask=MaskRef(str(masks["ES"].absolute())),
-            label_map=dict(ACDC_MAP),
-            ed_frame=info["ed"] - 1,
-            es_frame=info["es"] - 1,
-            sex=None,
-            age=None,
-            bmi=bmi_from_height_weight(info["height"], info["weight"]),
-            diagnosis=diagnosis,
-            extra=extra,
-            metadata_ref=metadata_ref(cfg.absolute()),
-        ))
+        entries.append(_entry(pid, root, folder, info, image, masks, mapping))
     return ScanResult(entries, quarantine)

@@ -7,6 +7,8 @@ checking voxels and labels, and finding ES is done once for all sources by
 
 from __future__ import annotations
 
+import math
+import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -76,14 +78,11 @@ def require_file(path: str | Path, what: str) -> Path:
 
 # --- Parsing helpers shared by the readers (metadata cells are read as strings) ---------
 
-import math as _math
-import re as _re
-
 MISSING_TOKENS: frozenset[str] = frozenset({"", "na", "nan", "none", "null", "n/a", "-"})
 NIFTI_SUFFIXES: tuple[str, ...] = (".nii.gz", ".nii")
 
 
-_DECIMAL_COMMA = _re.compile(r"[+-]?\d+,\d+")
+_DECIMAL_COMMA = re.compile(r"[+-]?\d+,\d+")
 
 
 def decode_text(data: bytes) -> str:
@@ -111,7 +110,7 @@ def is_blank(value) -> bool:
     """True for None, NaN and empty/placeholder strings ("", "NA", "nan", ...)."""
     if value is None:
         return True
-    if isinstance(value, float) and _math.isnan(value):
+    if isinstance(value, float) and math.isnan(value):
         return True
     return str(value).strip().lower() in MISSING_TOKENS
 
@@ -127,7 +126,7 @@ def parse_number(value, what: str, *, positive: bool = True) -> float | None:
         number = float(text)
     except ValueError:
         raise ValueError(f"{what} {str(value).strip()!r} is not a number") from None
-    if not _math.isfinite(number):
+    if not math.isfinite(number):
         raise ValueError(f"{what} {value!r} is not finite")
     if positive and number <= 0:
         raise ValueError(f"{what} {value!r} is not positive")
@@ -155,7 +154,7 @@ def parse_sex(value, what: str = "sex") -> str | None:
     if is_blank(value):
         return None
     text = str(value).strip().lower()
-    if _re.fullmatch(r"[01]\.0+", text):
+    if re.fullmatch(r"[01]\.0+", text):
         text = text[0]
     if text not in _SEX_WORDS:
         raise ValueError(f"{what} {str(value).strip()!r} is not one of female/male/F/M/0/1")
@@ -262,3 +261,49 @@ def parse_or_quarantine(parse, record, pid: str, line: int, source: str, table_n
             pid, source, table_name, "missing_metadata", f"patient {pid}: line {line} of {table_name}: {exc}",
         ))
         return None
+
+
+def table_rows_by_id(records: list[dict], id_column: str, id_name: str, source: str, table_name: str,
+                     quarantine: list, values=None) -> tuple[dict[str, tuple[int, dict]], set[str]]:
+    """The rows of a metadata table by patient id, duplicates resolved by `split_duplicates`.
+
+    A row without an id is quarantined as `missing_metadata` (named by its line; the header
+    is line 1), and so are duplicates, in `quarantine`. `values(record)` is what is kept and
+    compared between copies (default: the whole row). Returns the kept `(line, values)` by id
+    and the ids none of whose copies was kept.
+    """
+    rows: list[tuple[int, str, dict]] = []
+    for index, record in enumerate(records):
+        line = index + 2  # the header is line 1
+        pid = str(record[id_column]).strip()
+        if is_blank(pid):
+            quarantine.append(QuarantineRow(
+                "", source, table_name, "missing_metadata",
+                f"line {line} of metadata table {table_name} has no {id_name}; the row is skipped",
+            ))
+            continue
+        rows.append((line, pid, record if values is None else values(record)))
+    kept, duplicates = split_duplicates(rows, source=source, file=table_name)
+    quarantine.extend(duplicates)
+    return kept, {q.patient_id for q in duplicates} - set(kept)
+
+
+def duplicate_folder_row(pid: str, source: str, other: Path, first: Path) -> QuarantineRow:
+    """The quarantine row of a second folder of one patient (the first one is used)."""
+    return QuarantineRow(
+        pid, source, str(other), "duplicate_id",
+        f"patient {pid} has a second folder {other}; the first, {first}, is used and this one is quarantined",
+    )
+
+
+def find_nifti_or_quarantine(folder: Path, stem: str, pid: str, source: str, reason: str, what: str,
+                             problems: list) -> Path | None:
+    """`find_nifti(folder, stem)`, or None with a `reason` row added to `problems` that names
+    the expected ``stem.nii.gz`` as `what` (e.g. "cine")."""
+    path = find_nifti(folder, stem)
+    if path is None:
+        expected = folder / f"{stem}.nii.gz"
+        problems.append(QuarantineRow(
+            pid, source, str(expected), reason, f"patient {pid}: the {what} file {expected} does not exist",
+        ))
+    return path

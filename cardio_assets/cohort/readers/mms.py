@@ -33,7 +33,9 @@ from cardio_assets.cohort.readers.base import (
     ScanResult,
     SourceMissingError,
     bmi_from_height_weight,
+    duplicate_folder_row,
     find_nifti,
+    find_nifti_or_quarantine,
     is_blank,
     metadata_ref,
     pair_rows_with_folders,
@@ -43,7 +45,7 @@ from cardio_assets.cohort.readers.base import (
     parse_sex,
     require_dir,
     require_file,
-    split_duplicates,
+    table_rows_by_id,
 )
 from cardio_assets.cohort.readers.diagnosis import MMS_DIAGNOSIS_DEFAULT, map_diagnosis, resolve_diagnosis_map
 from cardio_assets.cohort.readers.ukbb import read_metadata_table
@@ -137,6 +139,62 @@ def _parse_row(record: dict, mapping: dict) -> dict:
                 bmi=bmi_from_height_weight(height, weight), diagnosis=diagnosis, extra=extra)
 
 
+def _first_folders(root: Path, codes: set[str], quarantine: list[QuarantineRow]) -> dict[str, Path]:
+    """The folder of each patient below `root`; a patient's later folders are quarantined."""
+    found = _patient_folders(root, codes)
+    if not found:
+        raise SourceMissingError(
+            f"M&Ms: looked below {root.resolve()} for patient folders <code>/<code>_sa.nii.gz "
+            f"and found none"
+        )
+    folders: dict[str, Path] = {}
+    for pid, paths in found.items():
+        folders[pid] = paths[0]
+        quarantine.extend(duplicate_folder_row(pid, SOURCE, extra_path, paths[0]) for extra_path in paths[1:])
+    return folders
+
+
+def _find_files(folder: Path, pid: str, problems: list[QuarantineRow]) -> tuple[Path | None, Path | None]:
+    """The cine and the 4D label file (which holds both ED and ES) of a patient folder."""
+    image = find_nifti_or_quarantine(folder, f"{pid}_sa", pid, SOURCE, "missing_image", "cine", problems)
+    labels = find_nifti(folder, f"{pid}_sa_gt")
+    if labels is None:
+        expected = folder / f"{pid}_sa_gt.nii.gz"
+        for reason, phase in (("missing_ed_mask", "ED"), ("missing_es_mask", "ES")):
+            problems.append(QuarantineRow(
+                pid, SOURCE, str(expected), reason,
+                f"patient {pid}: the label file {expected}, which holds the {phase} "
+                f"segmentation, does not exist",
+            ))
+    return image, labels
+
+
+def _entry(pid: str, root: Path, folder: Path, image: Path, labels: Path, attrs: dict, ref: str) -> PatientEntry:
+    gt = str(labels.absolute())
+    try:
+        split = str(folder.parent.relative_to(root))
+    except ValueError:
+        split = ""
+    extra = attrs["extra"]
+    extra["release_folder"] = "" if split == "." else split
+    return PatientEntry(
+        patient_id=pid,
+        source=SOURCE,
+        image_path=str(image.absolute()),
+        ed_mask=MaskRef(gt, frame=attrs["ed_frame"]),
+        es_mask=MaskRef(gt, frame=attrs["es_frame"]),
+        label_map=dict(IDENTITY_MAP),
+        ed_frame=attrs["ed_frame"],
+        es_frame=attrs["es_frame"],
+        sex=attrs["sex"],
+        age=attrs["age"],
+        bmi=attrs["bmi"],
+        diagnosis=attrs["diagnosis"],
+        extra=extra,
+        metadata_ref=ref,
+    )
+
+
 def scan_mms(
     root: str | Path, metadata_csv: str | Path, *, diagnosis_map: dict | None = None
 ) -> ScanResult:
@@ -154,38 +212,12 @@ def scan_mms(
     table_name = str(csv)
 
     quarantine: list[QuarantineRow] = []
-    rows: list[tuple[int, str, dict]] = []
-    for index, record in enumerate(table.to_dict("records")):
-        line = index + 2
-        pid = str(record[cols["code"]]).strip()
-        if is_blank(pid):
-            quarantine.append(QuarantineRow(
-                "", SOURCE, table_name, "missing_metadata",
-                f"line {line} of metadata table {table_name} has no External code; "
-                f"the row is skipped",
-            ))
-            continue
-        # compare duplicates on the values, not on the (ignored) index column
-        rows.append((line, pid, {k: record[c] for k, c in cols.items() if c is not None}))
-    kept, duplicates = split_duplicates(rows, source=SOURCE, file=table_name)
-    quarantine.extend(duplicates)
-    fully_duplicated = {q.patient_id for q in duplicates} - set(kept)
-
-    found = _patient_folders(root, set(kept) | fully_duplicated)
-    if not found:
-        raise SourceMissingError(
-            f"M&Ms: looked below {root.resolve()} for patient folders <code>/<code>_sa.nii.gz "
-            f"and found none"
-        )
-    folders: dict[str, Path] = {}
-    for pid, paths in found.items():
-        folders[pid] = paths[0]
-        for extra_path in paths[1:]:
-            quarantine.append(QuarantineRow(
-                pid, SOURCE, str(extra_path), "duplicate_id",
-                f"patient {pid} has a second folder {extra_path}; the first, {paths[0]}, is "
-                f"used and this one is quarantined",
-            ))
+    # compare duplicates on the values, not on the (ignored) index column
+    kept, fully_duplicated = table_rows_by_id(
+        table.to_dict("records"), cols["code"], "External code", SOURCE, table_name, quarantine,
+        values=lambda record: {k: record[c] for k, c in cols.items() if c is not None},
+    )
+    folders = _first_folders(root, set(kept) | fully_duplicated, quarantine)
 
     entries: list[PatientEntry] = []
     for pid, line, record, folder in pair_rows_with_folders(
@@ -194,46 +226,9 @@ def scan_mms(
     ):
         problems: list[QuarantineRow] = []
         attrs = parse_or_quarantine(lambda r: _parse_row(r, mapping), record, pid, line, SOURCE, table_name, problems)
-        image = find_nifti(folder, f"{pid}_sa")
-        labels = find_nifti(folder, f"{pid}_sa_gt")
-        if image is None:
-            expected = folder / f"{pid}_sa.nii.gz"
-            problems.append(QuarantineRow(
-                pid, SOURCE, str(expected), "missing_image",
-                f"patient {pid}: the cine file {expected} does not exist",
-            ))
-        if labels is None:
-            expected = folder / f"{pid}_sa_gt.nii.gz"
-            for reason, phase in (("missing_ed_mask", "ED"), ("missing_es_mask", "ES")):
-                problems.append(QuarantineRow(
-                    pid, SOURCE, str(expected), reason,
-                    f"patient {pid}: the label file {expected}, which holds the {phase} "
-                    f"segmentation, does not exist",
-                ))
+        image, labels = _find_files(folder, pid, problems)
         if problems:
             quarantine.extend(problems)
             continue
-        gt = str(labels.absolute())
-        try:
-            split = str(folder.parent.relative_to(root))
-        except ValueError:
-            split = ""
-        extra = attrs["extra"]
-        extra["release_folder"] = "" if split == "." else split
-        entries.append(PatientEntry(
-            patient_id=pid,
-            source=SOURCE,
-            image_path=str(image.absolute()),
-            ed_mask=MaskRef(gt, frame=attrs["ed_frame"]),
-            es_mask=MaskRef(gt, frame=attrs["es_frame"]),
-            label_map=dict(IDENTITY_MAP),
-            ed_frame=attrs["ed_frame"],
-            es_frame=attrs["es_frame"],
-            sex=attrs["sex"],
-            age=attrs["age"],
-            bmi=attrs["bmi"],
-            diagnosis=attrs["diagnosis"],
-            extra=extra,
-            metadata_ref=metadata_ref(table_name, line),
-        ))
+        entries.append(_entry(pid, root, folder, image, labels, attrs, metadata_ref(table_name, line)))
     return ScanResult(entries, quarantine)

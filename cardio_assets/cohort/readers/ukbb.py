@@ -51,7 +51,7 @@ from cardio_assets.cohort.readers.base import (
     QuarantineRow,
     ScanResult,
     SourceMissingError,
-    find_nifti,
+    find_nifti_or_quarantine,
     is_blank,
     metadata_ref,
     pair_rows_with_folders,
@@ -61,7 +61,7 @@ from cardio_assets.cohort.readers.base import (
     parse_sex,
     require_dir,
     require_file,
-    split_duplicates,
+    table_rows_by_id,
 )
 
 IMAGE_STEM = "sa"
@@ -287,6 +287,38 @@ def _parse_row(record: dict, cols: UkbColumns, fallback: bool = False) -> dict:
                 extra=extra)
 
 
+def _find_files(folder: Path, pid: str, source: str, problems: list[QuarantineRow]) -> dict[str, Path | None]:
+    """The cine and the ED and ES masks of a patient folder, by "image", "ed", "es"."""
+    return {
+        key: find_nifti_or_quarantine(folder, stem, pid, source, reason, what, problems)
+        for key, stem, reason, what in (
+            ("image", IMAGE_STEM, "missing_image", "cine"),
+            ("ed", ED_MASK_STEM, "missing_ed_mask", "ED segmentation"),
+            ("es", ES_MASK_STEM, "missing_es_mask", "ES segmentation"),
+        )
+    }
+
+
+def _entry(pid: str, source: str, subset: str, files: dict[str, Path], attrs: dict, ref: str) -> PatientEntry:
+    return PatientEntry(
+        patient_id=pid,
+        source=source,
+        image_path=str(files["image"].absolute()),
+        ed_mask=MaskRef(str(files["ed"].absolute())),
+        es_mask=MaskRef(str(files["es"].absolute())),
+        label_map=dict(IDENTITY_MAP),
+        ed_frame=attrs["ed_frame"],
+        es_frame=attrs["es_frame"],
+        sex=attrs["sex"],
+        age=attrs["age"],
+        bmi=attrs["bmi"],
+        diagnosis=attrs["diagnosis"],
+        subset=subset,
+        extra=attrs["extra"],
+        metadata_ref=ref,
+    )
+
+
 def scan_ukbb(
     root: str | Path, metadata_csv: str | Path, *, subset: str = "study", source: str = "ukbb",
     instance_fallback: bool = False,
@@ -318,21 +350,7 @@ def scan_ukbb(
     table_name = str(csv)
 
     quarantine: list[QuarantineRow] = []
-    rows: list[tuple[int, str, dict]] = []
-    for index, record in enumerate(table.to_dict("records")):
-        line = index + 2  # the header is line 1
-        pid = str(record[cols.eid]).strip()
-        if is_blank(pid):
-            quarantine.append(QuarantineRow(
-                "", source, table_name, "missing_metadata",
-                f"line {line} of metadata table {table_name} has no eid; the row is skipped",
-            ))
-            continue
-        rows.append((line, pid, record))
-    kept, duplicates = split_duplicates(rows, source=source, file=table_name)
-    quarantine.extend(duplicates)
-    fully_duplicated = {q.patient_id for q in duplicates} - set(kept)
-
+    kept, fully_duplicated = table_rows_by_id(table.to_dict("records"), cols.eid, "eid", source, table_name, quarantine)
     entries: list[PatientEntry] = []
     for pid, line, record, folder in pair_rows_with_folders(
         kept, folders, fully_duplicated, source, table_name,
@@ -340,37 +358,9 @@ def scan_ukbb(
     ):
         problems: list[QuarantineRow] = []
         attrs = parse_or_quarantine(lambda r: _parse_row(r, cols, instance_fallback), record, pid, line, source, table_name, problems)
-        files = {}
-        for key, stem, reason, what in (
-            ("image", IMAGE_STEM, "missing_image", "cine"),
-            ("ed", ED_MASK_STEM, "missing_ed_mask", "ED segmentation"),
-            ("es", ES_MASK_STEM, "missing_es_mask", "ES segmentation"),
-        ):
-            files[key] = find_nifti(folder, stem)
-            if files[key] is None:
-                expected = folder / f"{stem}.nii.gz"
-                problems.append(QuarantineRow(
-                    pid, source, str(expected), reason,
-                    f"patient {pid}: the {what} file {expected} does not exist",
-                ))
+        files = _find_files(folder, pid, source, problems)
         if problems:
             quarantine.extend(problems)
             continue
-        entries.append(PatientEntry(
-            patient_id=pid,
-            source=source,
-            image_path=str(files["image"].absolute()),
-            ed_mask=MaskRef(str(files["ed"].absolute())),
-            es_mask=MaskRef(str(files["es"].absolute())),
-            label_map=dict(IDENTITY_MAP),
-            ed_frame=attrs["ed_frame"],
-            es_frame=attrs["es_frame"],
-            sex=attrs["sex"],
-            age=attrs["age"],
-            bmi=attrs["bmi"],
-            diagnosis=attrs["diagnosis"],
-            subset=subset,
-            extra=attrs["extra"],
-            metadata_ref=metadata_ref(table_name, line),
-        ))
+        entries.append(_entry(pid, source, subset, files, attrs, metadata_ref(table_name, line)))
     return ScanResult(entries, quarantine)

@@ -1,7 +1,10 @@
 """End-to-end run of the generation layer on toy data: backbone, ControlNet, sampling, QC, grids.
 
-    python -m cardio_assets.generation.demo --preset demo --out /tmp/gen_demo \
+    python benchmarks/generator_on_toy_data.py --preset demo --out /tmp/gen_demo \
         --train-images 6000 --sample-images 1500
+
+Toy label maps and images (`cardio_assets.generation.toy`), not the phantom cohort nor the
+Dagster graph (for those: `make demo`). Measures the generator's speed and look on its own.
 
 Prints one JSON line of timings at the end and writes `timings.json`, `grid_bmi.png` ("one
 mask, BMI varied"), `grid_seeds.png` ("one prompt, several seeds") and `grid_real_vs_synth.png`.
@@ -11,19 +14,22 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
-from cardio_assets.cohort.cells import prompt
-from cardio_assets.generation.backbone import train_small_backbone
-from cardio_assets.generation.config import DiffusionConfig
-from cardio_assets.generation.controlnet import train_controlnet
-from cardio_assets.generation.grid import sample_grid
-from cardio_assets.generation.qc import QCItem, generate_with_qc, make_check, mask_adherence
-from cardio_assets.generation.sampling import Sampler, sample_seed
-from cardio_assets.generation.toy import toy_dataset
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from cardio_assets.cohort.cells import prompt  # noqa: E402
+from cardio_assets.generation.backbone_training import train_small_backbone  # noqa: E402
+from cardio_assets.generation.config import DiffusionConfig  # noqa: E402
+from cardio_assets.generation.controlnet import train_controlnet  # noqa: E402
+from cardio_assets.generation.grid import sample_grid  # noqa: E402
+from cardio_assets.generation.qc import QCItem, generate_with_qc, make_check, mask_adherence  # noqa: E402
+from cardio_assets.generation.sampling import Sampler, sample_seed  # noqa: E402
+from cardio_assets.generation.toy import toy_dataset  # noqa: E402
 
 
 def _log(msg: str) -> None:

@@ -1,0 +1,98 @@
+"""The realism report: Markdown (Table 1 shape, KID beside FID, diversity) and CSVs, written atomically.
+
+`write_realism_report(realism, out_dir, diversity)` takes the tables of
+`realism.realism_table` and `realism.diversity_table`, writes its files and returns
+{name: path}.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from cardio_assets.lake.atomic import atomic_write_text
+from cardio_assets.metrics.realism import REAL_REAL, REAL_SYNTHETIC, TABLE1_ATTRIBUTES
+from cardio_assets.metrics.report_format import markdown_table, write_csv
+
+REALISM_SECTIONS = ("Feature extractor", "Table 1: FID (KID) per subgroup", "Diversity")
+
+
+def table1(realism: pd.DataFrame) -> pd.DataFrame:
+    """The paper's Table 1 shape: per attribute, rows real-real / real-synthetic, a column per
+    comparison (A - A, A - B, B - B) with `FID mean (std)`, and KID beside it."""
+    rows = []
+    for title, _, _, _ in TABLE1_ATTRIBUTES:
+        a = realism[realism["attribute"] == title]
+        if not len(a):
+            continue
+        comparisons = list(dict.fromkeys(a["comparison"]))
+        for kind in (REAL_REAL, REAL_SYNTHETIC):
+            k = a[a["kind"] == kind]
+            if not len(k):
+                continue
+            row = {"attribute": title, "kind": kind}
+            for c in comparisons:
+                hit = k[k["comparison"] == c]
+                h = hit.iloc[0] if len(hit) else None
+                row[f"{c} FID"] = (f"{h['fid_mean']:.2f} ({h['fid_std']:.2f})"
+                                   if h is not None and np.isfinite(h["fid_mean"]) else "n/a")
+                row[f"{c} KID"] = (f"{h['kid_mean']:.4f} ({h['kid_std']:.4f})"
+                                   if h is not None and np.isfinite(h["kid_mean"]) else "n/a")
+            rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def write_realism_report(realism: pd.DataFrame, out_dir, diversity: pd.DataFrame | None = None,
+                         extractor_description: str | None = None,
+                         title: str = "Realism of the synthetic frames") -> dict[str, Path]:
+    """Markdown (Table 1 shape, KID beside FID, diversity) + CSVs in `out_dir`; returns {name: path}."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    paths: dict[str, Path] = {}
+    if extractor_description is None and len(realism):
+        extractor_description = "; ".join(sorted(set(realism["extractor"].astype(str))))
+    md = [f"# {title}", "", "## Feature extractor", "",
+          f"FID and KID were computed with torch-fidelity on features of: **{extractor_description or 'unknown'}**.",
+          "Values from a feature extractor other than the standard InceptionV3 compare with each other, not with "
+          "published FIDs.", ""]
+    md += _table1_section(realism, out, paths)
+    md += _diversity_section(diversity, out, paths)
+    paths["report"] = atomic_write_text(out / "realism_report.md", "\n".join(md) + "\n")
+    return paths
+
+
+def _table1_section(realism: pd.DataFrame, out: Path, paths: dict[str, Path]) -> list[str]:
+    md = ["## Table 1: FID (KID) per subgroup", "",
+          "FID mean (std) over repeated draws of n images per side (equal n); real-real rows split a subgroup's "
+          "patients into two disjoint halves when a subgroup is compared with itself (the lower bound). "
+          "Real-synthetic rows compare the real first group with the synthetic second group.", ""]
+    if not len(realism):
+        return md + ["No comparisons were computed.", ""]
+    ns = sorted(set(int(n) for n in realism["n"] if np.isfinite(n)))
+    reps = sorted(set(int(r) for r in realism["repeats"]))
+    md += [f"n per side: {', '.join(map(str, ns))}; repeats: {', '.join(map(str, reps))}.", ""]
+    t1 = table1(realism)
+    for attribute, group in t1.groupby("attribute", sort=False):
+        md += [f"### {attribute}", "", markdown_table(group.drop(columns="attribute").dropna(axis=1, how="all"),
+                                                      index=False), ""]
+    paths["table1"] = write_csv(t1, out / "table1.csv")
+    paths["realism_csv"] = write_csv(realism, out / "realism_metrics.csv")
+    return md
+
+
+def _diversity_section(diversity: pd.DataFrame | None, out: Path, paths: dict[str, Path]) -> list[str]:
+    md = ["## Diversity", ""]
+    if diversity is None or not len(diversity) or not diversity["ms_ssim"].notna().any():
+        return md + ["No prompt/mask group held two or more synthetic images; diversity not measured.", ""]
+    v = diversity["ms_ssim"].dropna()
+    md += [f"Mean pairwise MS-SSIM between images generated from the same prompt and mask (lower = more "
+           f"diverse): **{v.mean():.3f} ± {v.std(ddof=1) if len(v) > 1 else 0.0:.3f}** over {len(v)} groups "
+           f"({int(diversity['n_images'].sum())} images).", ""]
+    if "cell" in diversity and diversity["cell"].notna().any():
+        per_cell = (diversity.groupby("cell")["ms_ssim"].agg(["count", "mean"])
+                    .rename(columns={"count": "groups", "mean": "mean MS-SSIM"}))
+        md += [markdown_table(per_cell), ""]
+    paths["diversity_csv"] = write_csv(diversity, out / "diversity.csv")
+    return md
