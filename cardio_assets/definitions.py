@@ -1,14 +1,19 @@
-"""The Dagster code location: `dagster dev` (workspace.yaml) and `dg dev` load `defs`."""
+"""The Dagster code location: `dagster dev` (workspace.yaml), `dg dev` and `dagster api grpc -m` load `defs`."""
 
 from __future__ import annotations
+
+import os
 
 from dagster import (
     AssetSelection,
     AutomationConditionSensorDefinition,
     DefaultSensorStatus,
     Definitions,
+    ExecutorDefinition,
+    in_process_executor,
     load_asset_checks_from_modules,
     load_assets_from_modules,
+    multiprocess_executor,
 )
 
 from cardio_assets.defs import checks, cohort_assets, frames_assets, generation_assets, report_assets
@@ -34,10 +39,35 @@ cardio_automation = AutomationConditionSensorDefinition(
 )
 
 
-def build_definitions(settings: PipelineSettings, gpu: GpuResource | None = None) -> Definitions:
+# The executor of every job, chosen by the deployment; unset: Dagster's default (multiprocess; a run's
+# config can switch it to in_process), as before. `k8s`: each step in its own pod, sized by its op tags (defs/k8s.py).
+EXECUTOR_VAR = "CARDIO_EXECUTOR"
+EXECUTORS = ("in_process", "multiprocess", "k8s")
+
+
+def executor_from_env(environ=None) -> ExecutorDefinition | None:
+    """The executor CARDIO_EXECUTOR names, read when the code location loads; None: Dagster's default."""
+    name = (os.environ if environ is None else environ).get(EXECUTOR_VAR, "").strip().lower()
+    if name in ("", "default"):
+        return None
+    if name == "in_process":
+        return in_process_executor
+    if name == "multiprocess":
+        return multiprocess_executor
+    if name == "k8s":
+        from cardio_assets.defs.k8s import k8s_executor  # imports dagster_k8s: only when asked for
+
+        return k8s_executor(environ=environ)
+    raise ValueError(f"{EXECUTOR_VAR}={name!r}: choose one of {', '.join(EXECUTORS)} (or leave it unset for Dagster's default)")
+
+
+def build_definitions(
+    settings: PipelineSettings, gpu: GpuResource | None = None, executor: ExecutorDefinition | None = None
+) -> Definitions:
     """All assets, checks and jobs, wired to one settings resource and its data lake.
 
     The IO manager gets the settings' own data_lake value: the same EnvVar, or the same folder.
+    `executor` runs every job (None: Dagster's default executor).
     """
     return Definitions(
         assets=load_assets_from_modules(ASSET_MODULES),
@@ -46,7 +76,8 @@ def build_definitions(settings: PipelineSettings, gpu: GpuResource | None = None
         schedules=[weekly_synthetic_regeneration],
         sensors=[cardio_automation],
         resources={"settings": settings, "gpu": gpu or GpuResource(), "io_manager": lake_io_manager},
+        executor=executor,
     )
 
 
-defs = build_definitions(PipelineSettings.bound_to_env_vars())
+defs = build_definitions(PipelineSettings.bound_to_env_vars(), executor=executor_from_env())

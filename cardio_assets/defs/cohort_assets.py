@@ -8,12 +8,13 @@ from cardio_assets.cohort.cell_counts import summarize_cells, without_cell_count
 from cardio_assets.cohort.sources import describe_real_source, prepare_phantom, scan_source
 from cardio_assets.cohort.splits import split_patients
 from cardio_assets.cohort.validation import drop_duplicate_ids, quarantine_frame, validate_entries
+from cardio_assets.defs.k8s import cpu_op_tags
 from cardio_assets.defs.metadata import table_metadata
 from cardio_assets.defs.resources import SOURCES, PipelineSettings
 from cardio_assets.defs.versions import CODE_VERSION, data_version
 
 
-@asset(code_version=CODE_VERSION, group_name="cohort")
+@asset(code_version=CODE_VERSION, group_name="cohort", op_tags=cpu_op_tags())
 def cohort_source(context: AssetExecutionContext, settings: PipelineSettings) -> dict:
     """What to read: the built-in phantom (generated here on first run) or a real cohort's folder."""
     if settings.source not in SOURCES:
@@ -32,6 +33,7 @@ def cohort_source(context: AssetExecutionContext, settings: PipelineSettings) ->
 
 @multi_asset(
     group_name="cohort",
+    op_tags=cpu_op_tags(),
     outs={
         "cohort": AssetOut(code_version=CODE_VERSION, description="One row per usable patient: attributes, cell, files, ED/ES frames, geometry."),
         "cohort_quarantine": AssetOut(code_version=CODE_VERSION, description="Patients left out, each with the file and the reason."),
@@ -63,7 +65,7 @@ def cohort(context: AssetExecutionContext, settings: PipelineSettings, cohort_so
     })
 
 
-@asset(code_version=CODE_VERSION, group_name="cohort")
+@asset(code_version=CODE_VERSION, group_name="cohort", op_tags=cpu_op_tags())
 def patient_splits(settings: PipelineSettings, cohort: pd.DataFrame) -> Output[pd.DataFrame]:
     """By patient: 20% test, 20% of the rest validation, stratified by cell; held-out cohort apart."""
     splits = split_patients(cohort, seed=settings.seed)
@@ -74,7 +76,7 @@ def patient_splits(settings: PipelineSettings, cohort: pd.DataFrame) -> Output[p
     })
 
 
-@asset(code_version=CODE_VERSION, group_name="cohort")
+@asset(code_version=CODE_VERSION, group_name="cohort", op_tags=cpu_op_tags())
 def subgroup_cells(cohort: pd.DataFrame, patient_splits: pd.DataFrame) -> Output[pd.DataFrame]:
     """The 36 sex x age x BMI x diagnosis cells: counts per split, HF prevalence, sampling weights."""
     table = summarize_cells(cohort, patient_splits)

@@ -4,6 +4,7 @@
 import pandas as pd
 from dagster import AssetExecutionContext, MetadataValue, Output, asset
 
+from cardio_assets.defs.k8s import cpu_op_tags
 from cardio_assets.defs.partitions import cell_partitions
 from cardio_assets.defs.resources import PipelineSettings
 from cardio_assets.defs.versions import CODE_VERSION, data_version
@@ -11,7 +12,7 @@ from cardio_assets.frames.cell_frames import build_cell_frames
 from cardio_assets.lake.values import FrameSet
 
 
-@asset(code_version=CODE_VERSION, group_name="frames", partitions_def=cell_partitions)
+@asset(code_version=CODE_VERSION, group_name="frames", partitions_def=cell_partitions, op_tags=cpu_op_tags())
 def frames(
     context: AssetExecutionContext, settings: PipelineSettings, cohort: pd.DataFrame, patient_splits: pd.DataFrame
 ) -> Output[FrameSet]:

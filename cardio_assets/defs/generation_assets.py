@@ -22,6 +22,7 @@ from cardio_assets.cohort.cells import BMI_BANDS, Cell
 from cardio_assets.cohort.training_patients import patient_roles, write_training_patients
 from cardio_assets.defs.gpu import GPU_POOL, GpuResource
 from cardio_assets.defs.images import gather, png_markdown, read_all
+from cardio_assets.defs.k8s import gpu_op_tags
 from cardio_assets.defs.metadata import table_metadata
 from cardio_assets.defs.partitions import cell_partitions
 from cardio_assets.defs.resources import PipelineSettings
@@ -43,7 +44,7 @@ from cardio_assets.lake.atomic import atomic_dir
 ALL_FRAMES = AssetIn("frames", partition_mapping=AllPartitionMapping())
 
 
-@asset(code_version=CODE_VERSION, group_name="generator", pool=GPU_POOL, ins={"frames": ALL_FRAMES})
+@asset(code_version=CODE_VERSION, group_name="generator", pool=GPU_POOL, op_tags=gpu_op_tags(), ins={"frames": ALL_FRAMES})
 def diffusion_backbone(context: AssetExecutionContext, settings: PipelineSettings, gpu: GpuResource, frames: dict) -> dict:
     """The latent-diffusion backbone: local Stable Diffusion 2.1-base if configured, else trained here."""
     config = gpu.apply(settings.get_profile().diffusion)
@@ -62,7 +63,7 @@ def diffusion_backbone(context: AssetExecutionContext, settings: PipelineSetting
     return {"folder": str(folder), "trained_here": True, "resolution": config.resolution, "record": record}
 
 
-@asset(code_version=CODE_VERSION, group_name="generator", pool=GPU_POOL, ins={"frames": ALL_FRAMES})
+@asset(code_version=CODE_VERSION, group_name="generator", pool=GPU_POOL, op_tags=gpu_op_tags(), ins={"frames": ALL_FRAMES})
 def controlnet(context: AssetExecutionContext, settings: PipelineSettings, gpu: GpuResource, frames: dict, diffusion_backbone: dict) -> dict:
     """ControlNet on the frozen backbone, conditioned on the prompt and the ED/ES masks; resumes after a kill."""
     config = gpu.apply(settings.get_profile().diffusion)
@@ -114,7 +115,7 @@ def _subset(image_set, rows):
     return ImageSet(image_set.frames(rows), image_set.index.iloc[rows].reset_index(drop=True))
 
 
-@asset(code_version=CODE_VERSION, group_name="generator", pool=GPU_POOL, ins={"frames": ALL_FRAMES})
+@asset(code_version=CODE_VERSION, group_name="generator", pool=GPU_POOL, op_tags=gpu_op_tags(), ins={"frames": ALL_FRAMES})
 def attribute_predictors(context: AssetExecutionContext, settings: PipelineSettings, frames: dict) -> dict:
     """Sex / age band / BMI band / HF predictors trained on real frames, for quality control and FID features."""
     profile = settings.get_profile()
@@ -142,6 +143,7 @@ def attribute_predictors(context: AssetExecutionContext, settings: PipelineSetti
 @multi_asset(
     group_name="generator",
     pool=GPU_POOL,
+    op_tags=gpu_op_tags(),
     partitions_def=cell_partitions,
     ins={"frames": ALL_FRAMES},
     outs={

@@ -14,6 +14,7 @@ from cardio_assets.cohort.training_patients import CLASSIFIER_FOLDER, write_trai
 from cardio_assets.defs.automation import AFTER_REGENERATION
 from cardio_assets.defs.gpu import GPU_POOL, GpuResource
 from cardio_assets.defs.images import gather, png_markdown
+from cardio_assets.defs.k8s import cpu_op_tags, gpu_op_tags
 from cardio_assets.defs.metadata import table_metadata
 from cardio_assets.defs.resources import PipelineSettings
 from cardio_assets.defs.versions import CODE_VERSION
@@ -36,6 +37,7 @@ def _synthetic_set(synthetic_frames: dict) -> ImageSet | None:
 @multi_asset(
     group_name="classifiers",
     pool=GPU_POOL,
+    op_tags=gpu_op_tags(),
     ins={"frames": ALL_FRAMES, "synthetic_frames": ALL_SYNTHETIC},
     outs={
         "classifier_predictions": AssetOut(code_version=CODE_VERSION, description="Scores of every run on the real test split and the balanced held-out cohort.",
@@ -66,7 +68,7 @@ def classifier_runs(context: AssetExecutionContext, settings: PipelineSettings, 
     })
 
 
-@asset(code_version=CODE_VERSION, group_name="reports", automation_condition=AFTER_REGENERATION)
+@asset(code_version=CODE_VERSION, group_name="reports", op_tags=cpu_op_tags(), automation_condition=AFTER_REGENERATION)
 def fairness_report(context: AssetExecutionContext, settings: PipelineSettings, classifier_predictions: pd.DataFrame, classifier_runs: pd.DataFrame) -> pd.DataFrame:
     """Table 2 and more: balanced accuracy per group, gaps, underdiagnosis, AUROC, bootstrap CIs, paired comparisons."""
     config = settings.get_profile().classifier
@@ -89,7 +91,7 @@ def fairness_report(context: AssetExecutionContext, settings: PipelineSettings, 
 
 
 @asset(code_version=CODE_VERSION, group_name="reports", pool=GPU_POOL, ins={"frames": ALL_FRAMES, "synthetic_frames": ALL_SYNTHETIC},
-       automation_condition=AFTER_REGENERATION)
+       op_tags=gpu_op_tags(), automation_condition=AFTER_REGENERATION)
 def realism_report(context: AssetExecutionContext, settings: PipelineSettings, gpu: GpuResource, frames: dict,
                    synthetic_frames: dict, attribute_predictors: dict, controlnet: dict) -> pd.DataFrame:
     """Table 1: FID/KID between real subgroups and real vs synthetic of a subgroup; intra-prompt diversity."""
