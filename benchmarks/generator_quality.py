@@ -14,6 +14,8 @@ one JSON line:
 - rare_cells_qc_pass_first_attempt: the same on masks of the 9 cells with the fewest training
   images (compare `--set cell_balance_cap=1`, uniform draws, with the default balanced draws);
 - vae_psnr_ed / vae_psnr_es: encode-decode PSNR of real training frames through the backbone's VAE;
+- vae_recon_*: Dice and QC pass of those reconstructions against their masks: the ceiling of any
+  generator decoding through this VAE (`--vae-only` stops there);
 - seconds per stage.
 """
 
@@ -78,13 +80,12 @@ def psnr(a: np.ndarray, b: np.ndarray) -> float:
 
 
 @torch.no_grad()
-def vae_psnr(backbone_dir: Path, images: np.ndarray, resolution: int) -> tuple[float, float]:
+def vae_reconstruct(backbone_dir: Path, images: np.ndarray, resolution: int) -> tuple[np.ndarray, np.ndarray]:
+    """(reconstruction, reference), both in [0, 1] at the model's resolution."""
     backbone = load_backbone(backbone_dir, device="cpu")
     x = to_model_space(images, resolution)
     recon = backbone.vae.decode(backbone.vae.encode(x).latent_dist.mean).sample
-    recon = ((recon.clamp(-1, 1) + 1) / 2).numpy()
-    ref = ((x + 1) / 2).numpy()
-    return psnr(recon[:, 0], ref[:, 0]), psnr(recon[:, 1], ref[:, 1])
+    return ((recon.clamp(-1, 1) + 1) / 2).numpy(), ((x + 1) / 2).numpy()
 
 
 def dice_medians(images: np.ndarray, controls: np.ndarray, thresholds) -> tuple[float, float, float]:
@@ -101,6 +102,9 @@ def main(argv=None) -> dict:
     parser.add_argument("--set", nargs="*", default=[], help="DiffusionConfig overrides, field=value")
     parser.add_argument("--images", type=int, default=128, help="images generated for the measures")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--vae-only", action="store_true",
+                        help="stop after the backbone: VAE PSNR and the QC/Dice of VAE reconstructions of real frames "
+                             "(the ceiling any generator through this VAE can reach); pair with --set unet_steps=1")
     args = parser.parse_args(argv)
     torch.manual_seed(args.seed)
 
@@ -118,6 +122,14 @@ def main(argv=None) -> dict:
         t0 = time.perf_counter()
         train_small_backbone(images, prompts, config, Path(tmp) / "backbone", log=lambda _: None, cells=cells)
         out["backbone_seconds"] = round(time.perf_counter() - t0, 1)
+        recon, reference = vae_reconstruct(Path(tmp) / "backbone", images[probe], config.resolution)
+        out["vae_psnr_ed"], out["vae_psnr_es"] = round(psnr(recon[:, 0], reference[:, 0]), 2), round(psnr(recon[:, 1], reference[:, 1]), 2)
+        recon_ed, recon_es, recon_passed = dice_medians(recon.astype(np.float32), controls[probe], thresholds)
+        out.update(vae_recon_dice_ed_median=round(recon_ed, 3), vae_recon_dice_es_median=round(recon_es, 3),
+                   vae_recon_qc_pass=round(recon_passed, 3))
+        if args.vae_only:
+            print(json.dumps(out))
+            return out
         t0 = time.perf_counter()
         train_controlnet(Path(tmp) / "backbone", images, controls, prompts, config, Path(tmp) / "cn", log=lambda _: None, cells=cells)
         out["controlnet_seconds"] = round(time.perf_counter() - t0, 1)
@@ -126,7 +138,6 @@ def main(argv=None) -> dict:
         generated = sampler.generate(controls[probe], [prompts[i] for i in probe], list(range(len(probe))), log=None)
         out["sample_images_per_s"] = round(len(probe) / (time.perf_counter() - t0), 2)
         generated_rare = sampler.generate(controls[rare], [prompts[i] for i in rare], list(range(len(rare))), log=None)
-        out["vae_psnr_ed"], out["vae_psnr_es"] = (round(v, 2) for v in vae_psnr(Path(tmp) / "backbone", images[probe], config.resolution))
     ed, es, passed = dice_medians(generated, controls[probe], thresholds)
     real_ed, real_es, real_passed = dice_medians(images[probe], controls[probe], thresholds)
     _, _, out["rare_cells_qc_pass_first_attempt"] = dice_medians(generated_rare, controls[rare], thresholds)
