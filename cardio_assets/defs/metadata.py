@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import pandas as pd
 from dagster import MetadataValue, TableColumn, TableRecord, TableSchema
@@ -20,15 +18,12 @@ def _column_type(series: pd.Series) -> str:
 
 
 def _cell(value):
-    # TableRecord takes str/int/float/bool/None; NaN does not survive the UI's JSON
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return None
+    # TableRecord takes str/int/float/bool/None; NaN (and pd.NA, NaT) does not survive the UI's JSON
     if isinstance(value, np.generic):
         value = value.item()
-        return None if isinstance(value, float) and math.isnan(value) else value
-    if isinstance(value, (str, int, float, bool)):
-        return value
-    return None if pd.isna(value) else str(value)
+    if value is None or (pd.api.types.is_scalar(value) and pd.isna(value)):
+        return None
+    return value if isinstance(value, (str, int, float, bool)) else str(value)
 
 
 def table_metadata(frame: pd.DataFrame, index: bool = False, descriptions: dict[str, str] | None = None) -> MetadataValue:
