@@ -2,7 +2,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from cardio_assets.lake.atomic import atomic_dir
+from cardio_assets.lake.atomic import atomic_dir, recover, remove_leftovers
 from cardio_assets.lake.values import FrameSet, content_hash, read_value, write_value
 
 
@@ -56,3 +56,24 @@ def test_content_hash_follows_content_not_files(tmp_path):
     assert content_hash({"b": 1, "a": 2}) == content_hash({"a": 2, "b": 1})
     with pytest.raises(TypeError, match="no content hash"):
         content_hash([1, 2])
+
+
+def test_recover_puts_back_a_folder_set_aside_by_an_interrupted_swap(tmp_path):
+    target = tmp_path / "checkpoint"
+    aside = tmp_path / ".checkpoint.old-1234abcd"  # killed between atomic_dir's two renames
+    aside.mkdir()
+    (aside / "COMPLETE").write_text("7")
+    half = tmp_path / ".checkpoint.tmp-99999999"  # and a half-written new one
+    half.mkdir()
+    assert recover(target) == target
+    assert (target / "COMPLETE").read_text() == "7"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint"]
+    assert recover(tmp_path / "never_written") is None
+
+
+def test_remove_leftovers_clears_temporaries_at_any_depth_and_keeps_the_rest(tmp_path):
+    (tmp_path / "a" / ".x.tmp-1").mkdir(parents=True)
+    (tmp_path / "a" / ".y.csv.tmp-2.csv").write_text("half")
+    (tmp_path / "a" / "y.csv").write_text("whole")
+    remove_leftovers(tmp_path)
+    assert [p.name for p in (tmp_path / "a").iterdir()] == ["y.csv"]

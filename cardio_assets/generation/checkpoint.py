@@ -11,14 +11,13 @@ from __future__ import annotations
 
 import os
 import random
-import shutil
 from pathlib import Path
 
 import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
-from cardio_assets.lake.atomic import atomic_dir
+from cardio_assets.lake.atomic import atomic_dir, recover
 
 NAME = "checkpoint"
 
@@ -62,20 +61,13 @@ def save_checkpoint(out_dir: str | Path, model: torch.nn.Module, state: dict) ->
             fh.write(str(state.get("step", "")))
             fh.flush()
             os.fsync(fh.fileno())
-    # a crash between atomic_dir's two renames leaves the previous checkpoint aside as
-    # `.checkpoint.old-*` (find_checkpoint falls back to it); the new one supersedes it
-    for old in out_dir.glob(f".{NAME}.old*"):
-        shutil.rmtree(old, ignore_errors=True)
     return final
 
 
 def find_checkpoint(out_dir: str | Path) -> Path | None:
-    """The complete checkpoint folder, also after a crash between the two renames."""
-    out_dir = Path(out_dir)
-    for cand in (out_dir / NAME, *sorted(out_dir.glob(f".{NAME}.old*"))):
-        if (cand / "COMPLETE").exists():
-            return cand
-    return None
+    """The complete checkpoint folder, also after a crash between atomic_dir's two renames."""
+    found = recover(Path(out_dir) / NAME)
+    return found if found is not None and (found / "COMPLETE").exists() else None
 
 
 def load_checkpoint(path: str | Path, model: torch.nn.Module) -> dict:
@@ -87,7 +79,6 @@ def load_checkpoint(path: str | Path, model: torch.nn.Module) -> dict:
 
 
 def clean_temporaries(out_dir: str | Path, names: tuple[str, ...] = (NAME,)) -> None:
-    """Remove the half-written `atomic_dir` temporaries of `out_dir/<name>` a killed run left."""
+    """Recover `out_dir/<name>` for each name from what a killed run left (`lake.atomic.recover`)."""
     for name in names:
-        for p in Path(out_dir).glob(f".{name}.tmp-*"):
-            shutil.rmtree(p, ignore_errors=True)
+        recover(Path(out_dir) / name)

@@ -56,3 +56,22 @@ def atomic_write_file(path: Path, write) -> Path:
 def atomic_write_text(path: Path, text: str) -> Path:
     """Write a text file through a temporary sibling and a rename; returns the path."""
     return atomic_write_file(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+
+
+def recover(target: Path) -> Path | None:
+    """Undo what a killed write left around `target`: put back a folder set aside by an interrupted
+    swap (`target` gone, `.name.old*` there), and drop half-written temporaries (`.name.tmp-*`).
+    Returns `target` if it exists afterwards."""
+    target = Path(target)
+    aside = sorted(target.parent.glob(f".{target.name}.old*"))
+    if not target.exists() and aside:
+        os.replace(aside.pop(), target)
+    for path in [*aside, *target.parent.glob(f".{target.name}.tmp-*")]:
+        shutil.rmtree(path, ignore_errors=True) if path.is_dir() else path.unlink(missing_ok=True)
+    return target if target.exists() else None
+
+
+def remove_leftovers(folder: Path) -> None:
+    """Delete every temporary and set-aside copy these writers left anywhere under `folder`."""
+    for path in [p for p in Path(folder).rglob(".*") if ".tmp-" in p.name or ".old" in p.name]:
+        shutil.rmtree(path, ignore_errors=True) if path.is_dir() else path.unlink(missing_ok=True)

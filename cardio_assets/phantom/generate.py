@@ -34,7 +34,7 @@ import nibabel as nib
 import numpy as np
 
 from cardio_assets.cohort.cells import CELL_KEYS
-from cardio_assets.lake.atomic import atomic_dir, atomic_write_text
+from cardio_assets.lake.atomic import atomic_dir, atomic_write_text, remove_leftovers
 from cardio_assets.phantom.anatomy import PatientParams, sample_anatomy
 from cardio_assets.phantom.config import PHANTOM_VERSION, PhantomConfig
 from cardio_assets.phantom.geometry import frame_seconds
@@ -168,16 +168,6 @@ def _remove_stale_patients(sub: Path, keep: set[str]) -> int:
     return removed
 
 
-def _remove_leftovers(out: Path) -> None:
-    """Delete what a killed run left half-written: the hidden temporaries of lake.atomic."""
-    leftovers = [p for p in out.rglob(".*") if ".tmp-" in p.name or ".old-" in p.name]
-    for path in leftovers:
-        if path.is_dir():
-            shutil.rmtree(path, ignore_errors=True)
-        else:
-            path.unlink(missing_ok=True)
-
-
 def _chunks(items: list, size: int) -> list[list]:
     return [items[i:i + size] for i in range(0, len(items), size)]
 
@@ -219,7 +209,7 @@ def generate_phantom_cohort(out_dir: str | Path, config: PhantomConfig, workers:
 
     if manifest_path.exists():
         manifest_path.unlink()  # from here on, the folder does not look complete
-    _remove_leftovers(out)
+    remove_leftovers(out)
 
     started = time.perf_counter()
     attrs = cohort_attributes(config)
