@@ -64,6 +64,14 @@ def configure_backend(tf32: bool = True, cpu_threads: int | None = None) -> None
     torch.set_float32_matmul_precision("high" if tf32 else "highest")
 
 
+def set_memory_format(channels_last: bool, *modules: torch.nn.Module) -> None:
+    """Channels-last (or the ordinary contiguous) memory for the modules' 4-d weights; a
+    convolution whose weight is channels-last gives channels-last activations too."""
+    memory_format = torch.channels_last if channels_last else torch.contiguous_format
+    for module in modules:
+        module.to(memory_format=memory_format)
+
+
 def seed_everything(seed: int, deterministic_cudnn: bool = False) -> None:
     """Seed python, numpy and torch (all CUDA devices lazily, without initialising CUDA).
 

@@ -16,6 +16,7 @@ from cardio_assets.classify.strategies import (
     STRATEGY_NAMES,
     ImageSet,
     balanced_synthetic_rows,
+    run_strategies,
     run_strategy,
 )
 from cardio_assets.classify.train import (
@@ -166,6 +167,28 @@ def test_synthetic_pretraining_is_the_start_of_real_fine_tuning(monkeypatch):
         assert torch.equal(finetune["init_state"][name], tensor), name
     assert finetune["kwargs"]["lr"] == config.finetune_lr
     assert "synthetic pretraining" in predictions.attrs["run"]["model_description"]
+
+
+def test_the_sweep_pretrains_on_synthetic_once_per_seed_with_the_same_result(monkeypatch):
+    real, synthetic = _cohort(), _synthetic(per_cell=2)
+    config = CONFIG.with_(epochs=1, synthetic_per_cell=1)
+    alone = run_strategy("synth_pretrain_real_finetune", real, synthetic, config, seed=0, log=_quiet)
+
+    trainings = []
+    real_train = schemes_module.train_classifier
+
+    def counting(train, *args, **kwargs):
+        trainings.append(len(train[1]))
+        return real_train(train, *args, **kwargs)
+
+    monkeypatch.setattr(schemes_module, "train_classifier", counting)
+    names = ["synth_only", "synth_pretrain_real_finetune"]
+    predictions, runs, _ = run_strategies(names, real, synthetic, config, seeds=[0, 1], log=_quiet)
+    # per seed: synth_only's training and the fine-tuning; the pretraining is synth_only's model
+    n_real = int(runs.loc[runs["strategy"] == "synth_pretrain_real_finetune", "n_train_real"].iloc[0])
+    assert trainings == [72, n_real, 72, n_real]
+    swept = predictions[(predictions["strategy"] == "synth_pretrain_real_finetune") & (predictions["seed"] == 0)]
+    assert np.array_equal(swept["score"].to_numpy(), alone["score"].to_numpy())
 
 
 def test_run_strategy_predictions_are_real_test_and_heldout_patients():

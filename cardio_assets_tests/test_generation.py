@@ -288,7 +288,8 @@ def test_generation_is_deterministic_and_batch_independent(backbone_dir, control
     # the one-call convenience builds the same pipeline
     c2 = generate(backbone_dir, controlnet_dir / "controlnet", labels[:1], prompts[:1], [11], c, log=quiet)
     np.testing.assert_allclose(c2[0], a[0], atol=1e-5)
-    # and a plain diffusers pipeline (no conditioning-embedding cache) gives the same image
+    # and a plain diffusers pipeline (no conditioning-embedding cache, ordinary memory layout
+    # where the Sampler runs channels-last) gives the same image
     from diffusers import ControlNetModel, StableDiffusionControlNetPipeline
 
     from cardio_assets.generation.sampling import make_scheduler

@@ -79,7 +79,9 @@ class InputPipeline(nn.Module):
         if x.shape[-2:] != (self.image_size, self.image_size):
             x = F.interpolate(x, size=(self.image_size, self.image_size), mode="bilinear",
                               align_corners=False, antialias=x.shape[-1] > self.image_size)
-        return (x - self.mean) / self.std
+        # channels-last convolutions: ResNet-18 at 64 px trains 4-10% faster on 2 CPU cores
+        # (benchmarks/classifier.py; inference within noise)
+        return ((x - self.mean) / self.std).contiguous(memory_format=torch.channels_last)
 
 
 class HFClassifier(nn.Module):
@@ -117,4 +119,4 @@ class PenultimateFeatures(nn.Module):
 def build_classifier(image_size: int, pretrained_weights: str | Path | None = None,
                      num_classes: int = 2) -> HFClassifier:
     backbone, description = build_resnet18(num_classes, pretrained_weights)
-    return HFClassifier(backbone, image_size, description)
+    return HFClassifier(backbone.to(memory_format=torch.channels_last), image_size, description)

@@ -101,9 +101,17 @@ def train_concat(real: tuple, synth: tuple, val: tuple, config: ClassifierConfig
 
 
 def train_pretrain_finetune(real: tuple, synth: tuple, val: tuple, config: ClassifierConfig, seed: int,
-                            stage_log: StageLog) -> TrainedModel:
-    """Train on the synthetic images, then fine-tune those weights on the real ones."""
-    pre_model, pre_history = train_classifier(synth, val, config, seed, log=stage_log("pretrain"))
+                            stage_log: StageLog, pretrained: TrainedModel | None = None) -> TrainedModel:
+    """Train on the synthetic images, then fine-tune those weights on the real ones.
+
+    `pretrained`: the model a synthetic-only training on these same images, config and seed
+    already made (strategy `synth_only`); the pretraining stage would repeat it exactly.
+    """
+    if pretrained is None:
+        pre_model, pre_history = train_classifier(synth, val, config, seed, log=stage_log("pretrain"))
+    else:
+        pre_model, pre_history = pretrained.model, pretrained.history
+        stage_log("pretrain")("the synth_only model of this seed, trained on the same images (not trained again)")
     init_state = {k: v.detach().clone() for k, v in pre_model.state_dict().items()}
     description = f"synthetic pretraining from {pre_history['model_description']}, then real fine-tuning"
     model, history = train_classifier(real, val, config, seed, init_state=init_state, log=stage_log("finetune"),

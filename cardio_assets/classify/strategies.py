@@ -214,10 +214,15 @@ def _predict_evaluation_sets(name: str, seed: int, model: HFClassifier, real: Im
 
 
 def run_strategy(name: str, real: ImageSet, synthetic: ImageSet | None, config: ClassifierConfig, seed: int,
-                 log: Log = print) -> pd.DataFrame:
+                 log: Log = print, synthetic_models: dict | None = None) -> pd.DataFrame:
     """Train one strategy with one seed, choose the threshold on validation, predict test and
     held-out patients. Returns the predictions (`PREDICTION_COLUMNS`); `result.attrs["run"]`
-    holds what the run did (model provenance, sizes, best epoch, threshold, alpha, history)."""
+    holds what the run did (model provenance, sizes, best epoch, threshold, alpha, history).
+
+    synthetic_models: a dict shared between the runs of one sweep: `synth_only` leaves its
+    model there and `synth_pretrain_real_finetune` of the same seed and synthetic rows starts
+    from it instead of repeating that training.
+    """
     t0 = time.perf_counter()
     spec = get_strategy(name)
     if _synthetic_mask(real.index).any():
@@ -252,11 +257,14 @@ def run_strategy(name: str, real: ImageSet, synthetic: ImageSet | None, config: 
     if spec.scheme == "concat":
         trained = train_concat(real_part, synth_part, val, config, seed, stage_log)
     elif spec.scheme == "pretrain_finetune":
-        trained = train_pretrain_finetune(real_part, synth_part, val, config, seed, stage_log)
+        pretrained = (synthetic_models or {}).get(_synthetic_only_key(seed, ts.synthetic_rows))
+        trained = train_pretrain_finetune(real_part, synth_part, val, config, seed, stage_log, pretrained)
     elif spec.scheme == "mix":
         trained = train_mix(real_part, synth_part, synth_index, val, config, seed, stage_log)
     else:  # pragma: no cover - guarded by the strategy table
         raise ValueError(spec.scheme)
+    if synthetic_models is not None and not spec.uses_real and spec.scheme == "concat":
+        synthetic_models[_synthetic_only_key(seed, ts.synthetic_rows)] = trained
 
     val_scores = predict(trained.model, val[0], max(config.batch_size, 128))
     threshold = choose_threshold(val_scores, val[1])
@@ -276,6 +284,10 @@ def run_strategy(name: str, real: ImageSet, synthetic: ImageSet | None, config: 
     predictions.attrs["run"] = run
     log(f"[{name} seed {seed}] done in {run['seconds']:.1f} s; threshold {threshold:.3f}")
     return predictions
+
+
+def _synthetic_only_key(seed: int, synthetic_rows: np.ndarray) -> tuple[int, bytes]:
+    return seed, np.asarray(synthetic_rows, dtype=np.int64).tobytes()
 
 
 def run_record(predictions: pd.DataFrame) -> dict:
@@ -306,8 +318,9 @@ def run_strategies(names, real: ImageSet, synthetic: ImageSet | None, config: Cl
     seeds = list(range(config.n_seeds)) if seeds is None else list(seeds)
     frames, runs, patients = [], [], []
     for seed in seeds:
+        synthetic_models: dict = {}  # one seed's synth_only model, the pretraining of synth_pretrain_real_finetune
         for name in names:
-            p = run_strategy(name, real, synthetic, config, seed, log)
+            p = run_strategy(name, real, synthetic, config, seed, log, synthetic_models)
             frames.append(p)
             runs.append(run_record(p))
             patients.append(run_patients(p))

@@ -25,7 +25,14 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from cardio_assets.compute import autocast_context, configure_backend, resolve_device, resolve_dtype, seed_everything
+from cardio_assets.compute import (
+    autocast_context,
+    configure_backend,
+    resolve_device,
+    resolve_dtype,
+    seed_everything,
+    set_memory_format,
+)
 from cardio_assets.generation.backbone import (
     RECORD_NAME,
     diffusion_target,
@@ -123,6 +130,7 @@ def _build_small_backbone(prompts: list[str], config: DiffusionConfig, device: t
     vae = make_vae(config).to(device)
     unet = make_unet(config).to(device)
     text_encoder = make_text_encoder(config, tokenizer).to(device)
+    set_memory_format(config.channels_last, vae, unet)
     noise_scheduler = make_noise_scheduler(config)
     return tokenizer, vae, unet, text_encoder, noise_scheduler
 
@@ -230,6 +238,7 @@ def _save_trained_backbone(out_dir: Path, vae, text_encoder, tokenizer, unet, no
     """Replace the pipeline folders in `out_dir`; the record goes first (no record = not finished)."""
     for m in (vae, unet, text_encoder):
         m.to("cpu")
+    set_memory_format(False, vae, unet)  # stored in the ordinary layout
     if (out_dir / RECORD_NAME).exists():
         (out_dir / RECORD_NAME).unlink()
     for sub in ("vae", "unet", "text_encoder", "tokenizer", "scheduler"):

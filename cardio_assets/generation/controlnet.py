@@ -25,7 +25,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from cardio_assets.compute import autocast_context, configure_backend, resolve_device, resolve_dtype, seed_everything
+from cardio_assets.compute import autocast_context, configure_backend, resolve_device, resolve_dtype, seed_everything, set_memory_format
 from cardio_assets.generation.backbone import RECORD_NAME, diffusion_target, load_backbone
 from cardio_assets.generation.checkpoint import NAME as CHECKPOINT_NAME
 from cardio_assets.generation.checkpoint import (
@@ -149,6 +149,7 @@ def train_controlnet(
         seconds = seconds_before + (time.perf_counter() - t_loop)
         save_checkpoint(out_dir, controlnet, _checkpoint_state(total, optimizer, lr_scheduler, gen, losses, seconds, identity))
     final = out_dir / FINAL_NAME
+    set_memory_format(False, controlnet)  # stored in the ordinary layout
     with atomic_dir(final) as tmp:
         controlnet.save_pretrained(tmp, safe_serialization=True)
     record = _training_record(
@@ -181,6 +182,7 @@ def _checked_inputs(images, controls, prompts) -> tuple[np.ndarray, np.ndarray, 
 def _load_backbone_and_data(backbone_dir, images, controls, prompts, cells, config, out_dir, device, dtype, log):
     """(frozen backbone, checkpoint identity, cached training data, seconds spent caching)."""
     backbone = load_backbone(backbone_dir, device=device, dtype=dtype)
+    set_memory_format(config.channels_last, backbone.vae, backbone.unet)
     if backbone.resolution != config.resolution:
         log(f"controlnet: backbone native resolution {backbone.resolution} px, training at {config.resolution} px")
     identity = _checkpoint_identity(config, fingerprint_images(images, controls, prompts), backbone_identity(backbone_dir))
@@ -202,6 +204,7 @@ def _build_controlnet(backbone, config: DiffusionConfig, device: torch.device):
         backbone.unet, conditioning_embedding_out_channels=tuple(config.controlnet_cond_channels),
         conditioning_channels=control_channels(config.control_encoding),
     ).to(device=device)  # fp32 parameters (from_unet builds in the default dtype)
+    set_memory_format(config.channels_last, controlnet)
     controlnet.train()
     if config.gradient_checkpointing:
         controlnet.enable_gradient_checkpointing()

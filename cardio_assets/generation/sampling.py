@@ -16,7 +16,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from cardio_assets.compute import configure_backend, dtype_kwargs, resolve_device, resolve_dtype
+from cardio_assets.compute import configure_backend, dtype_kwargs, resolve_device, resolve_dtype, set_memory_format
 from cardio_assets.generation.config import DiffusionConfig
 from cardio_assets.generation.control import check_controls, control_tensor
 
@@ -101,6 +101,7 @@ class Sampler:
         pipe.controlnet.controlnet_cond_embedding = self._cond_cache
         pipe.set_progress_bar_config(disable=True)
         self.pipe = pipe.to(self.device)
+        set_memory_format(config.channels_last, pipe.unet, pipe.controlnet, pipe.vae)
         self.backbone_dir, self.controlnet_dir = Path(backbone_dir), Path(controlnet_dir)
 
     @torch.no_grad()
