@@ -1,9 +1,12 @@
 """Every bad input gives its documented quarantine row; good ones give cohort rows."""
 
 
+import gzip
+
 import nibabel as nib
 import numpy as np
 import pandas as pd
+import pytest
 
 from cardio_assets.cohort.labels import LV
 from cardio_assets.cohort.readers import scan_acdc, scan_mms, scan_ukbb
@@ -102,3 +105,93 @@ def test_validation_in_worker_processes_gives_the_same_table(tmp_path):
     serial, _ = validate_entries(entries, workers=1)
     parallel, _ = validate_entries(entries, workers=2)
     pd.testing.assert_frame_equal(serial, parallel)
+
+
+# --- NIfTI files as they turn up in real folders ---------------------------------------------
+
+
+def _resave(path, data):
+    """`data` saved over the NIfTI at `path`, same affine, dtype taken from `data`."""
+    nib.save(nib.Nifti1Image(data, nib.load(path).affine), path)
+
+
+def _voxels(path):
+    return np.asanyarray(nib.load(path).dataobj)
+
+
+def _set_stored_pixdim(path, axis, value):
+    """Write `value` into pixdim[axis] of the header on disk (nibabel's writer would fix a zero)."""
+    raw = gzip.decompress(path.read_bytes())
+    header = nib.Nifti1Header(binaryblock=raw[:348], check=False)
+    pixdim = header["pixdim"].copy()
+    pixdim[axis] = value
+    header["pixdim"] = pixdim
+    path.write_bytes(gzip.compress(header.binaryblock + raw[348:]))
+
+
+def test_broken_and_odd_nifti_files_quarantine_only_their_patient(tmp_path):
+    cases = {
+        "z01": ("unreadable_image", "image", "Empty file"),  # zero bytes
+        "z02": ("unreadable_image", "image", "not a gzip file"),  # text named .nii.gz
+        "z03": ("unreadable_image", "image", "not a gzip file"),  # an uncompressed .nii named .nii.gz
+        "z04": ("unreadable_image", "image", "expected a 4D cine"),  # 3-D cine
+        "z05": ("unreadable_image", "image", "expected a 4D cine"),  # 5-D cine
+        "z06": ("unreadable_ed_mask", "ed_mask", "expected a 3D label map"),  # 5-D mask
+        "z07": ("labels_outside_canonical_set", "ed_mask", "non-integer labels such as [0.5]"),
+        "z08": ("labels_outside_canonical_set", "ed_mask", "labels [-1] outside"),
+        "z09": ("blank_image", "image", "every voxel of the cine"),  # all zeros
+        "z10": ("unreadable_image", "image", "voxel sizes (pixdim 1-3) are 0, 1.8, 8;"),
+        "z11": ("unreadable_image", "image", "not real numbers"),  # complex voxels
+        "z12": ("unreadable_image", "image", "not real numbers"),  # RGB voxels: crashed the run
+    }
+    kept = ["k1", "k2", "k3"]  # k2: float labels off by rounding noise; k3: a negative pixdim
+    paths = write_ukbb_cohort(tmp_path, [{"id": pid} for pid in kept + list(cases)])
+    files = {pid: paths.patients[pid] for pid in kept + list(cases)}
+    cine = _voxels(files["k1"]["image"])
+    files["z01"]["image"].write_bytes(b"")
+    files["z02"]["image"].write_text("eid,age\n1001,62\n")
+    nib.save(nib.Nifti1Image(cine, nib.load(files["z03"]["image"]).affine), tmp_path / "plain.nii")
+    files["z03"]["image"].write_bytes((tmp_path / "plain.nii").read_bytes())
+    _resave(files["z04"]["image"], cine[..., 0])
+    _resave(files["z05"]["image"], cine[..., None])
+    _resave(files["z06"]["ed_mask"], _voxels(files["z06"]["ed_mask"])[..., None, None])
+    noisy = _voxels(files["k2"]["ed_mask"]).astype(np.float32)
+    noisy[noisy == 1] = np.float32(1.0000001)
+    _resave(files["k2"]["ed_mask"], noisy)
+    half = _voxels(files["z07"]["ed_mask"]).astype(np.float32)
+    half[0, 0, 0] = 0.5
+    _resave(files["z07"]["ed_mask"], half)
+    negative = _voxels(files["z08"]["ed_mask"]).astype(np.int16)
+    negative[0, 0, 0] = -1
+    _resave(files["z08"]["ed_mask"], negative)
+    _resave(files["z09"]["image"], np.zeros_like(cine))
+    _set_stored_pixdim(files["z10"]["image"], 1, 0.0)
+    _set_stored_pixdim(files["k3"]["image"], 2, -1.8)
+    _resave(files["z11"]["image"], cine.astype(np.complex64))
+    rgb = np.zeros(cine.shape, dtype=[("R", "u1"), ("G", "u1"), ("B", "u1")])
+    rgb["R"] = np.clip(cine, 0, 255)
+    _resave(files["z12"]["image"], rgb)
+
+    cohort, quarantine = _validate(scan_ukbb(paths.root, paths.metadata))
+
+    assert sorted(cohort["patient_id"]) == kept
+    good = cohort.set_index("patient_id")
+    assert good.loc["k2", "lv_slices"] == good.loc["k1", "lv_slices"]  # 1.0000001 read as LV
+    assert good.loc["k3", ["spacing_x", "spacing_y", "spacing_z"]].tolist() == pytest.approx([1.8, 1.8, 8.0])
+    assert len(quarantine) == len(cases)
+    for pid, (reason, key, problem) in cases.items():
+        row = quarantine[quarantine["patient_id"] == pid].iloc[0]
+        file = str(files[pid][key].absolute())
+        assert (row["reason"], row["file"]) == (reason, file), pid
+        assert pid in row["detail"] and file in row["detail"] and problem in row["detail"], row["detail"]
+
+
+def test_frames_past_the_end_of_the_cine_name_the_metadata_line(tmp_path):
+    paths = write_mms_cohort(tmp_path, [{"id": "F1"}, {"id": "F2", "raw": {"ES": "30"}}, {"id": "F3", "raw": {"ED": "8"}}])
+    cohort, quarantine = _validate(scan_mms(paths.root, paths.metadata))
+    assert cohort["patient_id"].tolist() == ["F1"]
+    rows = quarantine.set_index("patient_id")
+    assert rows["reason"].to_dict() == {"F2": "frame_out_of_range", "F3": "frame_out_of_range"}
+    assert f"ES frame 30 ({paths.metadata}:3) outside 0..7" in rows.loc["F2", "detail"]
+    assert f"ED frame 8 ({paths.metadata}:4) outside 0..7" in rows.loc["F3", "detail"]
+    assert rows.loc["F2", "file"] == str(paths.patients["F2"]["image"].absolute())

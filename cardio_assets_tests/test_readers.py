@@ -3,6 +3,7 @@ reader-level quarantine reason, on tiny cohorts written by `layouts`."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import nibabel as nib
@@ -336,6 +337,191 @@ def test_acdc_missing_root_or_no_patients(tmp_path):
     (tmp_path / "training" / "notes").mkdir(parents=True)
     with pytest.raises(SourceMissingError, match="patientNNN"):
         scan_acdc(tmp_path)
+
+
+# --- messy real folders: every patient read or quarantined, named ---------------------------
+
+
+def rows_of(result):
+    return {(q.patient_id, q.reason): q for q in result.quarantine}
+
+
+def test_acdc_info_cfg_as_people_edit_it(tmp_path):
+    cfg = "ED: 1\nES: 4\nGroup: NOR\nNbFrame: 8\n"
+    patients = [
+        {"id": 1, "info_cfg": "  ED :  1  \n\tES:4   \nGroup:   NOR \nHeight:  170 \nWeight: 70\n", "info_crlf": True},
+        {"id": 2, "info_cfg": cfg + "Height: n/a\nWeight: \n"},
+        {"id": 3, "info_cfg": cfg + "Height: 1,75\nWeight: 70\n"},  # metres, decimal comma
+        {"id": 4, "info_cfg": cfg + "Height: 170\nWeight: 70\n", "info_encoding": "utf-16"},  # with BOM
+        {"id": 5, "info_cfg": cfg + "Height: 170\nWeight: 70\n", "info_encoding": "utf-16-le"},  # no BOM
+        {"id": 6, "info_cfg": cfg + "ED: 1\n"},  # repeated, same value
+        {"id": 11, "info_cfg": "ED: 1\nES: 4\nED: 2\nGroup: NOR\n"},  # repeated, different value
+        {"id": 12, "info_cfg": cfg + "Height: 175 cm\n"},
+        {"id": 13, "info_cfg": "ED: 1\nES: 9\nGroup: NOR\nNbFrame: 8\n"},
+        {"id": 14, "info_cfg": "ED: 1\nES: 4.5\nGroup: NOR\n"},
+        {"id": 15, "info_cfg": "ED: 1\nES: 40\nGroup: NOR\n"},  # no NbFrame to check against
+        {"id": 16, "info_cfg": ""},
+    ]
+    paths = write_acdc_cohort(tmp_path, patients)
+    result = scan_acdc(paths.root)
+    e = by_id(result)
+    assert sorted(e) == [f"patient00{i}" for i in range(1, 7)]
+    assert (e["patient001"].ed_frame, e["patient001"].es_frame) == (0, 3)
+    assert e["patient001"].bmi == pytest.approx(70 / 1.7**2) and e["patient001"].extra["group"] == "NOR"
+    assert e["patient002"].bmi is None
+    assert e["patient003"].bmi == pytest.approx(70 / 1.75**2)
+    assert e["patient004"].bmi == e["patient005"].bmi == pytest.approx(70 / 1.7**2)
+    rows = rows_of(result)
+    assert reasons(result) == [(f"patient0{i}", "bad_metadata") for i in (11, 12, 13, 14)] + [
+        ("patient015", "missing_es_mask"), ("patient016", "bad_metadata")]
+    expected = {
+        ("patient011", "bad_metadata"): "gives ED twice: '1' on line 1, '2' on line 3",
+        ("patient012", "bad_metadata"): "Height '175 cm' is not a number",
+        ("patient013", "bad_metadata"): "ES 9 is beyond NbFrame 8",
+        ("patient014", "bad_metadata"): "ES '4.5' is not a non-negative whole number",
+        ("patient015", "missing_es_mask"): "frame 40 in Info.cfg",
+        ("patient016", "bad_metadata"): "has no ED line",
+    }
+    for key, problem in expected.items():
+        assert key[0] in rows[key].detail and problem in rows[key].detail, rows[key].detail
+        if key[1] == "bad_metadata":
+            assert rows[key].file == str(paths.patients[key[0]]["info"]) and rows[key].file in rows[key].detail
+
+
+def test_acdc_folders_differing_in_case_or_spaces_are_patients_not_skipped(tmp_path):
+    paths = write_acdc_cohort(tmp_path, [{"id": 1}, {"id": 1, "split": "testing"}, {"id": 2}, {"id": 3}])
+    training = paths.root / "training"
+    (training / "patient002").rename(training / "Patient002")
+    (training / "patient003").rename(training / "patient003 ")
+    (paths.root / "testing" / "patient001").rename(paths.root / "testing" / "PATIENT001")
+    (training / "patient004").mkdir()  # a patient folder with no files
+    result = scan_acdc(paths.root)
+    e = by_id(result)
+    assert sorted(e) == ["patient001", "patient002", "patient003"]
+    assert "/Patient002/" in e["patient002"].image_path and "/patient003 /" in e["patient003"].image_path
+    assert reasons(result) == [("patient001", "duplicate_id"), ("patient004", "missing_metadata")]
+    assert "/testing/PATIENT001/" in e["patient001"].image_path  # first in sorted path order
+    assert rows_of(result)[("patient001", "duplicate_id")].file.endswith("training/patient001")
+
+
+def test_broken_symbolic_links_name_where_they_point(tmp_path):
+    gone = tmp_path / "unmounted" / "sa.nii.gz"
+    ukbb = write_ukbb_cohort(tmp_path / "u", [{"id": "1"}, {"id": "2"}])
+    mms = write_mms_cohort(tmp_path / "m", [{"id": "M1"}, {"id": "M2"}])
+    acdc = write_acdc_cohort(tmp_path / "a", [{"id": 1}, {"id": 2}])
+    links = {
+        ("ukbb", "2", "missing_image"): ukbb.patients["2"]["image"],
+        ("mms", "M2", "missing_ed_mask"): mms.patients["M2"]["labels"],
+        ("acdc", "patient002", "missing_es_mask"): acdc.patients["patient002"]["es_mask"],
+    }
+    for link in links.values():
+        link.unlink()
+        os.symlink(gone, link)
+    results = {"ukbb": scan_ukbb(ukbb.root, ukbb.metadata), "mms": scan_mms(mms.root, mms.metadata),
+               "acdc": scan_acdc(acdc.root)}
+    assert [e.patient_id for e in results["ukbb"].entries] == ["1"]
+    assert [e.patient_id for e in results["mms"].entries] == ["M1"]
+    assert [e.patient_id for e in results["acdc"].entries] == ["patient001"]
+    for (source, pid, reason), link in links.items():
+        row = rows_of(results[source])[(pid, reason)]
+        assert row.file == str(link)
+        assert str(link) in row.detail and f"is a symbolic link to {gone}, which is not a readable file" in row.detail
+
+
+def test_patient_folders_with_no_files(tmp_path):
+    ukbb = write_ukbb_cohort(tmp_path / "u", [{"id": "1"}, {"id": "2", "missing": ["image", "ed_mask", "es_mask"]}])
+    mms = write_mms_cohort(tmp_path / "m", [{"id": "M1"}, {"id": "M2", "missing": ["image", "ed_mask"]}])
+    assert not any(ukbb.patients["2"]["folder"].iterdir()) and not any(mms.patients["M2"]["folder"].iterdir())
+    for result, pid in ((scan_ukbb(ukbb.root, ukbb.metadata), "2"), (scan_mms(mms.root, mms.metadata), "M2")):
+        assert len(result.entries) == 1
+        assert reasons(result) == [(pid, "missing_ed_mask"), (pid, "missing_es_mask"), (pid, "missing_image")]
+
+
+@pytest.mark.parametrize("encoding", ["utf-16", "utf-16-le"])  # with and without a byte-order mark
+def test_metadata_tables_in_utf16(tmp_path, encoding):
+    ukbb = write_ukbb_cohort(tmp_path / "u", make_patients(2), encoding=encoding)
+    mms = write_mms_cohort(tmp_path / "m", make_patients(2, prefix="A"), encoding=encoding)
+    assert ukbb.metadata.read_bytes().startswith(b"\xff\xfe") == (encoding == "utf-16")
+    u, m = scan_ukbb(ukbb.root, ukbb.metadata), scan_mms(mms.root, mms.metadata)
+    assert u.quarantine == [] and m.quarantine == []
+    assert [(e.patient_id, e.age) for e in u.entries] == [("1000001", 45.0), ("1000002", 62.0)]
+    assert [(e.patient_id, e.age) for e in m.entries] == [("A1000001", 45.0), ("A1000002", 62.0)]
+
+
+def test_mms_values_as_people_type_them(tmp_path):
+    patients = [
+        {"id": "V1", "raw": {"Age": " 61 ", "Sex": " m ", "Height": "1,75", "Weight": "70"}},
+        {"id": "V2", "raw": {"Age": "n/a", "Height": "", "Weight": "NA"}},
+        {"id": "V3", "raw": {"External code": " V3 ", "Pathology": " DCM "}},
+        {"id": "W1", "raw": {"Age": "72 years"}},
+        {"id": "W2", "raw": {"Weight": "70kg"}},
+        {"id": "W3", "raw": {"ES": "3.5"}},
+        {"id": "W4", "raw": {"ED": "-1"}},
+        {"id": "W5", "raw": {"ES": ""}},
+    ]
+    paths = write_mms_cohort(tmp_path, patients)
+    result = scan_mms(paths.root, paths.metadata)
+    e = by_id(result)
+    assert sorted(e) == ["V1", "V2", "V3"]
+    assert (e["V1"].age, e["V1"].sex, e["V1"].bmi) == (61.0, "male", pytest.approx(70 / 1.75**2))
+    assert (e["V2"].age, e["V2"].bmi) == (None, None)
+    assert e["V3"].diagnosis == "hf"
+    problems = {"W1": "Age '72 years' is not a number", "W2": "Weight '70kg' is not a number",
+                "W3": "ES frame '3.5' is not a non-negative whole number",
+                "W4": "ED frame '-1' is not a non-negative whole number",
+                "W5": "ED and ES frame indices are required"}
+    rows = rows_of(result)
+    assert sorted(rows) == [(pid, "missing_metadata") for pid in problems]
+    for line, (pid, problem) in enumerate(problems.items(), start=5):
+        assert f"patient {pid}: line {line} of {paths.metadata}: {problem}" == rows[(pid, "missing_metadata")].detail
+
+
+def test_mms_row_with_an_unquoted_decimal_comma_is_quarantined_not_fatal(tmp_path):
+    paths = write_mms_cohort(tmp_path, [{"id": "D1"}, {"id": "D2", "raw": {"Height": "1,75"}}, {"id": "D3"}])
+    text = paths.metadata.read_text()
+    assert '"1,75"' in text
+    paths.metadata.write_text(text.replace('"1,75"', "1,75"))  # as typed in a text editor
+    result = scan_mms(paths.root, paths.metadata)
+    assert sorted(by_id(result)) == ["D1", "D3"]
+    assert reasons(result) == [("D2", "missing_metadata")]  # its folder is not reported as lacking a row
+    detail = result.quarantine[0].detail
+    assert detail.startswith(f"patient D2: a row of metadata table {paths.metadata} has 13 fields where its header has 12")
+    assert "'1', '75'" in detail
+
+
+def test_ids_differing_in_case_or_spaces(tmp_path):
+    mms = write_mms_cohort(tmp_path / "m", [
+        {"id": "C1"}, {"id": "c1"},  # one patient typed twice, or two a spreadsheet would merge
+        {"id": "S1", "duplicate": True, "raw": {"Age": "55"}}, {"id": "S2"},
+    ])
+    lines = mms.metadata.read_text().splitlines()
+    lines[4] = lines[4].replace(",S1,", ", S1 ,").replace(",55,", ",55 ,")  # the copy of S1 with stray spaces
+    mms.metadata.write_text("\n".join(lines) + "\n")
+    result = scan_mms(mms.root, mms.metadata)
+    assert sorted(by_id(result)) == ["S1", "S2"]
+    assert reasons(result) == [("C1", "duplicate_id"), ("S1", "duplicate_id"), ("c1", "duplicate_id")]
+    rows = rows_of(result)
+    assert "as C1, c1 (ids differing only in case) with conflicting values" in rows[("c1", "duplicate_id")].detail
+    assert "the copies are identical, so line 4 is kept" in rows[("S1", "duplicate_id")].detail
+
+    ukbb = write_ukbb_cohort(tmp_path / "u", [{"id": "1"}, {"id": "2"}])
+    (ukbb.root / "2").rename(ukbb.root / "2 ")
+    result = scan_ukbb(ukbb.root, ukbb.metadata)
+    assert reasons(result) == [("2", "no_images"), ("2 ", "missing_metadata")]
+    rows = rows_of(result)
+    assert rows[("2", "no_images")].detail.endswith("(compare '2 ', which differs only in case or surrounding spaces)")
+    assert rows[("2 ", "missing_metadata")].detail.endswith("(compare '2', which differs only in case or surrounding spaces)")
+
+
+def test_malformed_metadata_tables_raise_naming_the_file(tmp_path):
+    paths = write_mms_cohort(tmp_path, [{"id": "A1"}])
+    text = paths.metadata.read_text()
+    paths.metadata.write_text(text.replace(",ES,", ",End systole,"))
+    with pytest.raises(MetadataFormatError, match=rf"{paths.metadata} lacks the column\(s\) ES;"):
+        scan_mms(paths.root, paths.metadata)
+    paths.metadata.write_bytes(b"")
+    with pytest.raises(MetadataFormatError, match=rf"could not read the metadata table {paths.metadata}"):
+        scan_mms(paths.root, paths.metadata)
 
 
 # --- diagnosis mapping and registry ------------------------------------------------------

@@ -46,9 +46,18 @@ def validate_entry(entry: PatientEntry) -> dict | QuarantineRow:
     if np.issubdtype(cine.dtype, np.floating) and not np.isfinite(cine).all():
         n_bad = int((~np.isfinite(cine)).sum())
         return bad(entry.image_path, "nonfinite_voxels", f"{n_bad} NaN/inf voxels in {entry.image_path}")
+    if cine.size and cine.min() == cine.max():  # an empty export: ES could only be guessed, wrongly
+        return bad(entry.image_path, "blank_image", f"every voxel of the cine {entry.image_path} is {cine.flat[0]}")
     n_frames = cine.shape[3]
     if n_frames < 2:  # ES must be another frame than ED, or the ES channel repeats ED
         return bad(entry.image_path, "single_frame_cine", f"the cine {entry.image_path} has {n_frames} time frame; ED and ES need two")
+    # before the masks: an M&Ms mask is the frame the metadata names, so a frame past the
+    # cine's end would otherwise read as an unreadable mask
+    for phase, frame in (("ED", entry.ed_frame), ("ES", entry.es_frame)):
+        if frame is not None and not 0 <= frame < n_frames:
+            where = entry.metadata_ref or "metadata"
+            return bad(entry.image_path, "frame_out_of_range",
+                       f"{phase} frame {frame} ({where}) outside 0..{n_frames - 1}, the frames of the cine {entry.image_path}")
 
     masks = {}
     for phase, ref in (("ED", entry.ed_mask), ("ES", entry.es_mask)):
@@ -66,8 +75,6 @@ def validate_entry(entry: PatientEntry) -> dict | QuarantineRow:
             return bad(ref.path, f"empty_{phase.lower()}_mask", f"{phase} mask has no LV cavity voxels")
         masks[phase] = mask
 
-    if not 0 <= entry.ed_frame < n_frames:
-        return bad(entry.image_path, "frame_out_of_range", f"ED frame {entry.ed_frame} outside 0..{n_frames - 1}")
     found = _es_frame(entry, cine, masks, bad)
     if isinstance(found, QuarantineRow):
         return found
@@ -144,10 +151,7 @@ def _es_frame(entry: PatientEntry, cine: np.ndarray, masks: dict, bad) -> tuple[
                        f"the ES mask {es_path} agrees with the ED frame {entry.ed_frame} as well as with any frame "
                        f"(Dice {dice[entry.ed_frame]:.2f}, best {dice.max():.2f}), so ES cannot be told from ED")
     else:
-        es_frame, es_from = int(entry.es_frame), "metadata"
-    n_frames = cine.shape[3]
-    if not 0 <= es_frame < n_frames:
-        return bad(entry.image_path, "frame_out_of_range", f"ES frame {es_frame} outside 0..{n_frames - 1}")
+        es_frame, es_from = int(entry.es_frame), "metadata"  # in range: checked with the cine
     if es_frame == entry.ed_frame:
         return bad(entry.image_path, "es_equals_ed", f"ES frame {es_frame} is the ED frame; the ES channel would repeat ED")
     return es_frame, es_from, float(dice[es_frame])

@@ -7,10 +7,12 @@ as float64 (nibabel's `get_fdata`): that would be four times the memory of int16
 
 from __future__ import annotations
 
+import math
+
 import nibabel as nib
 import numpy as np
 
-from cardio_assets.cohort.labels import to_canonical
+from cardio_assets.cohort.labels import LabelError, to_canonical
 from cardio_assets.cohort.readers.base import MaskRef
 
 
@@ -18,13 +20,37 @@ class VolumeError(ValueError):
     """A file cannot be read or does not hold what it should; the message names the file."""
 
 
+# Float label maps (resampled, or stored with a scale factor) carry rounding noise such as
+# 1.0000001; a value this close to a whole number is that label, anything further is not one.
+LABEL_ROUNDING_TOLERANCE = 1e-3
+
+
 def load_cine(path: str) -> tuple[np.ndarray, np.ndarray, tuple[float, ...]]:
     """4D cine (x, y, z, t) in its stored dtype, its affine and voxel sizes."""
     img = _open(path)
     if img.ndim != 4:
         raise VolumeError(f"{path}: expected a 4D cine (x, y, z, t), found shape {img.shape}")
+    _check_voxel_sizes(img, path)
     data = _read(img, path)
     return data, img.affine, tuple(float(z) for z in img.header.get_zooms()[:3])
+
+
+def _check_voxel_sizes(img: nib.Nifti1Image, path: str) -> None:
+    """VolumeError when the header's voxel sizes (pixdim 1-3) are zero or not finite.
+
+    nibabel silently reads a zero as 1 mm, so the stored header is read again unchecked:
+    the recorded spacing would otherwise be made up. A negative size is read as its
+    absolute value, as nibabel and other NIfTI readers do."""
+    try:
+        with nib.openers.ImageOpener(path) as handle:
+            stored = type(img.header).from_fileobj(handle, check=False)
+    except Exception as exc:  # the same file just opened; any failure is a broken file
+        raise VolumeError(f"{path}: unreadable NIfTI header ({type(exc).__name__}: {exc})") from None
+    sizes = [float(v) for v in stored["pixdim"][1:4]]
+    if not all(math.isfinite(v) and v != 0 for v in sizes):
+        shown = ", ".join(f"{v:g}" for v in sizes)
+        raise VolumeError(f"{path}: header voxel sizes (pixdim 1-3) are {shown}; zero or non-finite "
+                          f"sizes leave the spacing unknown")
 
 
 def load_mask(ref: MaskRef, label_map: dict[int, int]) -> tuple[np.ndarray, np.ndarray]:
@@ -45,19 +71,27 @@ def load_mask(ref: MaskRef, label_map: dict[int, int]) -> tuple[np.ndarray, np.n
         if not np.all(np.isfinite(data)):
             raise VolumeError(f"{ref.path}: label map holds NaN or inf")
         rounded = np.rint(data)
-        if not np.array_equal(rounded, data):
-            raise VolumeError(f"{ref.path}: label map holds non-integer values")
-        data = rounded.astype(np.int64)
+        off = np.abs(data - rounded) > LABEL_ROUNDING_TOLERANCE
+        if off.any():
+            examples = sorted(set(data[off].tolist()))[:5]
+            raise LabelError(f"non-integer labels such as {examples} ({int(off.sum())} voxels)")
+        data = rounded  # kept as floats: to_canonical checks them before any integer cast
     return to_canonical(data, label_map), img.affine
 
 
 def _open(path: str) -> nib.Nifti1Image:
     try:
-        return nib.load(path)
+        img = nib.load(path)
     except FileNotFoundError:
         raise VolumeError(f"{path}: file not found") from None
     except Exception as exc:  # nibabel raises many types for bad headers
         raise VolumeError(f"{path}: unreadable NIfTI header ({type(exc).__name__}: {exc})") from None
+    dtype = img.get_data_dtype()
+    if dtype.fields is not None or dtype.kind not in "biuf":
+        # RGB or complex voxels: not a magnitude image or a label map (and RGB cannot be
+        # compared with a threshold, which would stop the whole run)
+        raise VolumeError(f"{path}: voxels are of type {dtype}, not real numbers")
+    return img
 
 
 def _read(img: nib.Nifti1Image, path: str) -> np.ndarray:

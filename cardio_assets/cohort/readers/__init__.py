@@ -7,9 +7,11 @@ could not use. Quarantine reason codes:
 - ``missing_image``: no cine file for the patient;
 - ``missing_ed_mask`` / ``missing_es_mask``: no label file for that phase;
 - ``missing_metadata``: a patient folder with no metadata row (or no Info.cfg), or a
-  metadata row whose values are present but unparsable (or without an id);
-- ``duplicate_id``: an id twice in the metadata (identical copies: the first is kept;
-  conflicting copies: all quarantined) or a patient folder found twice (first kept);
+  metadata row whose values are present but unparsable (or without an id, or with more
+  fields than the header);
+- ``duplicate_id``: an id twice in the metadata, ids differing only in case counting as
+  one (identical copies: the first is kept; conflicting copies: all quarantined) or a
+  patient folder found twice (first kept);
 - ``no_images``: a metadata row whose patient folder is absent;
 - ``bad_metadata``: a malformed ACDC Info.cfg.
 

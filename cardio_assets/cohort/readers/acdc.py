@@ -8,15 +8,16 @@ Layout, found anywhere below `root` (the release has ``training/`` and ``testing
     patientNNN/Info.cfg                        ``Key: value`` lines
 
 Info.cfg keys: ED, ES (1-based frame numbers), Group, Height (cm), NbFrame, Weight (kg).
-ED and ES are required (a file without them, or with a line that is not ``Key: value``,
-is ``bad_metadata``); a folder without Info.cfg is ``missing_metadata``. Frames become
+ED and ES are required (a file without them, with a line that is not ``Key: value``, or
+with a key given twice with different values, is ``bad_metadata``); a folder without Info.cfg is ``missing_metadata``. Frames become
 0-based (``ed_frame = ED - 1``); the masks are the ``_gt`` files of frames ED and ES.
 ACDC records no sex and no age: they stay None, so the patient has no cell. Labels are
 remapped with `ACDC_MAP`. Group -> diagnosis follows
 `cardio_assets.cohort.readers.diagnosis.ACDC_DIAGNOSIS_DEFAULT`, overridable with `diagnosis_map`.
 
-A patient id found in two folders keeps the first (sorted path order); later folders are
-quarantined as ``duplicate_id``.
+The patient id is the folder name lower-cased and stripped (``Patient001`` and
+``patient001 `` are patient001). A patient id found in two folders keeps the first (sorted
+path order); later folders are quarantined as ``duplicate_id``.
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ from cardio_assets.cohort.readers.base import (
     find_nifti,
     find_nifti_or_quarantine,
     metadata_ref,
+    missing_nifti,
     parse_frame,
     parse_number,
     require_dir,
@@ -46,25 +48,37 @@ from cardio_assets.cohort.readers.diagnosis import ACDC_DIAGNOSIS_DEFAULT, map_d
 
 SOURCE = "acdc"
 INFO_FILE = "Info.cfg"
-PATIENT_DIR = re.compile(r"^patient\d+$")
+# "Patient001" or "patient001 " (a renamed or badly copied folder) is still a patient: the
+# id is the name lower-cased and stripped, so such a folder is read or reported, never skipped
+PATIENT_DIR = re.compile(r"^\s*patient\d+\s*$", re.IGNORECASE)
+
+
+def _patient_id(folder_name: str) -> str:
+    return folder_name.strip().lower()
 
 
 def read_info_cfg(path: Path) -> dict[str, str]:
-    """``Key: value`` lines as a dict; ValueError on a line of another shape.
+    """``Key: value`` lines as a dict; ValueError on a line of another shape, or on a key
+    given twice with different values (an edited file: which one holds is unknowable).
 
-    A byte-order mark, CRLF line ends and Latin-1 text are read like plain UTF-8."""
+    A byte-order mark, CRLF line ends, UTF-16 and Latin-1 text are read like plain UTF-8."""
     try:
         text = decode_text(path.read_bytes())
     except (UnicodeDecodeError, OSError) as exc:
         raise ValueError(f"cannot read it as text ({exc})") from None
     info: dict[str, str] = {}
+    first_line: dict[str, int] = {}
     for number, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
             continue
         key, sep, value = line.partition(":")
-        if not sep or not key.strip():
+        key, value = key.strip(), value.strip()
+        if not sep or not key:
             raise ValueError(f"line {number} {line.strip()!r} is not 'Key: value'")
-        info[key.strip()] = value.strip()
+        if key in info and info[key] != value:
+            raise ValueError(f"gives {key} twice: {info[key]!r} on line {first_line[key]}, {value!r} on line {number}")
+        info[key] = value
+        first_line.setdefault(key, number)
     return info
 
 
@@ -91,12 +105,12 @@ def _parse_info(info: dict[str, str]) -> dict:
 def _patient_folders(root: Path) -> dict[str, list[Path]]:
     found: dict[str, list[Path]] = {}
     if PATIENT_DIR.match(root.name):
-        found[root.name] = [root]
+        found[_patient_id(root.name)] = [root]
     for dirpath, dirnames, _ in os.walk(root):
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
         for d in dirnames:
             if PATIENT_DIR.match(d):
-                found.setdefault(d, []).append(Path(dirpath) / d)
+                found.setdefault(_patient_id(d), []).append(Path(dirpath) / d)
     return found
 
 
@@ -134,11 +148,11 @@ def _find_files(pid: str, folder: Path, info: dict, problems: list[QuarantineRow
         number = info[phase.lower()]
         masks[phase] = find_nifti(folder, f"{pid}_frame{number:02d}_gt")
         if masks[phase] is None:
-            expected = folder / f"{pid}_frame{number:02d}_gt.nii.gz"
+            expected, why = missing_nifti(folder, f"{pid}_frame{number:02d}_gt")
             problems.append(QuarantineRow(
                 pid, SOURCE, str(expected), reason,
                 f"patient {pid}: the {phase} segmentation {expected} (frame {number} "
-                f"in {INFO_FILE}) does not exist",
+                f"in {INFO_FILE}) {why}",
             ))
     return image, masks
 

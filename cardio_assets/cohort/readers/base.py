@@ -8,6 +8,7 @@ checking voxels and labels, and finding ES is done once for all sources by
 from __future__ import annotations
 
 import math
+import os
 import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -85,12 +86,25 @@ NIFTI_SUFFIXES: tuple[str, ...] = (".nii.gz", ".nii")
 _DECIMAL_COMMA = re.compile(r"[+-]?\d+,\d+")
 
 
+def utf16_without_bom(head: bytes) -> str | None:
+    """"utf-16-le" / "utf-16-be" for UTF-16 text saved without a byte-order mark, else None.
+
+    Its ASCII characters leave every other byte zero, whereas UTF-8 and Latin-1 text hold
+    no zero bytes (read as UTF-8, the zeros would end up inside every key and column name)."""
+    if b"\x00" not in head:
+        return None
+    return "utf-16-le" if head[1::2].count(0) > head[0::2].count(0) else "utf-16-be"
+
+
 def decode_text(data: bytes) -> str:
     """Text of a metadata file as real exports write it: UTF-8 with or without a byte-order
-    mark, UTF-16 with one (Excel's "Unicode text"), else Latin-1 (old Windows exports;
-    every byte decodes, so an accent never stops a run)."""
+    mark, UTF-16 with one (Excel's "Unicode text") or without, else Latin-1 (old Windows
+    exports; every byte decodes, so an accent never stops a run)."""
     if data.startswith((b"\xff\xfe", b"\xfe\xff")):
         return data.decode("utf-16")
+    utf16 = utf16_without_bom(data[:512])
+    if utf16:
+        return data.decode(utf16, errors="replace")
     try:
         return data.decode("utf-8-sig")
     except UnicodeDecodeError:
@@ -181,48 +195,69 @@ def find_nifti(folder: Path, stem: str) -> Path | None:
     return None
 
 
+def _same_values(a: dict, b: dict) -> bool:
+    """Two copies of a row agree: equal once each value is stripped (a copy pasted with a
+    stray space around its id or a value is still the same row)."""
+    strip = lambda values: {k: str(v).strip() for k, v in values.items()}  # noqa: E731
+    return strip(a) == strip(b)
+
+
 def split_duplicates(
     rows: list[tuple[int, str, dict]], *, source: str, file: str
 ) -> tuple[dict[str, tuple[int, dict]], list[QuarantineRow]]:
     """Resolve ids that occur more than once in a metadata table.
 
-    `rows` are ``(line number, patient id, raw values)`` in table order. Policy:
+    `rows` are ``(line number, patient id, raw values)`` in table order. Ids that differ
+    only in case (``A1`` and ``a1``) are the same id: one patient typed twice, or two that
+    a case-insensitive file system or a spreadsheet would merge. Policy:
 
     - every copy identical: the first is kept, each later copy is quarantined
       (``duplicate_id``), so nothing is lost and the table's mistake is visible;
-    - copies that disagree: *all* copies are quarantined, since nothing says which is right.
+    - copies that disagree (a different spelling of the id included): *all* copies are
+      quarantined, since nothing says which is right.
 
-    Returns the kept rows by id and the quarantine rows.
+    Returns the kept rows by id and the quarantine rows (each under its copy's spelling).
     """
-    by_id: dict[str, list[tuple[int, dict]]] = {}
+    by_id: dict[str, list[tuple[int, str, dict]]] = {}
     for line, pid, values in rows:
-        by_id.setdefault(pid, []).append((line, values))
+        by_id.setdefault(pid.casefold(), []).append((line, pid, values))
     kept: dict[str, tuple[int, dict]] = {}
     quarantine: list[QuarantineRow] = []
-    for pid, copies in by_id.items():
+    for copies in by_id.values():
+        first_line, first_pid, first_values = copies[0]
         if len(copies) == 1:
-            kept[pid] = copies[0]
+            kept[first_pid] = (first_line, first_values)
             continue
-        lines = ", ".join(str(line) for line, _ in copies)
-        identical = all(values == copies[0][1] for _, values in copies[1:])
+        lines = ", ".join(str(line) for line, _, _ in copies)
+        spellings = sorted({pid for _, pid, _ in copies})
+        as_ = f" as {', '.join(spellings)} (ids differing only in case)" if len(spellings) > 1 else ""
+        identical = all(_same_values(values, first_values) for _, _, values in copies[1:])
         if identical:
-            kept[pid] = copies[0]
-            for line, _ in copies[1:]:
+            kept[first_pid] = (first_line, first_values)
+            for line, pid, _ in copies[1:]:
                 quarantine.append(QuarantineRow(
                     pid, source, file, "duplicate_id",
                     f"patient {pid} appears {len(copies)} times in {file} (lines {lines}); "
-                    f"the copies are identical, so line {copies[0][0]} is kept and the copy "
+                    f"the copies are identical, so line {first_line} is kept and the copy "
                     f"on line {line} is quarantined",
                 ))
         else:
-            for line, _ in copies:
+            for line, pid, _ in copies:
                 quarantine.append(QuarantineRow(
                     pid, source, file, "duplicate_id",
-                    f"patient {pid} appears {len(copies)} times in {file} (lines {lines}) "
+                    f"patient {pid} appears {len(copies)} times in {file} (lines {lines}){as_} "
                     f"with conflicting values; every copy (this one on line {line}) is "
                     f"quarantined since nothing says which is right",
                 ))
     return kept, quarantine
+
+
+def _differs_only_in_case_or_spaces(name: str, others) -> str:
+    """" (compare 'X ', which differs only in case or surrounding spaces)" when one of
+    `others` is `name` but for those, else "": the likely fix for an unmatched row or folder."""
+    key = name.strip().casefold()
+    near = sorted(o for o in others if o != name and o.strip().casefold() == key)
+    return f" (compare {near[0]!r}, which differs only in case or surrounding spaces)" if near else ""
 
 
 def pair_rows_with_folders(kept: dict, folders: dict, skip: set, source: str, table_name: str,
@@ -237,16 +272,19 @@ def pair_rows_with_folders(kept: dict, folders: dict, skip: set, source: str, ta
         if pid in skip:
             continue
         if pid not in kept:
+            hint = _differs_only_in_case_or_spaces(pid, set(kept) - set(folders))
             quarantine.append(QuarantineRow(
                 pid, source, table_name, "missing_metadata",
-                f"patient folder {folders[pid]} has no row in metadata table {table_name}",
+                f"patient folder {folders[pid]} has no row in metadata table {table_name}{hint}",
             ))
             continue
         line, record = kept[pid]
         if pid not in folders:
             file, where = missing_folder(pid)
+            hint = _differs_only_in_case_or_spaces(pid, set(folders) - set(kept))
             quarantine.append(QuarantineRow(
-                pid, source, file, "no_images", f"patient {pid} (line {line} of {table_name}) has no folder {where}",
+                pid, source, file, "no_images",
+                f"patient {pid} (line {line} of {table_name}) has no folder {where}{hint}",
             ))
             continue
         yield pid, line, record, folders[pid]
@@ -288,6 +326,28 @@ def table_rows_by_id(records: list[dict], id_column: str, id_name: str, source: 
     return kept, {q.patient_id for q in duplicates} - set(kept)
 
 
+def quarantine_bad_rows(table, header: list[str], id_column: str, source: str, table_name: str,
+                        quarantine: list) -> set[str]:
+    """Quarantine (``missing_metadata``) the rows `read_metadata_table` could not split into
+    the `header`'s columns (``table.attrs["bad_rows"]``, every field of the line), each
+    named by its id field. Returns those ids: their folders are then not reported as
+    lacking a row."""
+    columns = list(header)
+    position = columns.index(id_column)
+    ids: set[str] = set()
+    for fields in table.attrs.get("bad_rows", []):
+        pid = fields[position].strip() if position < len(fields) else ""
+        quarantine.append(QuarantineRow(
+            pid, source, table_name, "missing_metadata",
+            f"patient {pid or '(no id)'}: a row of metadata table {table_name} has {len(fields)} fields "
+            f"where its header has {len(columns)} (an unquoted separator inside a value, such as a "
+            f"decimal comma?); the row is skipped: {fields}",
+        ))
+        if pid:
+            ids.add(pid)
+    return ids
+
+
 def duplicate_folder_row(pid: str, source: str, other: Path, first: Path) -> QuarantineRow:
     """The quarantine row of a second folder of one patient (the first one is used)."""
     return QuarantineRow(
@@ -296,14 +356,25 @@ def duplicate_folder_row(pid: str, source: str, other: Path, first: Path) -> Qua
     )
 
 
+def missing_nifti(folder: Path, stem: str) -> tuple[Path, str]:
+    """(the path to report, why it cannot be used) for a ``stem`` NIfTI `find_nifti` did not
+    find: "does not exist", or, for a link whose target is gone (a moved or unmounted data
+    folder), where the link points, so the reader sees what to fix."""
+    for suffix in NIFTI_SUFFIXES:
+        candidate = folder / f"{stem}{suffix}"
+        if candidate.is_symlink():
+            return candidate, f"is a symbolic link to {os.readlink(candidate)}, which is not a readable file"
+    return folder / f"{stem}.nii.gz", "does not exist"
+
+
 def find_nifti_or_quarantine(folder: Path, stem: str, pid: str, source: str, reason: str, what: str,
                              problems: list) -> Path | None:
     """`find_nifti(folder, stem)`, or None with a `reason` row added to `problems` that names
     the expected ``stem.nii.gz`` as `what` (e.g. "cine")."""
     path = find_nifti(folder, stem)
     if path is None:
-        expected = folder / f"{stem}.nii.gz"
+        expected, why = missing_nifti(folder, stem)
         problems.append(QuarantineRow(
-            pid, source, str(expected), reason, f"patient {pid}: the {what} file {expected} does not exist",
+            pid, source, str(expected), reason, f"patient {pid}: the {what} file {expected} {why}",
         ))
     return path

@@ -38,11 +38,13 @@ from cardio_assets.cohort.readers.base import (
     find_nifti_or_quarantine,
     is_blank,
     metadata_ref,
+    missing_nifti,
     pair_rows_with_folders,
     parse_frame,
     parse_number,
     parse_or_quarantine,
     parse_sex,
+    quarantine_bad_rows,
     require_dir,
     require_file,
     table_rows_by_id,
@@ -159,12 +161,12 @@ def _find_files(folder: Path, pid: str, problems: list[QuarantineRow]) -> tuple[
     image = find_nifti_or_quarantine(folder, f"{pid}_sa", pid, SOURCE, "missing_image", "cine", problems)
     labels = find_nifti(folder, f"{pid}_sa_gt")
     if labels is None:
-        expected = folder / f"{pid}_sa_gt.nii.gz"
+        expected, why = missing_nifti(folder, f"{pid}_sa_gt")
         for reason, phase in (("missing_ed_mask", "ED"), ("missing_es_mask", "ES")):
             problems.append(QuarantineRow(
                 pid, SOURCE, str(expected), reason,
                 f"patient {pid}: the label file {expected}, which holds the {phase} "
-                f"segmentation, does not exist",
+                f"segmentation, {why}",
             ))
     return image, labels
 
@@ -212,16 +214,18 @@ def scan_mms(
     table_name = str(csv)
 
     quarantine: list[QuarantineRow] = []
+    unsplit = quarantine_bad_rows(table, list(table.columns), cols["code"], SOURCE, table_name, quarantine)
     # compare duplicates on the values, not on the (ignored) index column
     kept, fully_duplicated = table_rows_by_id(
         table.to_dict("records"), cols["code"], "External code", SOURCE, table_name, quarantine,
         values=lambda record: {k: record[c] for k, c in cols.items() if c is not None},
     )
-    folders = _first_folders(root, set(kept) | fully_duplicated, quarantine)
+    skip = fully_duplicated | unsplit
+    folders = _first_folders(root, set(kept) | skip, quarantine)
 
     entries: list[PatientEntry] = []
     for pid, line, record, folder in pair_rows_with_folders(
-        kept, folders, fully_duplicated, SOURCE, table_name,
+        kept, folders, skip, SOURCE, table_name,
         lambda pid: (str(root), f"{pid}/{pid}_sa.nii.gz anywhere below {root}"), quarantine,
     ):
         problems: list[QuarantineRow] = []

@@ -11,7 +11,7 @@ Layout::
 column (0-based).
 
 The metadata table is a CSV (comma, tab or semicolon separated; UTF-8 with or without a
-byte-order mark, UTF-16 with one, else Latin-1; CRLF or LF; decimal commas accepted;
+byte-order mark, UTF-16 with or without one, else Latin-1; CRLF or LF; decimal commas accepted;
 only the columns used are read) with one row per participant. Columns by UK
 Biobank field id, in any common export spelling (``31-0.0``, ``f.31.0.0``, ``p21003_i2``):
 
@@ -59,9 +59,11 @@ from cardio_assets.cohort.readers.base import (
     parse_number,
     parse_or_quarantine,
     parse_sex,
+    quarantine_bad_rows,
     require_dir,
     require_file,
     table_rows_by_id,
+    utf16_without_bom,
 )
 
 IMAGE_STEM = "sa"
@@ -94,11 +96,14 @@ _HF_WORDS = {"hf": "hf", "heart failure": "hf", "1": "hf", "true": "hf", "yes": 
 
 
 def _encoding(path: Path) -> str:
-    """UTF-16 when the file starts with its byte-order mark, else UTF-8 (a BOM dropped);
-    `_read_csv` falls back to Latin-1 when the bytes are not UTF-8."""
+    """UTF-16 when the file starts with its byte-order mark, or holds UTF-16's zero bytes
+    without one; else UTF-8 (a BOM dropped). `_read_csv` falls back to Latin-1 when the
+    bytes are not UTF-8."""
     with open(path, "rb") as handle:
-        head = handle.read(2)
-    return "utf-16" if head in (b"\xff\xfe", b"\xfe\xff") else "utf-8-sig"
+        head = handle.read(512)
+    if head.startswith((b"\xff\xfe", b"\xfe\xff")):
+        return "utf-16"
+    return utf16_without_bom(head) or "utf-8-sig"
 
 
 def _delimiter(path: Path, encoding: str) -> str:
@@ -125,15 +130,29 @@ def read_metadata_table(path: Path, usecols=None) -> pd.DataFrame:
     """A CSV (or tab/semicolon-separated table) as strings: no NA conversion, so ids keep
     leading zeros and blanks stay "". Byte-order marks, CRLF line ends and Latin-1 text
     are handled. `usecols`: a list of column names, or a callable on a (stripped) name, to
-    read only those columns."""
+    read only those columns.
+
+    A row with more fields than the header (an unquoted separator inside a value, such as
+    the decimal comma of ``1,75`` in a comma-separated file) does not stop the read: it is
+    left out of the table and kept, as its list of fields, in ``table.attrs["bad_rows"]``
+    for the reader to quarantine (`quarantine_bad_rows`). Only a read of every column
+    notices such a row: with `usecols` pandas ignores the extra fields."""
+    if callable(usecols):
+        keep = usecols
+        usecols = lambda name: keep(str(name).strip())  # noqa: E731
+    options = dict(keep_default_na=False, na_filter=False, usecols=usecols)
+    bad_rows: list[list[str]] = []
     try:
-        if callable(usecols):
-            keep = usecols
-            usecols = lambda name: keep(str(name).strip())  # noqa: E731
-        table = _read_csv(path, keep_default_na=False, na_filter=False, usecols=usecols)
+        try:
+            table = _read_csv(path, **options)
+        except pd.errors.ParserError:
+            # the fast parser stops at the first over-long row; the Python one hands each
+            # such row to `bad_rows.append` (which returns None: the row is left out)
+            table = _read_csv(path, engine="python", on_bad_lines=bad_rows.append, **options)
     except Exception as exc:  # pandas raises several kinds on a malformed file
         raise MetadataFormatError(f"could not read the metadata table {path}: {exc}") from exc
     table.columns = [str(c).strip() for c in table.columns]
+    table.attrs["bad_rows"] = bad_rows
     return table
 
 
@@ -343,17 +362,19 @@ def scan_ukbb(
             f"{source}: looked for patient folders <eid>/sa.nii.gz in {root.resolve()} "
             f"and found none"
         )
-    cols = UkbColumns.detect(read_metadata_columns(csv), csv)
+    header = read_metadata_columns(csv)
+    cols = UkbColumns.detect(header, csv)
     # read only the columns used: a UK Biobank export can hold thousands
     wanted = cols.used()
     table = read_metadata_table(csv, usecols=lambda name: name in wanted)
     table_name = str(csv)
 
     quarantine: list[QuarantineRow] = []
+    unsplit = quarantine_bad_rows(table, header, cols.eid, source, table_name, quarantine)
     kept, fully_duplicated = table_rows_by_id(table.to_dict("records"), cols.eid, "eid", source, table_name, quarantine)
     entries: list[PatientEntry] = []
     for pid, line, record, folder in pair_rows_with_folders(
-        kept, folders, fully_duplicated, source, table_name,
+        kept, folders, fully_duplicated | unsplit, source, table_name,
         lambda pid: (str(root / pid), str(root / pid)), quarantine,
     ):
         problems: list[QuarantineRow] = []
