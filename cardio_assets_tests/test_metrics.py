@@ -18,13 +18,16 @@ from cardio_assets.metrics.group_metrics import group_metrics
 from cardio_assets.metrics.groups import ALL_GROUPS, TABLE2_ROWS, group_labels
 from cardio_assets.metrics.realism import (
     REALISM_COLUMNS,
+    SANITY_COLUMNS,
     classifier_extractor,
     diversity_table,
+    extractor_sanity,
     fid_kid,
     inception_extractor,
     intra_prompt_diversity,
     module_extractor,
     realism_table,
+    sanity_holds,
 )
 from cardio_assets.metrics.realism_report import REALISM_SECTIONS, write_realism_report
 from cardio_assets.metrics.summary import FAIRNESS_COLUMNS
@@ -270,6 +273,29 @@ def test_realism_table_has_the_shape_of_table1_and_the_report_renders(tmp_path):
         assert f"## {section}" in text
     assert "4x4 pooling test extractor" in text and "Male - Female" in text
     assert not list((tmp_path / "realism").glob(".*"))  # no temporary files left
+
+
+class _ChannelBlindFeatures(nn.Module):
+    """Sees only ED + ES (channels R + G): blind to which frame is which."""
+
+    def forward(self, x):
+        pooled = nn.functional.adaptive_avg_pool2d(x[:, :2].sum(1, keepdim=True), 4).flatten(1)
+        return torch.cat([pooled, pooled ** 2], dim=1) * 10.0
+
+
+def test_extractor_sanity_catches_an_extractor_blind_to_ed_and_es(tmp_path):
+    real = _image_set(8, False, 0)  # 288 images: halves of 144, more than the 96 features (FID's covariances)
+    real.images[:, 1] *= 0.5  # ES (G) darker than ED (R, B), as a contracted cavity leaves less blood
+    # pixel noise: full-rank feature covariances (the smooth family alone spans 3 directions)
+    real.images += 0.05 * np.random.default_rng(3).random(real.images.shape, dtype=np.float32)
+    sees = extractor_sanity(real, module_extractor(_SmallFeatures(), "sees channels"), n=140, kid_subsets=5)
+    assert tuple(sees.columns) == SANITY_COLUMNS and len(sees) == 3 and (sees["n"] == 140).all()
+    floor, swapped, noise = sees["fid"]
+    assert floor < 1.0 < 100.0 < min(swapped, noise) and sanity_holds(sees)
+    blind = extractor_sanity(real, module_extractor(_ChannelBlindFeatures(), "blind"), n=140, kid_subsets=5)
+    assert not sanity_holds(blind)
+    paths = write_realism_report(pd.DataFrame(columns=REALISM_COLUMNS), tmp_path / "realism", sanity=blind)
+    assert "NOT as expected" in paths["report"].read_text()
 
 
 def test_intra_prompt_diversity_is_one_for_copies_and_lower_for_different_images():

@@ -295,3 +295,29 @@ def test_new_config_replaces_stale_patients(tmp_path):
     fresh = render_patient(_params(smaller, 0), smaller)[0]
     on_disk = np.asarray(nib.load(tmp_path / "study" / "1000001" / "sa.nii.gz").dataobj)
     np.testing.assert_array_equal(on_disk, fresh)
+
+
+def test_attribute_ceiling_is_high_for_what_the_parameters_carry_and_chance_for_what_they_do_not():
+    import pandas as pd
+
+    from cardio_assets.phantom.ceiling import accuracy_against_ceiling, attribute_ceiling, phantom_attribute_ceiling
+
+    rng = np.random.default_rng(0)
+    n = 400
+    male = rng.random(n) < 0.5
+    bmi = rng.uniform(19.0, 35.0, n)
+    truth = pd.DataFrame({
+        "eid": np.arange(n), "sex": np.where(male, "male", "female"), "age": rng.uniform(45.0, 82.0, n), "bmi": bmi,
+        "hf": (rng.random(n) < 0.3).astype(int), "cell": "x", "subset": "study",
+        # the image parameters: heart size follows sex, fat follows BMI; nothing follows age or HF
+        "lv_radius_mm": np.where(male, 26.0, 22.0) + rng.normal(0, 0.5, n),
+        "fat_mm": 0.5 * (bmi - 18.0) + rng.normal(0, 0.2, n),
+        "noise_sigma": rng.uniform(2.0, 4.0, n),
+    })
+    ceiling = attribute_ceiling(truth)
+    assert ceiling["sex"] > 0.95 and ceiling["bmi_band"] > 0.85
+    assert ceiling["age_band"] < 0.5 and ceiling["diagnosis"] < 0.62  # chance: 1/3 and 1/2
+    table = accuracy_against_ceiling({"sex": 0.9, "age_band": 0.4}, {"sex": 0.95})
+    assert table.loc[0, "share_of_ceiling"] == pytest.approx(0.9 / 0.95)
+    assert np.isnan(table.loc[1, "share_of_ceiling"])  # no ceiling: no share
+    assert phantom_attribute_ceiling({"source": "acdc", "parts": []}) == {}  # real data has no ground truth

@@ -65,3 +65,19 @@ def test_nearest_real_distance_finds_copies():
     rms, arg = nearest_real_rms(synthetic, real, batch=16)
     assert rms[0] < 1e-3 and arg[0] == 7
     assert rms[1] > 0.2
+
+
+def test_nearest_real_image_is_found_batch_by_batch_from_lazy_frames(tmp_path):
+    from cardio_assets.classify.train import Frames
+
+    rng = np.random.default_rng(0)
+    real = rng.random((700, 3, 8, 8), dtype=np.float32)
+    np.save(tmp_path / "real.npy", real)
+    on_disk = Frames([(np.load(tmp_path / "real.npy", mmap_mode="r"), None)])
+    synthetic = np.stack([real[650], real[3] + 0.01, rng.random((3, 8, 8), dtype=np.float32)])
+    rms, row = nearest_real_rms(synthetic, on_disk, batch=128)  # 6 batches, the copy in the last
+    assert row[0] == 650 and rms[0] == pytest.approx(0.0, abs=1e-3)
+    assert row[1] == 3 and rms[1] == pytest.approx(0.01, abs=1e-3)
+    in_memory_rms, in_memory_row = nearest_real_rms(synthetic, real)
+    np.testing.assert_allclose(rms, in_memory_rms, atol=1e-6)
+    assert np.array_equal(row, in_memory_row)

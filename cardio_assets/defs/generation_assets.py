@@ -40,6 +40,7 @@ from cardio_assets.generation import (
 from cardio_assets.generation.memorization import MEMORIZATION_RMS, nearest_real_rms
 from cardio_assets.generation.synthesis import assemble_synthetic, plan_items, privacy_salt, prompt_for_cell
 from cardio_assets.lake.atomic import atomic_dir
+from cardio_assets.phantom.ceiling import accuracy_against_ceiling, phantom_attribute_ceiling
 
 ALL_FRAMES = AssetIn("frames", partition_mapping=AllPartitionMapping())
 
@@ -116,8 +117,9 @@ def _subset(image_set, rows):
 
 
 @asset(code_version=CODE_VERSION, group_name="generator", pool=GPU_POOL, op_tags=gpu_op_tags(), ins={"frames": ALL_FRAMES})
-def attribute_predictors(context: AssetExecutionContext, settings: PipelineSettings, frames: dict) -> dict:
-    """Sex / age band / BMI band / HF predictors trained on real frames, for quality control and FID features."""
+def attribute_predictors(context: AssetExecutionContext, settings: PipelineSettings, frames: dict, cohort_source: dict) -> dict:
+    """Sex / age band / BMI band / HF predictors trained on real frames, for quality control and FID features;
+    on the phantom, measured against the ceiling of what its images carry (phantom/ceiling.py)."""
     profile = settings.get_profile()
     train, _ = gather(frames, splits=("train",), central_only=True)
     val, _ = gather(frames, splits=("val",))
@@ -126,18 +128,22 @@ def attribute_predictors(context: AssetExecutionContext, settings: PipelineSetti
         epochs=profile.attribute_epochs, seed=settings.seed, pretrained_weights=settings.resnet_weights or None,
         log=context.log.info,
     )
+    ceiling = phantom_attribute_ceiling(cohort_source)
+    accuracy = accuracy_against_ceiling(predictor.validation, ceiling)
+    if ceiling:
+        context.log.info(f"attribute predictors against the phantom's ceiling: {accuracy.round(3).to_dict('records')}")
     folder = settings.models_dir() / "attribute_predictors"
     with atomic_dir(folder) as tmp:
         predictor.save(tmp)
         write_training_patients(tmp, patient_roles("attribute_predictors", "attribute_predictors", train.index["patient_id"], val.index["patient_id"]))
     context.add_output_metadata({
-        "validation_balanced_accuracy": table_metadata(pd.DataFrame({
-            "attribute": list(predictor.validation), "balanced_accuracy": [float(v) for v in predictor.validation.values()],
-            "trusted_for_qc": [a in predictor.trusted for a in predictor.validation]})),
+        "validation_balanced_accuracy": table_metadata(
+            accuracy.assign(trusted_for_qc=[a in predictor.trusted for a in accuracy["attribute"]])),
         "trusted_for_qc": MetadataValue.json(sorted(predictor.trusted)),
         "init": predictor.model.description,
     })
-    return {"folder": str(folder), "image_size": profile.classifier.image_size, "validation": predictor.validation, "trusted": sorted(predictor.trusted)}
+    return {"folder": str(folder), "image_size": profile.classifier.image_size, "validation": predictor.validation,
+            "trusted": sorted(predictor.trusted), "ceiling": ceiling}
 
 
 @multi_asset(
@@ -178,7 +184,7 @@ def synthetic_frames(
     )
     result, log = assemble_synthetic(cell, items, accepted, rejected, from_cell, controlnet["checkpoint_hash"], profile.frames.size)
     # memorization: distance of every kept image to its nearest real training image
-    rms, _ = nearest_real_rms(result.images, real.frames().take(np.arange(len(real)))) if len(result) else (np.array([]), None)
+    rms, _ = nearest_real_rms(result.images, real.frames()) if len(result) else (np.array([]), None)
     log["nearest_real_rms"] = np.nan
     log.loc[log["qc_passed"], "nearest_real_rms"] = rms
     log["near_copy"] = log["nearest_real_rms"] < MEMORIZATION_RMS

@@ -21,9 +21,10 @@ from cardio_assets.defs.versions import CODE_VERSION
 from cardio_assets.generation import Sampler
 from cardio_assets.metrics.fairness import fairness_metrics
 from cardio_assets.metrics.fairness_report import write_fairness_report
-from cardio_assets.metrics.realism import diversity_table, inception_extractor, module_extractor, realism_table
+from cardio_assets.metrics.realism import diversity_table, extractor_sanity, inception_extractor, module_extractor, realism_table
 from cardio_assets.metrics.realism_report import table1, write_realism_report
 from cardio_assets.metrics.table2 import table2
+from cardio_assets.phantom.ceiling import accuracy_against_ceiling
 
 ALL_FRAMES = AssetIn("frames", partition_mapping=AllPartitionMapping())
 ALL_SYNTHETIC = AssetIn("synthetic_frames", partition_mapping=AllPartitionMapping())
@@ -96,21 +97,27 @@ def realism_report(context: AssetExecutionContext, settings: PipelineSettings, g
                    synthetic_frames: dict, attribute_predictors: dict, controlnet: dict) -> pd.DataFrame:
     """Table 1: FID/KID between real subgroups and real vs synthetic of a subgroup; intra-prompt diversity."""
     profile = settings.get_profile()
+    accuracy = None
     if settings.inception_weights:
         extractor = inception_extractor(settings.inception_weights)
     else:
+        accuracy = accuracy_against_ceiling(attribute_predictors["validation"], attribute_predictors.get("ceiling", {}))
         predictor = AttributePredictor.load(Path(attribute_predictors["folder"]), attribute_predictors["image_size"])
         extractor = module_extractor(PenultimateFeatures(predictor.model),
                                      "penultimate layer of the attribute predictors' ResNet-18, trained here on real frames (no InceptionV3 weights configured)")
     real, _ = gather(frames, splits=("train",))
     synthetic = _synthetic_set(synthetic_frames)
     table = realism_table(real, synthetic, extractor, n=profile.fid_images, repeats=profile.fid_repeats, seed=settings.seed, log=context.log.info)
+    sanity = extractor_sanity(real, extractor, n=profile.fid_images, seed=settings.seed)
+    context.log.info(f"feature extractor sanity (FID): {dict(zip(sanity['check'], sanity['fid'].round(2)))}")
     diversity = _diversity(settings, gpu, frames, controlnet, profile)
-    paths = write_realism_report(table, settings.reports_dir() / "realism", diversity=diversity, extractor_description=extractor.description)
+    paths = write_realism_report(table, settings.reports_dir() / "realism", diversity=diversity, extractor_description=extractor.description,
+                                 sanity=sanity, extractor_accuracy=accuracy)
     context.add_output_metadata({
         "report": MetadataValue.path(str(paths["report"])),
         "table_1": table_metadata(table1(table)),
         "feature_extractor": extractor.description,
+        "feature_extractor_sanity": table_metadata(sanity),
         "intra_prompt_ms_ssim": float(diversity["ms_ssim"].mean()) if len(diversity) else float("nan"),
     })
     return table

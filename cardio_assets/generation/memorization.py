@@ -17,14 +17,20 @@ import numpy as np
 MEMORIZATION_RMS = 0.03
 
 
-def nearest_real_rms(synthetic: np.ndarray, real: np.ndarray, batch: int = 256) -> tuple[np.ndarray, np.ndarray]:
-    """For each synthetic image: RMS distance to its nearest real image, and that image's row."""
+def nearest_real_rms(synthetic: np.ndarray, real, batch: int = 256) -> tuple[np.ndarray, np.ndarray]:
+    """For each synthetic image: RMS distance to its nearest real image, and that image's row.
+
+    real: an array, or lazy frames with `take(rows)` (`classify.train.Frames`), read `batch`
+    rows at a time: memory stays at one batch whatever the size of the training set.
+    """
     s = np.asarray(synthetic, dtype=np.float32).reshape(len(synthetic), -1)
     best = np.full(len(s), np.inf, dtype=np.float64)
     arg = np.zeros(len(s), dtype=np.int64)
     s_sq = (s**2).sum(1)
     for start in range(0, len(real), batch):
-        r = np.asarray(real[start : start + batch], dtype=np.float32).reshape(-1, s.shape[1])
+        rows = np.arange(start, min(start + batch, len(real)))
+        r = np.asarray(real[start : start + batch] if isinstance(real, np.ndarray) else real.take(rows), dtype=np.float32)
+        r = r.reshape(-1, s.shape[1])
         d = s_sq[:, None] + (r**2).sum(1)[None, :] - 2 * s @ r.T
         i = d.argmin(1)
         m = d[np.arange(len(s)), i]

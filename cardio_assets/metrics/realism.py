@@ -262,6 +262,51 @@ def realism_table(real, synthetic, extractor: FeatureExtractor, n: int = 500, re
     return pd.DataFrame(rows, columns=list(REALISM_COLUMNS))
 
 
+# --------------------------------------------------------------------------- extractor sanity
+
+SANITY_COLUMNS = ("check", "expectation", "n", "fid", "kid")
+
+
+def extractor_sanity(real, extractor: FeatureExtractor, n: int = 500, seed: int = 0, real_splits: tuple[str, ...] | None = ("train",),
+                     kid_subsets: int = 100, batch_size: int = 64) -> pd.DataFrame:
+    """Does the feature extractor see what matters? Three FIDs against one set A of real frames:
+
+    - real frames of other patients (B): near 0, the floor every Table 1 value sits on;
+    - B with the ED and ES channels swapped: clearly above the floor, or the extractor is blind
+      to the ED-to-ES contraction (the heart-failure signal the synthetic frames must carry);
+    - uniform noise of B's shape: far above the floor.
+
+    A and B are disjoint halves of the real patients, n images each (fewer if fewer exist).
+    """
+    index = real.index.reset_index(drop=True)
+    rows = np.arange(len(index))
+    if real_splits is not None and "split" in index:
+        rows = np.flatnonzero(index["split"].isin(real_splits).to_numpy())
+    rng = np.random.default_rng([seed, 7])
+    half_a, half_b = _disjoint_halves(len(rows), index["patient_id"].to_numpy()[rows], rng)
+    m = min(n, len(half_a), len(half_b))
+    frames = as_frames(real.images)
+    a = frames.take(np.sort(rows[rng.choice(half_a, size=m, replace=False)]))
+    b = frames.take(np.sort(rows[rng.choice(half_b, size=m, replace=False)]))
+    others = {
+        ("real frames of other patients", "near 0 (the floor)"): b,
+        # R = ED, G = ES, B = ED (frames/preprocess.py): swapped, R = ES, G = ED, B = ES
+        ("the same, ED and ES channels swapped", "clearly above the floor"): b[:, [1, 0, 1]],
+        ("uniform noise", "far above the floor"): rng.random(b.shape, dtype=np.float32),
+    }
+    out = []
+    for (check, expectation), images in others.items():
+        r = fid_kid(a, images, extractor, n=m, repeats=1, seed=[seed, 7], kid_subsets=kid_subsets, batch_size=batch_size)
+        out.append({"check": check, "expectation": expectation, "n": r["n"], "fid": r["fid_mean"], "kid": r["kid_mean"]})
+    return pd.DataFrame(out, columns=list(SANITY_COLUMNS))
+
+
+def sanity_holds(sanity: pd.DataFrame, margin: float = 2.0) -> bool:
+    """The swapped frames and the noise each at least `margin` times the floor (taken as at least 1)."""
+    floor, swapped, noise = (float(v) for v in sanity["fid"])
+    return swapped >= margin * max(floor, 1.0) and noise >= margin * max(floor, 1.0)
+
+
 # --------------------------------------------------------------------------- diversity
 
 MS_SSIM_MIN_SIDE = 161  # pytorch_msssim: 11-px window and 4 downsamplings need > 160 px

@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 
 from cardio_assets.lake.atomic import atomic_write_text
-from cardio_assets.metrics.realism import REAL_REAL, REAL_SYNTHETIC, TABLE1_ATTRIBUTES
+from cardio_assets.metrics.realism import REAL_REAL, REAL_SYNTHETIC, TABLE1_ATTRIBUTES, sanity_holds
 from cardio_assets.metrics.report_format import markdown_table, write_csv
 
 REALISM_SECTIONS = ("Feature extractor", "Table 1: FID (KID) per subgroup", "Diversity")
@@ -46,8 +46,14 @@ def table1(realism: pd.DataFrame) -> pd.DataFrame:
 
 def write_realism_report(realism: pd.DataFrame, out_dir, diversity: pd.DataFrame | None = None,
                          extractor_description: str | None = None,
-                         title: str = "Realism of the synthetic frames") -> dict[str, Path]:
-    """Markdown (Table 1 shape, KID beside FID, diversity) + CSVs in `out_dir`; returns {name: path}."""
+                         title: str = "Realism of the synthetic frames",
+                         sanity: pd.DataFrame | None = None, extractor_accuracy: pd.DataFrame | None = None) -> dict[str, Path]:
+    """Markdown (Table 1 shape, KID beside FID, diversity) + CSVs in `out_dir`; returns {name: path}.
+
+    sanity: `realism.extractor_sanity`'s table; extractor_accuracy: the attribute predictors'
+    validation balanced accuracy per attribute, with the phantom's ceiling where known (the
+    extractor is their penultimate layer when no InceptionV3 weights are configured).
+    """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     paths: dict[str, Path] = {}
@@ -57,10 +63,26 @@ def write_realism_report(realism: pd.DataFrame, out_dir, diversity: pd.DataFrame
           f"FID and KID were computed with torch-fidelity on features of: **{extractor_description or 'unknown'}**.",
           "Values from a feature extractor other than the standard InceptionV3 compare with each other, not with "
           "published FIDs.", ""]
+    md += _extractor_checks(sanity, extractor_accuracy, out, paths)
     md += _table1_section(realism, out, paths)
     md += _diversity_section(diversity, out, paths)
     paths["report"] = atomic_write_text(out / "realism_report.md", "\n".join(md) + "\n")
     return paths
+
+
+def _extractor_checks(sanity: pd.DataFrame | None, accuracy: pd.DataFrame | None, out: Path,
+                      paths: dict[str, Path]) -> list[str]:
+    md = []
+    if sanity is not None and len(sanity):
+        verdict = "as expected" if sanity_holds(sanity) else "NOT as expected: read Table 1 with care"
+        md += [f"Sanity of the extractor (FID against real frames of one half of the patients; {verdict}):", "",
+               markdown_table(sanity, index=False), ""]
+        paths["extractor_sanity_csv"] = write_csv(sanity, out / "extractor_sanity.csv")
+    if accuracy is not None and len(accuracy):
+        md += ["The extractor's own training task (attribute predictors, validation balanced accuracy; the phantom's "
+               "ceiling is what a classifier given each patient's exact image parameters reaches, cross-validated):", "",
+               markdown_table(accuracy, index=False), ""]
+    return md
 
 
 def _table1_section(realism: pd.DataFrame, out: Path, paths: dict[str, Path]) -> list[str]:

@@ -1,0 +1,80 @@
+"""How well could anything predict a patient's attributes from the phantom's images?
+
+The phantom draws every image from a patient's parameters (truth.csv: heart size, wall,
+fat, contrast, noise, ...). A classifier given those exact parameters sees everything the
+images carry about sex, age band, BMI band and diagnosis, and nothing else: its
+cross-validated balanced accuracy is the ceiling an image-based predictor can approach
+(the attribute predictors, the HF classifier). An attribute the phantom barely renders
+(age shrinks the cavity by 0.2% a year, under a 6% individual spread) has a ceiling near
+chance, and no predictor should be blamed for it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import balanced_accuracy_score
+from sklearn.model_selection import cross_val_predict
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+
+from cardio_assets.cohort.cells import age_band, bmi_band
+
+# what the patient *is* (the targets) and labels derived from them: not image evidence
+NOT_FEATURES = ("eid", "sex", "age", "bmi", "hf", "cell", "subset", "icd10", "phenotype")
+
+
+def attribute_targets(truth: pd.DataFrame) -> dict[str, np.ndarray]:
+    return {
+        "sex": truth["sex"].to_numpy(),
+        "age_band": truth["age"].map(age_band).to_numpy(),
+        "bmi_band": truth["bmi"].map(bmi_band).to_numpy(),
+        "diagnosis": np.where(truth["hf"].astype(int) == 1, "hf", "healthy"),
+    }
+
+
+def ceiling_learner():
+    """Class-balanced logistic regression on standardised parameters. On the demo cohort it
+    matched gradient-boosted trees within 0.02 (sex 0.865 vs 0.882, BMI band 0.850 vs 0.853)
+    and beat them on age band (0.506 vs 0.449) and diagnosis (0.775 vs 0.644), in seconds
+    where the trees took minutes on 2 cores."""
+    return make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000, class_weight="balanced"))
+
+
+def attribute_ceiling(truth: pd.DataFrame, folds: int = 5) -> dict[str, float]:
+    """Per attribute, the cross-validated balanced accuracy of `ceiling_learner` on the image
+    parameters (class-balanced: rare bands and HF count as much as common ones). An estimate
+    from below of what the images carry: a better learner could find more."""
+    features = truth.drop(columns=[c for c in NOT_FEATURES if c in truth]).select_dtypes("number").to_numpy(float)
+    out = {}
+    for name, y in attribute_targets(truth).items():
+        k = int(pd.Series(y).value_counts().min()) if len(set(y)) > 1 else 0
+        if k < 2:  # one class, or a class too small to fall in two folds
+            out[name] = float("nan")
+            continue
+        predicted = cross_val_predict(ceiling_learner(), features, y, cv=min(folds, k))
+        out[name] = float(balanced_accuracy_score(y, predicted))
+    return out
+
+
+def phantom_attribute_ceiling(cohort_source: dict) -> dict[str, float]:
+    """`attribute_ceiling` of the study cohort when the source is the phantom; {} for real data
+    (no ground truth)."""
+    if cohort_source.get("source") != "phantom":
+        return {}
+    study = next(part for part in cohort_source["parts"] if part["subset"] == "study")
+    return attribute_ceiling(pd.read_csv(Path(study["root"]) / "truth.csv"))
+
+
+def accuracy_against_ceiling(validation: dict[str, float], ceiling: dict[str, float]) -> pd.DataFrame:
+    """One row per attribute: the predictors' validation balanced accuracy, the ceiling and
+    their ratio (blank without a ceiling)."""
+    rows = []
+    for name, accuracy in validation.items():
+        top = ceiling.get(name, float("nan"))
+        rows.append({"attribute": name, "balanced_accuracy": accuracy, "phantom_ceiling": top,
+                     "share_of_ceiling": accuracy / top if np.isfinite(top) and top > 0 else float("nan")})
+    return pd.DataFrame(rows, columns=["attribute", "balanced_accuracy", "phantom_ceiling", "share_of_ceiling"])
