@@ -330,3 +330,16 @@ def test_fairness_report_renders_every_section(tmp_path):
     assert not list((tmp_path / "fairness").glob(".*"))
     # plots get the permissions of every other output (a temporary file's 0600 would hide them)
     assert paths["balanced_accuracy_by_group_test"].stat().st_mode & 0o777 == paths["report"].stat().st_mode & 0o777
+
+
+def test_matching_weights_give_a_draw_the_reference_mix():
+    from cardio_assets.metrics.realism import matching_weights
+
+    reference = ["hf"] * 10 + ["healthy"] * 90  # the cohort: 10% HF
+    balanced = ["hf"] * 50 + ["healthy"] * 50 + ["other"] * 5  # a synthetic set: balanced, plus a key the cohort lacks
+    weights = matching_weights(reference, balanced)
+    assert weights.sum() == pytest.approx(1.0)
+    assert weights[:50].sum() == pytest.approx(0.10) and weights[50:100].sum() == pytest.approx(0.90)
+    assert (weights[100:] == 0).all()
+    draw = np.random.default_rng(0).choice(len(balanced), size=20, replace=False, p=weights)
+    assert sum(balanced[i] == "hf" for i in draw) <= 6  # about 2 expected, never the balanced 10

@@ -13,7 +13,10 @@ return uint8 (3, H, W) tensors. The feature extractor is either
 Each comparison draws n images from each side (equal n; n = min(asked, available)), without
 replacement, and is repeated `repeats` times with fresh draws: mean (std) over repeats.
 For a real subgroup against itself ("Male - Male", the lower bound) the subgroup's patients
-are split at random into two disjoint halves at every repeat. KID uses subsets of size
+are split at random into two disjoint halves at every repeat. Against synthetic images, the
+synthetic side is drawn with the real side's mix of the other three attributes
+(`matching_weights`): the synthetic set is balanced over the 36 cells while the real one
+follows the cohort, and FID would otherwise measure that difference of mix. KID uses subsets of size
 min(1000, n).
 """
 
@@ -160,11 +163,14 @@ def _fidelity(a: Dataset, b: Dataset, extractor: FeatureExtractor, n: int, kid_s
 
 
 def fid_kid(images_a, images_b, extractor: FeatureExtractor, n: int = 500, repeats: int = 3, seed: int = 0,
-            groups_a=None, kid_subsets: int = 100, batch_size: int = 64, cuda: bool | None = None) -> dict:
+            groups_a=None, kid_subsets: int = 100, batch_size: int = 64, cuda: bool | None = None,
+            weights_b: np.ndarray | None = None) -> dict:
     """FID and KID between two image sets, mean (std) over `repeats` draws of n images each.
 
     With `images_b is None`, set a is compared with itself: its items are split into two
     disjoint halves at every repeat, by `groups_a` (e.g. patient ids) when given.
+    weights_b: draw set b's images with these probabilities (without replacement; n is capped
+    by the number of images of nonzero weight), e.g. to give it set a's mix of cells.
     """
     rng = np.random.default_rng(seed)
     frames_a = as_frames(images_a)
@@ -176,11 +182,16 @@ def fid_kid(images_a, images_b, extractor: FeatureExtractor, n: int = 500, repea
             pos_a, pos_b = _disjoint_halves(len(frames_a), groups_a, rng)
         else:
             pos_a, pos_b = np.arange(len(frames_a)), np.arange(len(frames_b))
+        p_b = None
+        if weights_b is not None:
+            pos_b = pos_b[np.asarray(weights_b)[pos_b] > 0]
+            p_b = np.asarray(weights_b, dtype=np.float64)[pos_b]
+            p_b = p_b / p_b.sum() if len(p_b) else p_b
         m = min(n, len(pos_a), len(pos_b))
         if m < 2:
             break
         pos_a = rng.choice(pos_a, size=m, replace=False)
-        pos_b = rng.choice(pos_b, size=m, replace=False)
+        pos_b = rng.choice(pos_b, size=m, replace=False, p=p_b)
         r = _fidelity(UInt8Frames(frames_a, pos_a), UInt8Frames(frames_b, pos_b), extractor, m, kid_subsets,
                       batch_size, cuda)
         fids.append(r["fid"])
@@ -215,6 +226,23 @@ TABLE1_ATTRIBUTES: tuple[tuple[str, str, tuple[str, str], tuple[str, str]], ...]
     ("BMI", "bmi_band", ("normal", "obese"), (BMI_BAND_LABELS["normal"], BMI_BAND_LABELS["obese"])),
     ("Condition", "diagnosis", ("healthy", "hf"), ("Healthy", "HF")),
 )
+def matching_weights(reference_keys, keys) -> np.ndarray:
+    """Sampling probabilities over `keys` that give a draw the mix of `reference_keys`: each
+    item weighs its key's share in the reference over its key's count here (0 for a key the
+    reference lacks)."""
+    reference_share = pd.Series(list(reference_keys)).value_counts(normalize=True)
+    keys = pd.Series(list(keys))
+    count = keys.value_counts()
+    weights = keys.map(reference_share / count).fillna(0.0).to_numpy(dtype=np.float64)
+    return weights / weights.sum() if weights.sum() > 0 else weights
+
+
+def _other_attributes(index: pd.DataFrame, column: str) -> list[tuple]:
+    """Each row's cell without the compared attribute (e.g. age, BMI and diagnosis for sex)."""
+    others = [c for c in ("sex", "age_band", "bmi_band", "diagnosis") if c != column and c in index]
+    return list(index[others].itertuples(index=False, name=None))
+
+
 REAL_REAL = "Real - Real (lower bound)"
 REAL_SYNTHETIC = "Real - Synthetic"
 REALISM_COLUMNS = ("attribute", "comparison", "kind", "n", "repeats", "fid_mean", "fid_std", "kid_mean", "kid_std",
@@ -254,8 +282,12 @@ def realism_table(real, synthetic, extractor: FeatureExtractor, n: int = 500, re
             if synthetic is not None:
                 s_index = synthetic.index.reset_index(drop=True)
                 sy = np.flatnonzero(s_index[column].to_numpy() == y)
+                # synthetic sets are balanced over the 36 cells, real ones follow the cohort (few HF,
+                # few young): drawn with the real side's mix of the other attributes, the comparison
+                # measures the images, not the mix
+                weights = matching_weights(_other_attributes(real_index.iloc[rx], column), _other_attributes(s_index.iloc[sy], column))
                 res = fid_kid(real_frames.subset(rx), as_frames(synthetic.images).subset(sy), extractor, n, repeats,
-                              seed=[seed, i, j, 1], kid_subsets=kid_subsets, batch_size=batch_size)
+                              seed=[seed, i, j, 1], kid_subsets=kid_subsets, batch_size=batch_size, weights_b=weights)
                 rows.append({"attribute": title, "comparison": comparison, "kind": REAL_SYNTHETIC, **res})
                 log(f"FID {title} {comparison} real-synthetic: {res['fid_mean']:.2f} ({res['fid_std']:.2f}), "
                     f"n={res['n']}")

@@ -89,7 +89,9 @@ def _table1_section(realism: pd.DataFrame, out: Path, paths: dict[str, Path]) ->
     md = ["## Table 1: FID (KID) per subgroup", "",
           "FID mean (std) over repeated draws of n images per side (equal n); real-real rows split a subgroup's "
           "patients into two disjoint halves when a subgroup is compared with itself (the lower bound). "
-          "Real-synthetic rows compare the real first group with the synthetic second group.", ""]
+          "Real-synthetic rows compare the real first group with the synthetic second group, the synthetic images "
+          "drawn with the real group's mix of the other attributes (synthetic sets are balanced over the 36 cells, "
+          "real ones follow the cohort).", ""]
     if not len(realism):
         return md + ["No comparisons were computed.", ""]
     ns = sorted(set(int(n) for n in realism["n"] if np.isfinite(n)))
