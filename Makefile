@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
 export DAGSTER_HOME ?= $(CURDIR)/.dagster_home
 
-.PHONY: setup demo test ui check-defs benchmark clean-lake chromium
+.PHONY: setup demo test ui check-defs benchmark clean-lake chromium postgresql
 
 setup: $(VENV)/.installed
 
@@ -30,10 +30,16 @@ chromium:
 	  (apt-get install -y -q chromium >/dev/null 2>&1 || (apt-get update -q >/dev/null && apt-get install -y -q chromium >/dev/null)) || \
 	  echo "make test: could not install chromium (run 'apt-get install chromium' as root); the web UI tests will fail"
 
+# the PostgreSQL server the end-to-end test keeps its Dagster runs in (Debian's package, as chromium)
+postgresql:
+	@command -v initdb >/dev/null || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || \
+	  (apt-get install -y -q postgresql >/dev/null 2>&1 || (apt-get update -q >/dev/null && apt-get install -y -q postgresql >/dev/null)) || \
+	  echo "make test: could not install postgresql (run 'apt-get install postgresql' as root); the end-to-end tests will fail"
+
 demo: setup $(DAGSTER_HOME)/dagster.yaml
 	$(PY) -m cardio_assets.run
 
-test: setup chromium
+test: setup chromium postgresql
 	$(PY) -m pytest -q
 
 ui: setup $(DAGSTER_HOME)/dagster.yaml

@@ -17,7 +17,7 @@ from dagster import (
 )
 
 from cardio_assets.defs import checks, cohort_assets, frames_assets, generation_assets, report_assets
-from cardio_assets.defs.gpu import GpuResource
+from cardio_assets.defs.gpu import GpuResource, data_parallel_from_env
 from cardio_assets.defs.io_manager import lake_io_manager
 from cardio_assets.defs.jobs import cohort_job, frames_job, generator_job, reports_job, synthetic_job, weekly_synthetic_regeneration
 from cardio_assets.defs.resources import PipelineSettings
@@ -75,7 +75,7 @@ def build_definitions(
         jobs=[cohort_job, frames_job, generator_job, synthetic_job, reports_job],
         schedules=[weekly_synthetic_regeneration],
         sensors=[cardio_automation],
-        resources={"settings": settings, "gpu": gpu or GpuResource(), "io_manager": lake_io_manager},
+        resources={"settings": settings, "gpu": gpu or GpuResource(data_parallel=data_parallel_from_env()), "io_manager": lake_io_manager},
         executor=executor,
     )
 

@@ -6,6 +6,7 @@ from dagster import DagsterInstance
 
 from cardio_assets.defs.resources import PipelineSettings
 from cardio_assets.run import materialize_all
+from cardio_assets_tests.postgres import instance_yaml, local_postgres
 
 
 @pytest.fixture
@@ -18,12 +19,22 @@ def one_torch_thread():
 
 
 @pytest.fixture(scope="session")
-def smoke_run(tmp_path_factory):
-    """The whole graph on the smoke profile, once per test session, in a Dagster instance on disk
-    (`<home>`) so that the web UI tests can serve the same runs, checks and lake."""
+def postgres_url():
+    """A PostgreSQL server of this test session (cardio_assets_tests/postgres.py)."""
+    with local_postgres() as url:
+        yield url
+
+
+@pytest.fixture(scope="session")
+def smoke_run(tmp_path_factory, postgres_url):
+    """The whole graph on the smoke profile, once per test session, in a Dagster instance whose
+    runs, events and schedules live in PostgreSQL, as on a cluster (`make demo` keeps them in
+    SQLite files). Its home (`<home>/dagster.yaml`) lets the web UI tests serve the same runs,
+    checks and lake."""
     lake = tmp_path_factory.mktemp("lake")
     home = tmp_path_factory.mktemp("dagster_home")
+    (home / "dagster.yaml").write_text(instance_yaml(postgres_url))
     settings = PipelineSettings(profile="smoke", data_lake=str(lake), workers=2)
-    instance = DagsterInstance.local_temp(tempdir=str(home))
+    instance = DagsterInstance.from_config(str(home))
     summary = materialize_all(settings, instance, log=lambda _: None)
     return settings, instance, summary

@@ -28,7 +28,7 @@ from dagster_k8s.models import k8s_model_from_dict, k8s_snake_case_dict
 from kubernetes.client import V1PersistentVolumeClaim
 
 from cardio_assets.definitions import EXECUTOR_VAR, build_definitions, defs, executor_from_env
-from cardio_assets.defs.gpu import GPU_POOL
+from cardio_assets.defs.gpu import DATA_PARALLEL_VAR, GPU_POOL, data_parallel_from_env
 from cardio_assets.defs.k8s import (
     GPU_RESOURCE,
     K8S_CONFIG_TAG,
@@ -232,6 +232,19 @@ def test_gpu_pod_settings_come_from_the_environment():
     assert container.resources.requests == {"cpu": "12", "memory": "96Gi", GPU_RESOURCE: "1"}
     assert pod.volumes[0].empty_dir.size_limit == "16Gi"
     assert container.args == ["dagster", "api", "execute_step"]
+
+
+def test_a_data_parallel_controlnet_step_asks_for_one_gpu_per_process():
+    assert data_parallel_from_env({}) == 1
+    assert data_parallel_from_env({DATA_PARALLEL_VAR: "4"}) == 4
+    for bad in ("0", "-2", "two", "1.5"):
+        with pytest.raises(ValueError, match=DATA_PARALLEL_VAR):
+            data_parallel_from_env({DATA_PARALLEL_VAR: bad})
+    tags = {K8S_CONFIG_TAG: json.dumps(gpu_k8s_config(K8sSettings(), gpus=4))}
+    job = construct_dagster_k8s_job(DagsterK8sJobConfig(job_image=USER_CODE_IMAGE), ["dagster", "api", "execute_step"], "step-job",
+                                    user_defined_k8s_config=get_user_defined_k8s_config(tags))
+    container, _ = container_and_pod(job)
+    assert container.resources.limits[GPU_RESOURCE] == container.resources.requests[GPU_RESOURCE] == "4"
 
 
 @pytest.mark.parametrize("var, value", [

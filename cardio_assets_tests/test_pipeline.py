@@ -59,6 +59,30 @@ def test_the_whole_graph_materializes(smoke_run):
     assert n_images > 0
 
 
+def test_runs_and_events_are_kept_in_postgres(smoke_run, postgres_url):
+    """The instance of the end-to-end run is PostgreSQL-backed, and what Dagster reports of the
+    runs is what the server's own tables hold."""
+    import sqlalchemy
+    from dagster_postgres import PostgresEventLogStorage, PostgresRunStorage, PostgresScheduleStorage
+
+    _, instance, _ = smoke_run
+    assert isinstance(instance.run_storage, PostgresRunStorage)
+    assert isinstance(instance.event_log_storage, PostgresEventLogStorage)
+    assert isinstance(instance.schedule_storage, PostgresScheduleStorage)
+    runs = instance.get_run_records()
+    assert runs and all(r.dagster_run.is_success for r in runs)
+    engine = sqlalchemy.create_engine(postgres_url)
+    try:
+        with engine.connect() as connection:
+            n_runs = connection.execute(sqlalchemy.text("select count(*) from runs")).scalar_one()
+            materialized = connection.execute(sqlalchemy.text(
+                "select count(distinct asset_key) from event_logs where dagster_event_type = 'ASSET_MATERIALIZATION'")).scalar_one()
+    finally:
+        engine.dispose()
+    assert n_runs == len(runs)
+    assert materialized == len(instance.get_asset_keys())
+
+
 def test_frames_are_in_the_paper_format(smoke_run):
     _, _, summary = smoke_run
     for key in CELL_KEYS:

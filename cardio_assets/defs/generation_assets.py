@@ -20,7 +20,7 @@ from cardio_assets.classify.attributes import AttributePredictor, train_attribut
 from cardio_assets.classify.strategies import ImageSet
 from cardio_assets.cohort.cells import BMI_BANDS, Cell
 from cardio_assets.cohort.training_patients import patient_roles, write_training_patients
-from cardio_assets.defs.gpu import GPU_POOL, GpuResource
+from cardio_assets.defs.gpu import GPU_POOL, GpuResource, data_parallel_from_env
 from cardio_assets.defs.images import gather, png_markdown, read_all
 from cardio_assets.defs.k8s import gpu_op_tags
 from cardio_assets.defs.metadata import table_metadata
@@ -34,7 +34,7 @@ from cardio_assets.generation import (
     load_backbone,
     make_check,
     sample_grid,
-    train_controlnet,
+    train_controlnet_data_parallel,
     train_small_backbone,
 )
 from cardio_assets.generation.memorization import MEMORIZATION_RMS, nearest_real_rms
@@ -64,14 +64,15 @@ def diffusion_backbone(context: AssetExecutionContext, settings: PipelineSetting
     return {"folder": str(folder), "trained_here": True, "resolution": config.resolution, "record": record}
 
 
-@asset(code_version=CODE_VERSION, group_name="generator", pool=GPU_POOL, op_tags=gpu_op_tags(), ins={"frames": ALL_FRAMES})
+@asset(code_version=CODE_VERSION, group_name="generator", pool=GPU_POOL, op_tags=gpu_op_tags(gpus=data_parallel_from_env()),
+       ins={"frames": ALL_FRAMES})
 def controlnet(context: AssetExecutionContext, settings: PipelineSettings, gpu: GpuResource, frames: dict, diffusion_backbone: dict) -> dict:
     """ControlNet on the frozen backbone, conditioned on the prompt and the ED/ES masks; resumes after a kill."""
     config = gpu.apply(settings.get_profile().diffusion)
     images, controls = gather(frames, splits=("train",))
     out_dir = settings.models_dir() / "controlnet"
-    record = train_controlnet(
-        diffusion_backbone["folder"], read_all(images), read_all(controls, np.uint8), images.index["prompt"].tolist(),
+    record = train_controlnet_data_parallel(
+        gpu.data_parallel, diffusion_backbone["folder"], read_all(images), read_all(controls, np.uint8), images.index["prompt"].tolist(),
         config, out_dir, log=context.log.info, cells=images.index["cell"].tolist(),
     )
     write_training_patients(out_dir, patient_roles("controlnet", "controlnet", images.index["patient_id"]))

@@ -7,6 +7,8 @@ to one at a time, so two partitions never fight over one GPU.
 """
 
 import dataclasses
+import os
+from collections.abc import Mapping
 
 import torch
 from dagster import ConfigurableResource
@@ -15,6 +17,17 @@ from pydantic import Field
 from cardio_assets.compute import resolve_device, resolve_dtype
 
 GPU_POOL = "gpu"
+DATA_PARALLEL_VAR = "CARDIO_DATA_PARALLEL"
+
+
+def data_parallel_from_env(environ: Mapping[str, str] | None = None) -> int:
+    """CARDIO_DATA_PARALLEL: processes (GPUs) training the ControlNet data-parallel; 1 when unset."""
+    raw = (os.environ if environ is None else environ).get(DATA_PARALLEL_VAR, "").strip()
+    if not raw:
+        return 1
+    if not raw.isdigit() or int(raw) < 1:
+        raise ValueError(f"{DATA_PARALLEL_VAR}={raw!r}: give a whole number of processes (one per GPU), at least 1")
+    return int(raw)
 
 
 class GpuResource(ConfigurableResource):
@@ -22,6 +35,10 @@ class GpuResource(ConfigurableResource):
     dtype: str = Field(default="auto", description="auto | float32 | bfloat16 | float16")
     tf32: bool = Field(default=True, description="allow TF32 matmuls on Ampere+ GPUs")
     cpu_threads: int = Field(default=0, description="torch threads on the CPU; 0 = torch's default")
+    data_parallel: int = Field(
+        default=1, ge=1,
+        description="processes training the ControlNet with torch DDP, one per GPU of the step's machine or pod (gloo on the CPU)",
+    )
 
     def torch_device(self) -> torch.device:
         return resolve_device(self.device)

@@ -118,14 +118,14 @@ class K8sSettings:
         return cls(**values)
 
 
-def gpu_k8s_config(settings: K8sSettings | None = None) -> dict:
-    """The `dagster-k8s/config` of a `gpu` pool step: one GPU, GPU nodes, memory, a RAM-backed /dev/shm."""
+def gpu_k8s_config(settings: K8sSettings | None = None, gpus: int = 1) -> dict:
+    """The `dagster-k8s/config` of a `gpu` pool step: `gpus` GPUs, GPU nodes, memory, a RAM-backed /dev/shm."""
     s = settings or K8sSettings.from_env()
     return {
         "container_config": {
             "resources": {
-                "requests": {"cpu": s.gpu_cpu, "memory": s.gpu_memory, GPU_RESOURCE: "1"},
-                "limits": {"memory": s.gpu_memory, GPU_RESOURCE: "1"},
+                "requests": {"cpu": s.gpu_cpu, "memory": s.gpu_memory, GPU_RESOURCE: str(gpus)},
+                "limits": {"memory": s.gpu_memory, GPU_RESOURCE: str(gpus)},
             },
             "volume_mounts": [{"name": SHM_VOLUME, "mount_path": SHM_PATH}],
         },
@@ -143,9 +143,9 @@ def cpu_k8s_config(settings: K8sSettings | None = None) -> dict:
     return {"container_config": {"resources": {"requests": {"cpu": s.cpu, "memory": s.memory}, "limits": {"memory": s.memory}}}}
 
 
-def gpu_op_tags(settings: K8sSettings | None = None) -> dict:
-    """`op_tags` of every asset in the `gpu` pool."""
-    return {K8S_CONFIG_TAG: gpu_k8s_config(settings)}
+def gpu_op_tags(settings: K8sSettings | None = None, gpus: int = 1) -> dict:
+    """`op_tags` of every asset in the `gpu` pool (the data-parallel ControlNet asks for more GPUs)."""
+    return {K8S_CONFIG_TAG: gpu_k8s_config(settings, gpus)}
 
 
 def cpu_op_tags(settings: K8sSettings | None = None) -> dict:

@@ -11,6 +11,7 @@ from cardio_assets.generation.backbone_training import train_small_backbone
 from cardio_assets.generation.config import DiffusionConfig
 from cardio_assets.generation.control import control_image
 from cardio_assets.generation.controlnet import CheckpointMismatch, train_controlnet
+from cardio_assets.generation.data_parallel import train_controlnet_data_parallel
 from cardio_assets.generation.grid import sample_grid
 from cardio_assets.generation.qc import (
     QCItem,
@@ -45,5 +46,6 @@ __all__ = [
     "sample_seed",
     "seed_everything",
     "train_controlnet",
+    "train_controlnet_data_parallel",
     "train_small_backbone",
 ]

@@ -11,6 +11,10 @@ atomically with weights, optimizer, lr scheduler and all RNG states; a new call 
 continues, reproducing the uninterrupted run exactly. All per-step randomness (batch indices,
 posterior samples, noise, timesteps, prompt dropout) comes from one torch.Generator whose state
 is checkpointed.
+
+Data-parallel: inside a torch.distributed process group every process trains its share of each
+global batch under DDP and rank 0 writes (`cardio_assets.generation.data_parallel`); the
+checkpoint is the same at any world size.
 """
 
 from __future__ import annotations
@@ -39,6 +43,7 @@ from cardio_assets.generation.checkpoint import (
 from cardio_assets.generation.config import DiffusionConfig
 from cardio_assets.generation.control import check_controls, check_images, control_channels
 from cardio_assets.generation.controlnet_data import backbone_identity, fingerprint_images, prepare_data
+from cardio_assets.generation.data_parallel import ProcessGroup
 from cardio_assets.generation.progress import Progress, subsample_curve
 from cardio_assets.lake.atomic import atomic_dir, atomic_write_text
 
@@ -98,25 +103,32 @@ def train_controlnet(
     t_call = time.perf_counter()
     images, controls, prompts = _checked_inputs(images, controls, prompts)
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    clean_temporaries(out_dir, (CHECKPOINT_NAME, FINAL_NAME))
+    group = ProcessGroup.current()
+    if group.is_main:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        clean_temporaries(out_dir, (CHECKPOINT_NAME, FINAL_NAME))
 
     # -- set-up: frozen backbone, cached data, ControlNet + optimizer, then the checkpoint if any
-    device = resolve_device(config.device)
+    device = group.device(resolve_device(config.device))
     dtype = resolve_dtype(config.dtype, device)
     configure_backend(config.tf32, config.cpu_threads)
     seed_everything(config.seed)
-    backbone, identity, data, cache_seconds = _load_backbone_and_data(
-        backbone_dir, images, controls, prompts, cells, config, out_dir, device, dtype, log
-    )
+    with group.main_first():  # rank 0 writes a latent cache the others then read
+        backbone, identity, data, cache_seconds = _load_backbone_and_data(
+            backbone_dir, images, controls, prompts, cells, config, out_dir, device, dtype, log
+        )
     controlnet, params, optimizer, lr_scheduler = _build_controlnet(backbone, config, device)
     gen = torch.Generator().manual_seed(config.seed)  # all per-step randomness; checkpointed
-    start, losses, seconds_before, resumed_from = _resume(out_dir, resume, identity, controlnet, optimizer, lr_scheduler, gen, log)
+    with group.main_first():  # rank 0 sets an incompatible checkpoint aside before the others look
+        start, losses, seconds_before, resumed_from = _resume(out_dir, resume, identity, controlnet, optimizer, lr_scheduler, gen, log)
     total = int(config.controlnet_steps)
     if start > total:
         log(f"controlnet: checkpoint is at step {start}, beyond the {total} steps asked; keeping it")
-    if start < total and (out_dir / RECORD_NAME).exists():
+    if group.is_main and start < total and (out_dir / RECORD_NAME).exists():
         (out_dir / RECORD_NAME).unlink()  # no record = not finished (until the end of this call)
+    trained = group.wrap(controlnet, device)
+    share = group.share(config.batch_size)
+    share_weight = (share.stop - share.start) * group.world_size / config.batch_size
 
     # -- the training loop
     accum = config.grad_accumulation
@@ -125,24 +137,29 @@ def train_controlnet(
     last_saved = start
     for step in range(start + 1, total + 1):
         optimizer.zero_grad(set_to_none=True)
-        step_loss = 0.0
-        for _ in range(accum):
-            latents, noise, timesteps, hidden, cond = data.draw_batch(config, gen, device)
-            loss = controlnet_loss(backbone, controlnet, latents, noise, timesteps, hidden, cond, dtype) / accum
-            loss.backward()
-            step_loss += float(loss.detach())
+        step_loss = torch.zeros(())
+        for micro in range(accum):
+            batch = [x[share] for x in data.draw_batch(config, gen, device)]  # every process draws the global batch
+            with group.no_sync(trained, last_micro_step=micro == accum - 1):
+                loss = controlnet_loss(backbone, trained, *batch, dtype) * (share_weight / accum)
+                loss.backward()
+            step_loss += loss.detach().cpu()
+        step_loss = group.global_loss(step_loss / group.world_size)
         if config.max_grad_norm:
             torch.nn.utils.clip_grad_norm_(params, config.max_grad_norm)
         optimizer.step()
         lr_scheduler.step()
         losses.append(step_loss)
-        if config.checkpoint_every and step % config.checkpoint_every == 0:
+        if group.is_main and config.checkpoint_every and step % config.checkpoint_every == 0:
             seconds = seconds_before + (time.perf_counter() - t_loop)
             save_checkpoint(out_dir, controlnet, _checkpoint_state(step, optimizer, lr_scheduler, gen, losses, seconds, identity))
             last_saved = step
         progress.update(step, step_loss)
     steps_done = max(0, total - start)
     loop_seconds = time.perf_counter() - t_loop
+    if not group.is_main:
+        group.barrier()  # rank 0 saves; its record is the run's
+        return json.loads((out_dir / RECORD_NAME).read_text())
 
     # -- saving: the last checkpoint, the final weights, then the record (its presence = finished)
     if steps_done and last_saved != total:
@@ -157,8 +174,10 @@ def train_controlnet(
         steps=max(total, start), steps_done=steps_done, resumed_from=resumed_from, losses=losses,
         n_parameters=sum(p.numel() for p in params), seconds=time.perf_counter() - t_call,
         seconds_before=seconds_before, cache_seconds=cache_seconds, loop_seconds=loop_seconds,
+        world_size=group.world_size,
     )
     atomic_write_text(out_dir / RECORD_NAME, json.dumps(record, indent=1))
+    group.barrier()
     log(
         f"controlnet: {record['steps']} steps done ({steps_done} in this call, "
         f"{record['steps_per_second'] or 0:.2f} steps/s), saved to {final}"
@@ -271,7 +290,7 @@ def _resume(out_dir: Path, resume: str, identity: dict, controlnet, optimizer, l
 def _training_record(
     config: DiffusionConfig, backbone_dir, backbone, final: Path, data, cells, device, dtype, *,
     steps: int, steps_done: int, resumed_from: int | None, losses: list[float], n_parameters: int,
-    seconds: float, seconds_before: float, cache_seconds: float, loop_seconds: float,
+    seconds: float, seconds_before: float, cache_seconds: float, loop_seconds: float, world_size: int = 1,
 ) -> dict:
     return {
         "kind": "controlnet",
@@ -291,6 +310,7 @@ def _training_record(
         "parameters": n_parameters,
         "config": config.to_dict(),
         "device": str(device),
+        "data_parallel_processes": world_size,
         "dtype": str(dtype).replace("torch.", ""),
         "seconds": round(seconds, 3),
         "seconds_total": round(seconds_before + loop_seconds + cache_seconds, 3),
