@@ -7,12 +7,14 @@ takes well under a minute and a half on 2 cores.
 from __future__ import annotations
 
 import json
+import pickle
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
+from cardio_assets.classify.train import Frames
 from cardio_assets.generation import (
     CheckpointMismatch,
     DiffusionConfig,
@@ -268,6 +270,35 @@ def test_kill_and_resume_matches_uninterrupted_run(tmp_path, backbone_dir, data)
     # a changed training configuration never silently continues an old checkpoint
     with pytest.raises(CheckpointMismatch):
         train_controlnet(backbone_dir, images, labels, prompts, c.replace(lr=c.lr * 2), run, log=quiet, resume="require")
+
+
+def test_training_reads_memory_mapped_rows_a_batch_at_a_time_with_the_same_result(tmp_path, backbone_dir, data):
+    """The assets pass lazy views of the lake's memory-mapped frames (two parts, out of file
+    order, as several cells give); training must match the same rows held in memory."""
+    images, labels, prompts, _ = data
+    np.save(tmp_path / "images.npy", images)
+    np.save(tmp_path / "controls.npy", labels)
+    order = np.r_[8:16, 0:8]
+    parts = lambda name: Frames([(np.load(tmp_path / name, mmap_mode="r"), order[8:]), (np.load(tmp_path / name, mmap_mode="r"), order[:8])])
+    lazy_images, lazy_controls = parts("images.npy"), parts("controls.npy")
+    prompts_in_order = [prompts[i] for i in np.r_[order[8:], order[:8]]]
+    in_memory = np.r_[order[8:], order[:8]]
+
+    c = cfg(controlnet_steps=3, checkpoint_every=0)
+    a = train_controlnet(backbone_dir, images[in_memory], labels[in_memory], prompts_in_order, c, tmp_path / "a", log=quiet)
+    b = train_controlnet(backbone_dir, lazy_images, lazy_controls, prompts_in_order, c, tmp_path / "b", log=quiet)
+    assert a["loss_curve"] == b["loss_curve"]
+    wa, wb = _weights(tmp_path / "a" / "controlnet"), _weights(tmp_path / "b" / "controlnet")
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+
+    small = cfg(vae_steps=3, unet_steps=3)
+    ra = train_small_backbone(images[in_memory], prompts_in_order, small, tmp_path / "backbone_a", log=quiet)
+    rb = train_small_backbone(lazy_images, prompts_in_order, small, tmp_path / "backbone_b", log=quiet)
+    assert ra["loss_curve"] == rb["loss_curve"], (ra["loss_curve"], rb["loss_curve"])
+
+    # a spawned training process gets the files' names, not their contents
+    assert len(pickle.dumps(lazy_images)) < 2_000 < images.nbytes
+    np.testing.assert_array_equal(pickle.loads(pickle.dumps(lazy_images)).take(np.arange(16)), images[in_memory])
 
 
 # ---------------------------------------------------------------------------- sampling

@@ -14,6 +14,7 @@ whole.
 from __future__ import annotations
 
 import copy
+import mmap
 import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Callable, Iterable, Sequence
@@ -91,6 +92,27 @@ class Frames:
             order = np.argsort(rows, kind="stable")  # sorted reads are kinder to a memmap
             out[where[order]] = self.arrays[part][rows[order]]
         return out
+
+    def __getstate__(self) -> dict:
+        # a memory-mapped file travels by name, not by content: a spawned process (data-parallel
+        # training) reopens it instead of receiving every image through a pipe
+        return {"parts": [(_portable(array), rows) for array, rows in zip(self.arrays, self.rows)]}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__init__([(_reopen(array), rows) for array, rows in state["parts"]])
+
+
+def _portable(array: np.ndarray):
+    """A whole memory-mapped .npy file (np.load's mmap_mode) as its file name; anything else as is."""
+    if isinstance(array, np.memmap) and isinstance(array.base, mmap.mmap) and str(array.filename or "").endswith(".npy"):
+        return ("npy-memmap", str(array.filename), array.mode)
+    return array
+
+
+def _reopen(array):
+    if isinstance(array, tuple) and array[0] == "npy-memmap":
+        return np.load(array[1], mmap_mode=array[2])
+    return array
 
 
 def as_frames(images) -> Frames:

@@ -57,7 +57,7 @@ def diffusion_backbone(context: AssetExecutionContext, settings: PipelineSetting
     folder = settings.models_dir() / "diffusion_backbone"
     context.log.info(f"no local backbone configured: training the {config.name} profile's small backbone on {len(images)} training frames")
     with atomic_dir(folder) as tmp:
-        record = train_small_backbone(read_all(images), images.index["prompt"].tolist(), config, tmp, log=context.log.info,
+        record = train_small_backbone(images.frames(), images.index["prompt"].tolist(), config, tmp, log=context.log.info,
                                       cells=images.index["cell"].tolist())
         write_training_patients(tmp, patient_roles("diffusion_backbone", "diffusion_backbone", images.index["patient_id"]))
     context.add_output_metadata({"trained_here": True, "seconds": record.get("seconds"), "device": gpu.describe()})
@@ -72,7 +72,7 @@ def controlnet(context: AssetExecutionContext, settings: PipelineSettings, gpu: 
     images, controls = gather(frames, splits=("train",))
     out_dir = settings.models_dir() / "controlnet"
     record = train_controlnet_data_parallel(
-        gpu.data_parallel, diffusion_backbone["folder"], read_all(images), read_all(controls, np.uint8), images.index["prompt"].tolist(),
+        gpu.data_parallel, diffusion_backbone["folder"], images.frames(), controls.frames(), images.index["prompt"].tolist(),
         config, out_dir, log=context.log.info, cells=images.index["cell"].tolist(),
     )
     write_training_patients(out_dir, patient_roles("controlnet", "controlnet", images.index["patient_id"]))

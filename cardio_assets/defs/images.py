@@ -28,7 +28,7 @@ def gather(frames: dict[str, FrameSet], splits: tuple[str, ...] | None = None, c
 
 
 def read_all(image_set: ImageSet, dtype=np.float32) -> np.ndarray:
-    """Read a gathered set into memory (for the steps that train on all of it)."""
+    """Read a gathered set into memory (small sets: figures, single rows; training reads lazily)."""
     return image_set.frames().take(np.arange(len(image_set))).astype(dtype, copy=False)
 
 

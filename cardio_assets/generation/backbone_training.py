@@ -49,12 +49,13 @@ from cardio_assets.generation.balance import cell_balanced_weights, draw_rows
 from cardio_assets.generation.config import DiffusionConfig
 from cardio_assets.generation.control import check_images, to_model_space
 from cardio_assets.generation.progress import Progress, subsample_curve
+from cardio_assets.generation.rows import probe_positions, take_rows
 from cardio_assets.generation.tokenizer import build_prompt_tokenizer
 from cardio_assets.lake.atomic import atomic_write_text
 
 
 def train_small_backbone(
-    images: np.ndarray,
+    images,
     prompts: list[str],
     config: DiffusionConfig,
     out_dir: str | Path,
@@ -63,6 +64,9 @@ def train_small_backbone(
 ) -> dict:
     """Train VAE then (text encoder +) UNet on `images`/`prompts`; save a pipeline folder.
 
+    images: float32 (N, 3, H, W) in [0, 1], an array, a memmap or a lazy row source
+    (`cardio_assets.generation.rows`), read a batch at a time.
+
     `cells` (one per image): the UNet draws images balanced over cells (`cell_balance_cap`);
     None draws uniformly.
 
@@ -70,8 +74,9 @@ def train_small_backbone(
     presence marks a complete folder).
     """
     config.require_backbone_source(None)
-    images = np.asarray(images, dtype=np.float32)
-    check_images(images)
+    if isinstance(images, (list, tuple)):
+        images = np.asarray(images, dtype=np.float32)
+    check_images(take_rows(images, probe_positions(len(images))))
     prompts = list(prompts)
     if len(prompts) != len(images):
         raise ValueError(f"{len(prompts)} prompts for {len(images)} images")
@@ -135,8 +140,7 @@ def _build_small_backbone(prompts: list[str], config: DiffusionConfig, device: t
     return tokenizer, vae, unet, text_encoder, noise_scheduler
 
 
-def _train_vae(vae, images: np.ndarray, config: DiffusionConfig, device, dtype, gen, log) -> list[float]:
-    data = to_model_space(images, config.resolution)  # (N, 3, R, R) in [-1, 1], CPU
+def _train_vae(vae, images, config: DiffusionConfig, device, dtype, gen, log) -> list[float]:
     opt = torch.optim.AdamW(vae.parameters(), lr=config.vae_lr, weight_decay=0.0)
     warmup = max(1, config.vae_steps // 20)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / warmup))
@@ -144,8 +148,8 @@ def _train_vae(vae, images: np.ndarray, config: DiffusionConfig, device, dtype, 
     losses: list[float] = []
     vae.train()
     for step in range(config.vae_steps):
-        idx = draw_rows(len(data), config.vae_batch_size, gen)  # the VAE learns every image alike
-        x = data[idx].to(device)
+        idx = draw_rows(len(images), config.vae_batch_size, gen)  # the VAE learns every image alike
+        x = to_model_space(take_rows(images, idx.numpy()), config.resolution).to(device)
         with autocast_context(device, dtype):
             posterior = vae.encode(x).latent_dist
             z = posterior.mean + posterior.std * torch.randn(
@@ -215,12 +219,13 @@ def _train_unet(
 
 @torch.no_grad()
 def encode_latent_moments(
-    vae, images: np.ndarray, resolution: int, batch_size: int, device: torch.device, dtype: torch.dtype
+    vae, images, resolution: int, batch_size: int, device: torch.device, dtype: torch.dtype
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """VAE posterior mean and std of every image (unscaled), float32 on CPU."""
+    """VAE posterior mean and std of every image (unscaled), float32 on CPU; images read a batch at a time."""
     means, stds = [], []
     for i in range(0, len(images), batch_size):
-        x = to_model_space(images[i : i + batch_size], resolution).to(device=device, dtype=dtype)
+        positions = np.arange(i, min(i + batch_size, len(images)))
+        x = to_model_space(take_rows(images, positions), resolution).to(device=device, dtype=dtype)
         dist = vae.encode(x).latent_dist
         means.append(dist.mean.float().cpu())
         stds.append(dist.std.float().cpu())

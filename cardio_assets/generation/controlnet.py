@@ -45,6 +45,7 @@ from cardio_assets.generation.control import check_controls, check_images, contr
 from cardio_assets.generation.controlnet_data import backbone_identity, fingerprint_images, prepare_data
 from cardio_assets.generation.data_parallel import ProcessGroup
 from cardio_assets.generation.progress import Progress, subsample_curve
+from cardio_assets.generation.rows import probe_positions, take_rows
 from cardio_assets.lake.atomic import atomic_dir, atomic_write_text
 
 FINAL_NAME = "controlnet"
@@ -75,8 +76,8 @@ def controlnet_loss(backbone, controlnet, latents, noise, timesteps, hidden, con
 
 def train_controlnet(
     backbone_dir: str | Path,
-    images: np.ndarray,
-    controls: np.ndarray,
+    images,
+    controls,
     prompts: list[str],
     config: DiffusionConfig,
     out_dir: str | Path,
@@ -85,6 +86,9 @@ def train_controlnet(
     cells: Sequence[str] | None = None,
 ) -> dict:
     """Train (or resume training) a ControlNet on a frozen backbone; return the training record.
+
+    images (float32 in [0, 1]) and controls (uint8 labels), (N, 3, H, W): arrays, memmaps or lazy
+    row sources (`cardio_assets.generation.rows`), read a batch at a time.
 
     Writes `out_dir/controlnet/` (`ControlNetModel.save_pretrained`), `out_dir/checkpoint/` and
     `out_dir/training_record.json`. Calling again with a larger `config.controlnet_steps`
@@ -185,12 +189,17 @@ def train_controlnet(
     return record
 
 
-def _checked_inputs(images, controls, prompts) -> tuple[np.ndarray, np.ndarray, list[str]]:
-    images = np.asarray(images, dtype=np.float32)
-    controls = np.asarray(controls)
+def _checked_inputs(images, controls, prompts):
+    """(images, controls, prompts) after checking shapes, and values on evenly spaced rows."""
+    if isinstance(images, (list, tuple)):
+        images = np.asarray(images, dtype=np.float32)
+    if isinstance(controls, (list, tuple)):
+        controls = np.asarray(controls)
     prompts = list(prompts)
-    check_images(images)
-    check_controls(controls, len(images))
+    check_images(take_rows(images, probe_positions(len(images))))
+    check_controls(take_rows(controls, probe_positions(len(controls)), np.uint8))
+    if len(controls) != len(images):
+        raise ValueError(f"{len(controls)} controls for {len(images)} images/prompts")
     if len(prompts) != len(images):
         raise ValueError(f"{len(prompts)} prompts for {len(images)} images")
     if len(images) == 0:

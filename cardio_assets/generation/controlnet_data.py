@@ -27,6 +27,7 @@ from cardio_assets.generation.balance import cell_balanced_weights, draw_rows
 from cardio_assets.generation.config import DiffusionConfig
 from cardio_assets.generation.control import control_tensor, to_model_space
 from cardio_assets.generation.progress import Progress
+from cardio_assets.generation.rows import row_shape, take_rows
 
 
 def backbone_identity(folder: str | Path) -> str:
@@ -43,13 +44,15 @@ def backbone_identity(folder: str | Path) -> str:
     return h.hexdigest()
 
 
-def fingerprint_images(images: np.ndarray, controls: np.ndarray, prompts: list[str]) -> str:
-    """A cheap hash of the training set: its shapes and every n-th image, mask and prompt."""
+def fingerprint_images(images, controls, prompts: list[str]) -> str:
+    """A cheap hash of the training set: its shapes and every n-th image, mask and prompt
+    (arrays or lazy row sources, `cardio_assets.generation.rows`)."""
     h = hashlib.sha1()
-    h.update(str((images.shape, controls.shape, len(prompts))).encode())
+    h.update(str(((len(images),) + row_shape(images), (len(controls),) + row_shape(controls), len(prompts))).encode())
     step = max(1, len(images) // 64)
-    h.update(np.ascontiguousarray(images[::step]).tobytes())
-    h.update(np.ascontiguousarray(controls[::step]).tobytes())
+    every = np.arange(0, len(images), step)
+    h.update(take_rows(images, every, np.float32).tobytes())
+    h.update(take_rows(controls, every, np.uint8).tobytes())
     h.update("\n".join(prompts[::step]).encode())
     return h.hexdigest()
 
@@ -63,7 +66,7 @@ class ControlNetData:
     scaling_factor: float  # the VAE's latent scaling
     text_emb: torch.Tensor  # one row per distinct prompt, row 0 the empty prompt, on the device
     prompt_index: torch.Tensor  # each image's row in text_emb
-    controls: np.ndarray  # uint8 labels (N, 3, H, W)
+    controls: object  # uint8 labels (N, 3, H, W): an array or a lazy row source, read per batch
     weights: torch.Tensor | None  # per-image draw probabilities; None draws uniformly
     num_train_timesteps: int
 
@@ -86,7 +89,7 @@ class ControlNetData:
         t = torch.randint(0, self.num_train_timesteps, (B,), generator=gen)
         drop = torch.rand(B, generator=gen) < config.prompt_drop
         pidx = torch.where(drop, torch.zeros_like(idx), self.prompt_index[idx])
-        cond = control_tensor(self.controls[idx.numpy()], config.resolution, config.control_encoding).to(device)
+        cond = control_tensor(take_rows(self.controls, idx.numpy(), np.uint8), config.resolution, config.control_encoding).to(device)
         hidden = self.text_emb[pidx.to(device)]
         return latents.to(device), noise.to(device), t.to(device), hidden, cond
 
@@ -142,7 +145,7 @@ def _latent_cache(backbone, images, config, out_dir: Path, device, dtype, finger
     progress = Progress("controlnet: encoding latents", n, every_seconds=config.log_every_seconds, log=log, unit="image")
     bs = config.encode_batch_size
     for i in range(0, n, bs):
-        x = to_model_space(images[i : i + bs], config.resolution).to(device=device, dtype=dtype)
+        x = to_model_space(take_rows(images, np.arange(i, min(i + bs, n))), config.resolution).to(device=device, dtype=dtype)
         dist = backbone.vae.encode(x).latent_dist
         m, s = dist.mean.float().cpu(), dist.std.float().cpu()
         if in_memory:
