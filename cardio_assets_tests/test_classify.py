@@ -191,6 +191,42 @@ def test_the_sweep_pretrains_on_synthetic_once_per_seed_with_the_same_result(mon
     assert np.array_equal(swept["score"].to_numpy(), alone["score"].to_numpy())
 
 
+def test_a_sweep_reuses_stored_runs_and_redoes_only_what_changed(monkeypatch, tmp_path):
+    real, synthetic = _cohort(), _synthetic(per_cell=2)
+    config = CONFIG.with_(epochs=1, synthetic_per_cell=1)
+    names = ["real", "synth_only"]
+    first, first_runs, first_patients = run_strategies(names, real, synthetic, config, seeds=[0], log=_quiet, store=tmp_path)
+    assert sorted(p.name.split("-")[0] for p in tmp_path.iterdir()) == ["real", "synth_only"]
+
+    trainings = []
+    real_train = schemes_module.train_classifier
+
+    def counting(train, *args, **kwargs):
+        trainings.append(len(train[1]))
+        return real_train(train, *args, **kwargs)
+
+    monkeypatch.setattr(schemes_module, "train_classifier", counting)
+    # the same data and settings: nothing trains, and the result is the stored one
+    again, again_runs, again_patients = run_strategies(names, real, synthetic, config, seeds=[0], log=_quiet, store=tmp_path)
+    assert trainings == []
+    pd.testing.assert_frame_equal(again, first)
+    assert again_runs["threshold"].tolist() == first_runs["threshold"].tolist()
+    assert not first_runs["reused_stored_run"].any() and again_runs["reused_stored_run"].all()
+    pd.testing.assert_frame_equal(again_patients, first_patients)  # kept for the leakage check
+
+    # other synthetic images: real is reused, synth_only trains again and replaces its stored run
+    changed = _synthetic(per_cell=2, seed=7)
+    run_strategies(names, real, changed, config, seeds=[0], log=_quiet, store=tmp_path)
+    assert trainings == [72]
+    assert len(list(tmp_path.glob("synth_only-seed0-*"))) == 1
+    # a setting that changes training redoes both; one that does not (threads) reuses them
+    trainings.clear()
+    run_strategies(names, real, changed, config.with_(torch_threads=1), seeds=[0], log=_quiet, store=tmp_path)
+    assert trainings == []
+    run_strategies(names, real, changed, config.with_(lr=config.lr / 2), seeds=[0], log=_quiet, store=tmp_path)
+    assert len(trainings) == 2
+
+
 def test_run_strategy_predictions_are_real_test_and_heldout_patients():
     real, synthetic = _cohort(), _synthetic(per_cell=2)
     config = CONFIG.with_(epochs=1, synthetic_per_cell=1, alpha_grid=(0.5,))

@@ -91,16 +91,29 @@ def _targets(index: pd.DataFrame) -> dict[str, torch.Tensor]:
 def train_attribute_predictor(
     train_images: Frames, train_index: pd.DataFrame, val_images: Frames, val_index: pd.DataFrame,
     image_size: int, epochs: int, seed: int, pretrained_weights: str | None = None,
-    batch_size: int = 64, lr: float = 1e-3, log=print,
+    batch_size: int = 64, lr: float = 1e-3, schedule: str = "constant", log=print,
 ) -> AttributePredictor:
-    """Multi-head ResNet-18; class-weighted cross-entropy per head (HF and some bands are rare)."""
+    """Multi-head ResNet-18; class-weighted cross-entropy per head (HF and some bands are rare).
+
+    schedule: "constant" (Adam at `lr`) or "onecycle" (AdamW, warm-up to `lr` over the first
+    30% of steps, then cosine annealing to zero: few epochs of a network trained from scratch
+    converge further).
+    """
+    if schedule not in ("constant", "onecycle"):
+        raise ValueError(f"schedule must be constant or onecycle, not {schedule!r}")
     seed_everything(seed, deterministic_cudnn=True)
     model = build_classifier(image_size, pretrained_weights or None, num_classes=_n_outputs())
     targets = _targets(train_index)
     weights = {a: _class_weights(t, len(ATTRIBUTES[a])) for a, t in targets.items()}
-    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
     generator = torch.Generator().manual_seed(seed)
     n = len(train_images)
+    steps_per_epoch = len(range(0, n - 1, batch_size))
+    if schedule == "onecycle":
+        optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
+        scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=lr, total_steps=max(1, epochs * steps_per_epoch), pct_start=0.3)
+    else:
+        optimizer = torch.optim.Adam(model.parameters(), lr=lr)
+        scheduler = None
     for epoch in range(epochs):
         model.train()
         order = torch.randperm(n, generator=generator)
@@ -115,6 +128,8 @@ def train_attribute_predictor(
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
+            if scheduler is not None:
+                scheduler.step()
             total += float(loss) * len(idx)
         log(f"attribute predictors: epoch {epoch + 1}/{epochs}, loss {total / n:.3f}")
     predictor = AttributePredictor(model.eval(), {})

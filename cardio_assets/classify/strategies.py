@@ -23,10 +23,12 @@ from __future__ import annotations
 import json
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from cardio_assets.classify import run_store
 from cardio_assets.classify.config import ClassifierConfig
 from cardio_assets.classify.model import HFClassifier
 from cardio_assets.classify.schemes import stage_logs, train_concat, train_mix, train_pretrain_finetune
@@ -312,15 +314,32 @@ def run_patients(predictions: pd.DataFrame) -> pd.DataFrame:
 
 
 def run_strategies(names, real: ImageSet, synthetic: ImageSet | None, config: ClassifierConfig,
-                   seeds=None, log: Log = print) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+                   seeds=None, log: Log = print, store: Path | None = None) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     """Every strategy x seed: (all predictions, one row per run from `run_record`, the
-    patients every run trained and validated on from `run_patients`)."""
+    patients every run trained and validated on from `run_patients`).
+
+    store: a folder of finished runs (`run_store`): a run stored there for the same data and
+    settings is read instead of trained, and every run trained here is stored as it finishes,
+    so a killed sweep resumes at the run it was in.
+    """
     seeds = list(range(config.n_seeds)) if seeds is None else list(seeds)
+    if store is not None:
+        real_id, synthetic_id = run_store.data_fingerprint(real), run_store.data_fingerprint(synthetic)
     frames, runs, patients = [], [], []
     for seed in seeds:
         synthetic_models: dict = {}  # one seed's synth_only model, the pretraining of synth_pretrain_real_finetune
         for name in names:
-            p = run_strategy(name, real, synthetic, config, seed, log, synthetic_models)
+            uses_synthetic = get_strategy(name).synthetic_multiple > 0
+            key = run_store.run_key(name, seed, config, real_id, synthetic_id if uses_synthetic else None) if store is not None else None
+            p = run_store.load_run(store, name, seed, key) if store is not None else None
+            if p is not None:
+                log(f"[{name} seed {seed}] finished before, for the same data and settings: reusing it")
+                p.attrs["run"]["reused_stored_run"] = True
+            else:
+                p = run_strategy(name, real, synthetic, config, seed, log, synthetic_models)
+                if store is not None:
+                    run_store.save_run(store, name, seed, key, p)
+                p.attrs["run"]["reused_stored_run"] = False
             frames.append(p)
             runs.append(run_record(p))
             patients.append(run_patients(p))

@@ -58,7 +58,9 @@ def classifier_runs(context: AssetExecutionContext, settings: PipelineSettings, 
     skipped = [n for n in STRATEGIES if n not in names]
     if skipped:
         context.log.warning(f"no synthetic image passed QC: strategies {skipped} cannot run and are reported empty")
-    predictions, runs, patients = run_strategies(names, real, synthetic, config, seeds=range(config.n_seeds), log=context.log.info)
+    # finished runs are kept (run_store): a killed sweep resumes at its run, a rerun redoes only what changed
+    predictions, runs, patients = run_strategies(names, real, synthetic, config, seeds=range(config.n_seeds), log=context.log.info,
+                                                 store=settings.models_dir() / CLASSIFIER_FOLDER / "runs")
     # kept for the leakage check (no_test_patient_in_training on classifier_runs)
     write_training_patients(settings.models_dir() / CLASSIFIER_FOLDER, patients)
     skipped_rows = pd.DataFrame([{"strategy": n, "skipped_reason": "no synthetic images passed QC"} for n in skipped])

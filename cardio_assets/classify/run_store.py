@@ -1,0 +1,86 @@
+"""Finished classifier runs kept on disk, so that a sweep killed half-way, or rerun after a change
+that leaves some runs untouched, redoes only the runs it lacks.
+
+A run (strategy x seed) is stored as `<folder>/<strategy>-seed<seed>-<key>/` holding
+`predictions.parquet` and `run.json` (the run's description, `predictions.attrs["run"]`), the
+folder published atomically. `key` hashes everything the run's result depends on: the
+strategy, the seed, the classifier settings that change training (not the device, threads,
+workers, seed count or bootstrap size), the real index and, for a strategy that trains on
+synthetic images, the synthetic one, and the bytes of a sample of their images (every 64th):
+regenerated synthetic frames give the synthetic strategies a new key (the real-only runs keep
+theirs), re-preprocessed real ones give every run a new key, and a stored result is never
+reused for other data.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from cardio_assets.classify.config import ClassifierConfig
+from cardio_assets.lake.atomic import atomic_dir
+
+# settings that do not change what a run learns
+NOT_IN_KEY = ("device", "torch_threads", "workers", "n_seeds", "bootstrap_n")
+SAMPLE_EVERY = 64
+
+
+def data_fingerprint(image_set) -> str | None:
+    """A hash of an `ImageSet` (None for None): its index and every 64th image."""
+    if image_set is None:
+        return None
+    h = hashlib.sha1()
+    h.update(pd.util.hash_pandas_object(image_set.index.astype(str), index=False).to_numpy().tobytes())
+    sample = np.arange(0, len(image_set), SAMPLE_EVERY)
+    h.update(np.ascontiguousarray(image_set.frames().take(sample)).tobytes())
+    return h.hexdigest()
+
+
+def run_key(strategy: str, seed: int, config: ClassifierConfig, real_id: str, synthetic_id: str | None) -> str:
+    """synthetic_id: the synthetic set's fingerprint for a strategy that trains on it, else None."""
+    settings = {k: v for k, v in dataclasses.asdict(config).items() if k not in NOT_IN_KEY}
+    data = {"real": real_id, "synthetic": synthetic_id}
+    text = json.dumps({"strategy": strategy, "seed": seed, "config": settings, "data": data}, sort_keys=True, default=str)
+    return hashlib.sha1(text.encode()).hexdigest()[:16]
+
+
+def _folder(root: Path, strategy: str, seed: int, key: str) -> Path:
+    return Path(root) / f"{strategy}-seed{seed}-{key}"
+
+
+def load_run(root: Path, strategy: str, seed: int, key: str) -> pd.DataFrame | None:
+    """The stored predictions of that run (with `attrs["run"]`), or None."""
+    folder = _folder(root, strategy, seed, key)
+    if not (folder / "run.json").exists():
+        return None
+    predictions = pd.read_parquet(folder / "predictions.parquet")
+    predictions.attrs["run"] = json.loads((folder / "run.json").read_text())
+    return predictions
+
+
+def save_run(root: Path, strategy: str, seed: int, key: str, predictions: pd.DataFrame) -> Path:
+    """Store a finished run; runs of the same strategy and seed stored under other keys go."""
+    folder = _folder(root, strategy, seed, key)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_dir(folder) as tmp:
+        pd.DataFrame(predictions).to_parquet(tmp / "predictions.parquet", index=False)
+        (tmp / "run.json").write_text(json.dumps(predictions.attrs["run"], default=_plain))
+    for stale in folder.parent.glob(f"{strategy}-seed{seed}-*"):
+        if stale != folder and stale.is_dir():
+            shutil.rmtree(stale, ignore_errors=True)
+    return folder
+
+
+def _plain(value):
+    """numpy scalars and arrays as JSON numbers and lists."""
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    raise TypeError(f"not JSON serializable: {type(value).__name__}")
