@@ -4,7 +4,7 @@ import pytest
 
 from cardio_assets.cohort.cells import Cell
 from cardio_assets.defs.check_rules import foreign_sources
-from cardio_assets.generation.memorization import nearest_real_rms
+from cardio_assets.generation.memorization import NearestRealIndex, block_means, lake_fingerprint, nearest_real_rms
 from cardio_assets.generation.synthesis import fallback_cells, patient_hash, plan_items, privacy_salt
 from cardio_assets.lake.values import FrameSet
 
@@ -81,3 +81,40 @@ def test_nearest_real_image_is_found_batch_by_batch_from_lazy_frames(tmp_path):
     in_memory_rms, in_memory_row = nearest_real_rms(synthetic, real)
     np.testing.assert_allclose(rms, in_memory_rms, atol=1e-6)
     assert np.array_equal(row, in_memory_row)
+
+
+def test_the_shared_index_finds_the_exact_nearest_image_reading_few(tmp_path):
+    """Against reading every real image (nearest_real_rms): same rows, same distances, on
+    phantom-like frames (smooth shapes plus noise) with copies, near-copies and new images."""
+    from cardio_assets.classify.train import Frames
+    from cardio_assets.generation.toy import toy_dataset
+
+    real, _, _, _ = toy_dataset(400, 32, seed=3)
+    np.save(tmp_path / "real.npy", real)
+    on_disk = Frames([(np.load(tmp_path / "real.npy", mmap_mode="r"), None)])
+    others, _, _, _ = toy_dataset(20, 32, seed=4)
+    rng = np.random.default_rng(0)
+    synthetic = np.concatenate([real[[5, 250]], np.clip(real[[77]] + rng.normal(0, 0.02, (1, 3, 32, 32)), 0, 1), others]).astype(np.float32)
+
+    fingerprint = lake_fingerprint(on_disk, pd.DataFrame({"row": np.arange(400)}))
+    index = NearestRealIndex.open_or_build(tmp_path / "index", on_disk, fingerprint)
+    rms, rows = index.nearest(synthetic)
+    brute_rms, brute_rows = nearest_real_rms(synthetic, real)
+    np.testing.assert_allclose(rms, brute_rms, atol=1e-5)
+    assert np.array_equal(rows, brute_rows)
+    assert rows[0] == 5 and rows[1] == 250 and rows[2] == 77 and rms[:2].max() < 1e-6
+    assert index.images_read < 0.5 * len(synthetic) * len(real)  # the bound rules most images out
+
+    # stored once: a second partition reads it; other rows (another fingerprint) rebuild it
+    again = NearestRealIndex.open_or_build(tmp_path / "index", on_disk, fingerprint)
+    assert isinstance(again.means, np.memmap) and np.array_equal(np.asarray(again.means), index.means)
+    other = NearestRealIndex.open_or_build(tmp_path / "index", on_disk, "another fingerprint")
+    assert not isinstance(other.means, np.memmap)
+
+
+def test_block_means_bound_the_rms_from_below():
+    rng = np.random.default_rng(1)
+    a, b = rng.random((2, 5, 3, 16, 16), dtype=np.float32)
+    full = np.sqrt(((a - b) ** 2).reshape(5, -1).mean(1))
+    coarse = np.sqrt(((block_means(a, 4) - block_means(b, 4)) ** 2).mean(1))
+    assert (coarse <= full + 1e-7).all() and (coarse < full).any()

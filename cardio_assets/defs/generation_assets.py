@@ -37,7 +37,7 @@ from cardio_assets.generation import (
     train_controlnet_data_parallel,
     train_small_backbone,
 )
-from cardio_assets.generation.memorization import MEMORIZATION_RMS, nearest_real_rms
+from cardio_assets.generation.memorization import MEMORIZATION_RMS, NearestRealIndex, lake_fingerprint
 from cardio_assets.generation.synthesis import assemble_synthetic, plan_items, privacy_salt, prompt_for_cell
 from cardio_assets.lake.atomic import atomic_dir
 from cardio_assets.phantom.ceiling import accuracy_against_ceiling, phantom_attribute_ceiling
@@ -184,8 +184,12 @@ def synthetic_frames(
         log=context.log.info, base_seed=settings.seed,
     )
     result, log = assemble_synthetic(cell, items, accepted, rejected, from_cell, controlnet["checkpoint_hash"], profile.frames.size)
-    # memorization: distance of every kept image to its nearest real training image
-    rms, _ = nearest_real_rms(result.images, real.frames()) if len(result) else (np.array([]), None)
+    # memorization: distance of every kept image to its nearest real training image, exact, through an
+    # index of all training frames that the first partition builds and the others read
+    real_frames = real.frames()
+    index = NearestRealIndex.open_or_build(settings.models_dir() / "memorization_index", real_frames,
+                                           lake_fingerprint(real_frames, real.index))
+    rms, _ = index.nearest(result.images) if len(result) else (np.array([]), None)
     log["nearest_real_rms"] = np.nan
     log.loc[log["qc_passed"], "nearest_real_rms"] = rms
     log["near_copy"] = log["nearest_real_rms"] < MEMORIZATION_RMS
