@@ -30,10 +30,10 @@ from cardio_assets.profiles import get_profile  # noqa: E402
 
 # name: (central frames only, epochs, schedule, lr)
 VARIANTS = {
-    "current": (True, 3, "constant", 1e-3),
+    "previous": (True, 3, "constant", 1e-3),  # the demo's recipe before the one below
+    "demo": (False, 3, "onecycle", 2e-3),  # the demo profile's recipe
     "central_onecycle_8": (True, 8, "onecycle", 2e-3),
     "all_constant_3": (False, 3, "constant", 1e-3),
-    "all_onecycle_3": (False, 3, "onecycle", 2e-3),
     "all_onecycle_5": (False, 5, "onecycle", 2e-3),
 }
 

@@ -122,11 +122,12 @@ def attribute_predictors(context: AssetExecutionContext, settings: PipelineSetti
     """Sex / age band / BMI band / HF predictors trained on real frames, for quality control and FID features;
     on the phantom, measured against the ceiling of what its images carry (phantom/ceiling.py)."""
     profile = settings.get_profile()
-    train, _ = gather(frames, splits=("train",), central_only=True)
+    train, _ = gather(frames, splits=("train",), central_only=not profile.attribute_all_frames)
     val, _ = gather(frames, splits=("val",))
     predictor = train_attribute_predictor(
         train.frames(), train.index, val.frames(), val.index, image_size=profile.classifier.image_size,
         epochs=profile.attribute_epochs, seed=settings.seed, pretrained_weights=settings.resnet_weights or None,
+        lr=profile.attribute_lr, schedule=profile.attribute_schedule,
         log=context.log.info,
     )
     ceiling = phantom_attribute_ceiling(cohort_source)
