@@ -141,13 +141,13 @@ def train_controlnet(
     last_saved = start
     for step in range(start + 1, total + 1):
         optimizer.zero_grad(set_to_none=True)
-        step_loss = torch.zeros(())
+        step_loss = torch.zeros((), device=device)  # read once per step, not per micro-step
         for micro in range(accum):
             batch = [x[share] for x in data.draw_batch(config, gen, device)]  # every process draws the global batch
             with group.no_sync(trained, last_micro_step=micro == accum - 1):
                 loss = controlnet_loss(backbone, trained, *batch, dtype) * (share_weight / accum)
                 loss.backward()
-            step_loss += loss.detach().cpu()
+            step_loss += loss.detach().float()
         step_loss = group.global_loss(step_loss / group.world_size)
         if config.max_grad_norm:
             torch.nn.utils.clip_grad_norm_(params, config.max_grad_norm)

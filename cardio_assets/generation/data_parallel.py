@@ -97,10 +97,10 @@ class ProcessGroup:
 
     def global_loss(self, share_loss: torch.Tensor) -> float:
         """The global batch's loss from each process's size-weighted share (one all-reduce)."""
-        value = share_loss.detach().float().reshape(1).cpu()
+        value = share_loss.detach().float().reshape(1)  # on the process's device: NCCL reduces CUDA tensors
         if self.parallel:
             dist.all_reduce(value)
-        return float(value)
+        return float(value.cpu())
 
 
 def train_controlnet_data_parallel(
