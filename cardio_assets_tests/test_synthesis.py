@@ -4,8 +4,9 @@ import pytest
 
 from cardio_assets.cohort.cells import Cell
 from cardio_assets.defs.check_rules import foreign_sources
-from cardio_assets.generation.memorization import NearestRealIndex, block_means, lake_fingerprint, nearest_real_rms
+from cardio_assets.generation.memorization import NearestRealIndex, block_means, nearest_real_rms
 from cardio_assets.generation.synthesis import fallback_cells, patient_hash, plan_items, privacy_salt
+from cardio_assets.lake.fingerprint import rows_fingerprint
 from cardio_assets.lake.values import FrameSet
 
 
@@ -96,7 +97,7 @@ def test_the_shared_index_finds_the_exact_nearest_image_reading_few(tmp_path):
     rng = np.random.default_rng(0)
     synthetic = np.concatenate([real[[5, 250]], np.clip(real[[77]] + rng.normal(0, 0.02, (1, 3, 32, 32)), 0, 1), others]).astype(np.float32)
 
-    fingerprint = lake_fingerprint(on_disk, pd.DataFrame({"row": np.arange(400)}))
+    fingerprint = rows_fingerprint(on_disk, pd.DataFrame({"row": np.arange(400)}))
     index = NearestRealIndex.open_or_build(tmp_path / "index", on_disk, fingerprint)
     rms, rows = index.nearest(synthetic)
     brute_rms, brute_rows = nearest_real_rms(synthetic, real)

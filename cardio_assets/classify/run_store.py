@@ -6,7 +6,7 @@ A run (strategy x seed) is stored as `<folder>/<strategy>-seed<seed>-<key>/` hol
 folder published atomically. `key` hashes everything the run's result depends on: the
 strategy, the seed, the classifier settings that change training (not the device, threads,
 workers, seed count or bootstrap size), the real index and, for a strategy that trains on
-synthetic images, the synthetic one, and the bytes of a sample of their images (every 64th):
+synthetic images, the synthetic one, and the bytes of a identity of their images (`lake.fingerprint`: a memory-mapped file's name, size and time):
 regenerated synthetic frames give the synthetic strategies a new key (the real-only runs keep
 theirs), re-preprocessed real ones give every run a new key, and a stored result is never
 reused for other data.
@@ -25,21 +25,15 @@ import pandas as pd
 
 from cardio_assets.classify.config import ClassifierConfig
 from cardio_assets.lake.atomic import atomic_dir
+from cardio_assets.lake.fingerprint import rows_fingerprint
 
 # settings that do not change what a run learns
 NOT_IN_KEY = ("device", "torch_threads", "workers", "n_seeds", "bootstrap_n")
-SAMPLE_EVERY = 64
 
 
 def data_fingerprint(image_set) -> str | None:
-    """A hash of an `ImageSet` (None for None): its index and every 64th image."""
-    if image_set is None:
-        return None
-    h = hashlib.sha1()
-    h.update(pd.util.hash_pandas_object(image_set.index.astype(str), index=False).to_numpy().tobytes())
-    sample = np.arange(0, len(image_set), SAMPLE_EVERY)
-    h.update(np.ascontiguousarray(image_set.frames().take(sample)).tobytes())
-    return h.hexdigest()
+    """The identity of an `ImageSet` (None for None): its index and its images' files."""
+    return None if image_set is None else rows_fingerprint(image_set.frames(), image_set.index)
 
 
 def run_key(strategy: str, seed: int, config: ClassifierConfig, real_id: str, synthetic_id: str | None) -> str:

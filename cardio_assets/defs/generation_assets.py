@@ -37,9 +37,10 @@ from cardio_assets.generation import (
     train_controlnet_data_parallel,
     train_small_backbone,
 )
-from cardio_assets.generation.memorization import MEMORIZATION_RMS, NearestRealIndex, lake_fingerprint
+from cardio_assets.generation.memorization import MEMORIZATION_RMS, NearestRealIndex
 from cardio_assets.generation.synthesis import assemble_synthetic, plan_items, privacy_salt, prompt_for_cell
 from cardio_assets.lake.atomic import atomic_dir
+from cardio_assets.lake.fingerprint import rows_fingerprint
 from cardio_assets.phantom.ceiling import accuracy_against_ceiling, phantom_attribute_ceiling
 
 ALL_FRAMES = AssetIn("frames", partition_mapping=AllPartitionMapping())
@@ -189,7 +190,7 @@ def synthetic_frames(
     # index of all training frames that the first partition builds and the others read
     real_frames = real.frames()
     index = NearestRealIndex.open_or_build(settings.models_dir() / "memorization_index", real_frames,
-                                           lake_fingerprint(real_frames, real.index))
+                                           rows_fingerprint(real_frames, real.index))
     rms, _ = index.nearest(result.images) if len(result) else (np.array([]), None)
     log["nearest_real_rms"] = np.nan
     log.loc[log["qc_passed"], "nearest_real_rms"] = rms

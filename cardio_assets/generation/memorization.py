@@ -7,13 +7,10 @@ asset check reads the distances.
 
 from __future__ import annotations
 
-import hashlib
 import json
-import os
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 
 from cardio_assets.generation.rows import row_shape, take_rows
 from cardio_assets.lake.atomic import atomic_dir
@@ -68,21 +65,6 @@ def block_means(images: np.ndarray, block: int) -> np.ndarray:
     x = np.asarray(images, dtype=np.float32)
     n, c, h, w = x.shape
     return x.reshape(n, c, h // block, block, w // block, block).mean(axis=(3, 5)).reshape(n, -1)
-
-
-def lake_fingerprint(frames, index) -> str:
-    """Identifies a set of lake rows cheaply: the index, and each memory-mapped file's name,
-    size and modification time (in-memory arrays: every 64th row's bytes)."""
-    h = hashlib.sha1(pd.util.hash_pandas_object(index.astype(str), index=False).to_numpy().tobytes())
-    for array, rows in zip(frames.arrays, frames.rows):
-        filename = getattr(array, "filename", None)
-        if filename:
-            st = os.stat(filename)
-            h.update(f"{filename}:{st.st_size}:{st.st_mtime_ns}".encode())
-        else:
-            h.update(np.ascontiguousarray(array[rows[::64]]).tobytes())
-        h.update(np.asarray(rows, dtype=np.int64).tobytes())
-    return h.hexdigest()
 
 
 class NearestRealIndex:
