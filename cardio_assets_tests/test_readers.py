@@ -85,6 +85,29 @@ def test_ukbb_field_id_columns(tmp_path):
     assert first.es_mask.path.endswith("seg_sa_ES.nii.gz")
 
 
+def test_ukbb_rows_of_another_length_are_quarantined_not_read_shifted(tmp_path):
+    """UK Biobank reads only the columns it uses; a row with one field too many (an unquoted decimal
+    comma in BMI) would otherwise give its first fields to the wrong columns, and one cut short
+    blanks; both are quarantined by line, the rows after them keep their own line numbers."""
+    patients = make_patients(5)
+    paths = write_ukbb_cohort(tmp_path, patients)
+    lines = paths.metadata.read_text().splitlines()
+    header, rows = lines[0], lines[1:]
+    fields = rows[1].split(",")
+    rows[1] = ",".join(fields[:3] + [fields[3].replace(".", ",")] + fields[4:])  # BMI 27.5 typed as 27,5: read as 27 otherwise
+    assert rows[1].count(",") == header.count(",") + 1
+    rows[3] = ",".join(rows[3].split(",")[:3])  # a line cut short after the age
+    paths.metadata.write_text("\n".join([header, rows[0], "", rows[1], rows[2], rows[3], rows[4]]) + "\n")
+    result = scan_ukbb(paths.root, paths.metadata)
+    ids = [p["id"] for p in patients]
+    assert sorted(by_id(result)) == sorted([ids[0], ids[2], ids[4]])
+    rows_by_reason = rows_of(result)
+    assert sorted(rows_by_reason) == [(ids[1], "missing_metadata"), (ids[3], "missing_metadata")]
+    assert f"line 4 of metadata table {paths.metadata} has 6 fields where its header has 5" in rows_by_reason[(ids[1], "missing_metadata")].detail
+    assert f"line 6 of metadata table {paths.metadata} has 3 fields" in rows_by_reason[(ids[3], "missing_metadata")].detail
+    assert by_id(result)[ids[4]].metadata_ref == f"{paths.metadata}:7"  # the blank line and the skipped rows counted
+
+
 def test_ukbb_phantom_columns_source_and_subset(tmp_path):
     paths = write_ukbb_cohort(tmp_path, make_patients(2, hf_every=2))
     header = paths.metadata.read_text().splitlines()[0]
@@ -388,6 +411,24 @@ def test_acdc_info_cfg_as_people_edit_it(tmp_path):
             assert rows[key].file == str(paths.patients[key[0]]["info"]) and rows[key].file in rows[key].detail
 
 
+def test_acdc_info_cfg_keys_and_file_name_in_another_letter_case(tmp_path):
+    patients = [
+        {"id": 1, "info_cfg": "ed: 1\nes: 4\ngroup: NOR\nHEIGHT: 170\nweight: 70\nnbframe: 8\n"},
+        {"id": 2},
+        {"id": 3, "info_cfg": "ED: 1\nes: 2\nES: 4\nGroup: NOR\n"},  # the same key twice, in two cases, two values
+    ]
+    paths = write_acdc_cohort(tmp_path, patients)
+    paths.patients["patient002"]["info"].rename(paths.patients["patient002"]["info"].with_name("info.cfg"))
+    result = scan_acdc(paths.root)
+    e = by_id(result)
+    assert sorted(e) == ["patient001", "patient002"]
+    assert (e["patient001"].ed_frame, e["patient001"].es_frame) == (0, 3)
+    assert e["patient001"].bmi == pytest.approx(70 / 1.7**2) and e["patient001"].extra["group"] == "NOR"
+    assert e["patient002"].ed_frame == 0
+    row = rows_of(result)[("patient003", "bad_metadata")]
+    assert "gives ES twice: '2' on line 2, '4' on line 3" in row.detail
+
+
 def test_acdc_folders_differing_in_case_or_spaces_are_patients_not_skipped(tmp_path):
     paths = write_acdc_cohort(tmp_path, [{"id": 1}, {"id": 1, "split": "testing"}, {"id": 2}, {"id": 3}])
     training = paths.root / "training"
@@ -485,7 +526,7 @@ def test_mms_row_with_an_unquoted_decimal_comma_is_quarantined_not_fatal(tmp_pat
     assert sorted(by_id(result)) == ["D1", "D3"]
     assert reasons(result) == [("D2", "missing_metadata")]  # its folder is not reported as lacking a row
     detail = result.quarantine[0].detail
-    assert detail.startswith(f"patient D2: a row of metadata table {paths.metadata} has 13 fields where its header has 12")
+    assert detail.startswith(f"patient D2: line 3 of metadata table {paths.metadata} has 13 fields where its header has 12")
     assert "'1', '75'" in detail
 
 

@@ -48,6 +48,9 @@ from cardio_assets.cohort.readers.diagnosis import ACDC_DIAGNOSIS_DEFAULT, map_d
 
 SOURCE = "acdc"
 INFO_FILE = "Info.cfg"
+# keys as the release writes them; a file with "ed:" or "NBFRAME:" (edited by hand or by a
+# script) means the same keys
+INFO_KEYS = {key.lower(): key for key in ("ED", "ES", "Group", "Height", "NbFrame", "Weight")}
 # "Patient001" or "patient001 " (a renamed or badly copied folder) is still a patient: the
 # id is the name lower-cased and stripped, so such a folder is read or reported, never skipped
 PATIENT_DIR = re.compile(r"^\s*patient\d+\s*$", re.IGNORECASE)
@@ -61,7 +64,8 @@ def read_info_cfg(path: Path) -> dict[str, str]:
     """``Key: value`` lines as a dict; ValueError on a line of another shape, or on a key
     given twice with different values (an edited file: which one holds is unknowable).
 
-    A byte-order mark, CRLF line ends, UTF-16 and Latin-1 text are read like plain UTF-8."""
+    A byte-order mark, CRLF line ends, UTF-16 and Latin-1 text are read like plain UTF-8; the
+    known keys are matched in any letter case ("ed: 1" is ED)."""
     try:
         text = decode_text(path.read_bytes())
     except (UnicodeDecodeError, OSError) as exc:
@@ -73,6 +77,7 @@ def read_info_cfg(path: Path) -> dict[str, str]:
             continue
         key, sep, value = line.partition(":")
         key, value = key.strip(), value.strip()
+        key = INFO_KEYS.get(key.lower(), key)
         if not sep or not key:
             raise ValueError(f"line {number} {line.strip()!r} is not 'Key: value'")
         if key in info and info[key] != value:
@@ -122,9 +127,19 @@ def _release_folder(folder: Path, root: Path) -> str:
     return "" if rel == "." else rel
 
 
+def _info_file(folder: Path) -> Path:
+    """`folder/Info.cfg`, or the one file whose name differs from it only in case (`info.cfg`,
+    copied through a case-insensitive file system); where none or several do, `folder/Info.cfg`."""
+    exact = folder / INFO_FILE
+    if exact.is_file():
+        return exact
+    others = [p for p in folder.iterdir() if p.name.lower() == INFO_FILE.lower() and p.is_file()]
+    return others[0] if len(others) == 1 else exact
+
+
 def _read_info(pid: str, folder: Path, quarantine: list[QuarantineRow]) -> dict | None:
     """The parsed Info.cfg of a patient folder, or None with the patient quarantined."""
-    cfg = folder / INFO_FILE
+    cfg = _info_file(folder)
     if not cfg.is_file():
         quarantine.append(QuarantineRow(
             pid, SOURCE, str(cfg), "missing_metadata",

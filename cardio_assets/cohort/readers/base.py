@@ -302,17 +302,19 @@ def parse_or_quarantine(parse, record, pid: str, line: int, source: str, table_n
 
 
 def table_rows_by_id(records: list[dict], id_column: str, id_name: str, source: str, table_name: str,
-                     quarantine: list, values=None) -> tuple[dict[str, tuple[int, dict]], set[str]]:
+                     quarantine: list, values=None, lines: list[int] | None = None) -> tuple[dict[str, tuple[int, dict]], set[str]]:
     """The rows of a metadata table by patient id, duplicates resolved by `split_duplicates`.
 
     A row without an id is quarantined as `missing_metadata` (named by its line; the header
     is line 1), and so are duplicates, in `quarantine`. `values(record)` is what is kept and
-    compared between copies (default: the whole row). Returns the kept `(line, values)` by id
-    and the ids none of whose copies was kept.
+    compared between copies (default: the whole row). `lines`: each record's line in the file
+    (`read_metadata_table`'s `attrs["lines"]`); None counts the header as line 1 and no blank
+    or skipped line. Returns the kept `(line, values)` by id and the ids none of whose copies
+    was kept.
     """
     rows: list[tuple[int, str, dict]] = []
     for index, record in enumerate(records):
-        line = index + 2  # the header is line 1
+        line = lines[index] if lines is not None else index + 2
         pid = str(record[id_column]).strip()
         if is_blank(pid):
             quarantine.append(QuarantineRow(
@@ -335,13 +337,15 @@ def quarantine_bad_rows(table, header: list[str], id_column: str, source: str, t
     columns = list(header)
     position = columns.index(id_column)
     ids: set[str] = set()
-    for fields in table.attrs.get("bad_rows", []):
+    bad_rows = table.attrs.get("bad_rows", [])
+    for fields, line in zip(bad_rows, table.attrs.get("bad_row_lines") or [None] * len(bad_rows)):
         pid = fields[position].strip() if position < len(fields) else ""
+        where = f"line {line} of metadata table {table_name}" if line else f"a row of metadata table {table_name}"
         quarantine.append(QuarantineRow(
             pid, source, table_name, "missing_metadata",
-            f"patient {pid or '(no id)'}: a row of metadata table {table_name} has {len(fields)} fields "
-            f"where its header has {len(columns)} (an unquoted separator inside a value, such as a "
-            f"decimal comma?); the row is skipped: {fields}",
+            f"patient {pid or '(no id)'}: {where} has {len(fields)} fields where its header has "
+            f"{len(columns)} (an unquoted separator inside a value, such as a decimal comma, or a "
+            f"line cut short?); the row is skipped: {fields}",
         ))
         if pid:
             ids.add(pid)

@@ -218,7 +218,7 @@ def scan_mms(
     # compare duplicates on the values, not on the (ignored) index column
     kept, fully_duplicated = table_rows_by_id(
         table.to_dict("records"), cols["code"], "External code", SOURCE, table_name, quarantine,
-        values=lambda record: {k: record[c] for k, c in cols.items() if c is not None},
+        values=lambda record: {k: record[c] for k, c in cols.items() if c is not None}, lines=table.attrs["lines"],
     )
     skip = fully_duplicated | unsplit
     folders = _first_folders(root, set(kept) | skip, quarantine)

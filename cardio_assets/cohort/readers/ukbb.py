@@ -37,6 +37,7 @@ unparsable quarantines the patient as ``missing_metadata``. Duplicate ids follow
 
 from __future__ import annotations
 
+import csv
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -132,28 +133,60 @@ def read_metadata_table(path: Path, usecols=None) -> pd.DataFrame:
     are handled. `usecols`: a list of column names, or a callable on a (stripped) name, to
     read only those columns.
 
-    A row with more fields than the header (an unquoted separator inside a value, such as
-    the decimal comma of ``1,75`` in a comma-separated file) does not stop the read: it is
-    left out of the table and kept, as its list of fields, in ``table.attrs["bad_rows"]``
-    for the reader to quarantine (`quarantine_bad_rows`). Only a read of every column
-    notices such a row: with `usecols` pandas ignores the extra fields."""
+    A row with more or fewer fields than the header (an unquoted separator inside a value, such
+    as the decimal comma of ``1,75`` in a comma-separated file, or a line cut short) would put
+    its values under the wrong columns: it is left out of the table and kept, as its list of
+    fields, in ``table.attrs["bad_rows"]`` for the reader to quarantine (`quarantine_bad_rows`).
+    Such rows are found by a pass of Python's csv module over every field, since pandas, reading
+    only `usecols`, takes a longer row's first fields without a word."""
     if callable(usecols):
         keep = usecols
         usecols = lambda name: keep(str(name).strip())  # noqa: E731
-    options = dict(keep_default_na=False, na_filter=False, usecols=usecols)
-    bad_rows: list[list[str]] = []
     try:
-        try:
-            table = _read_csv(path, **options)
-        except pd.errors.ParserError:
-            # the fast parser stops at the first over-long row; the Python one hands each
-            # such row to `bad_rows.append` (which returns None: the row is left out)
-            table = _read_csv(path, engine="python", on_bad_lines=bad_rows.append, **options)
-    except Exception as exc:  # pandas raises several kinds on a malformed file
+        shapes = _row_shapes(path)
+        bad_starts = {line - 1 for line in shapes.bad_lines}  # pandas counts file lines from 0
+        table = _read_csv(path, keep_default_na=False, na_filter=False, usecols=usecols,
+                          skiprows=(lambda line: line in bad_starts) if bad_starts else None)
+    except Exception as exc:  # pandas and csv raise several kinds on a malformed file
         raise MetadataFormatError(f"could not read the metadata table {path}: {exc}") from exc
     table.columns = [str(c).strip() for c in table.columns]
-    table.attrs["bad_rows"] = bad_rows
+    table.attrs["bad_rows"] = shapes.bad_rows
+    table.attrs["bad_row_lines"] = shapes.bad_lines
+    # the file line of each row, for messages (blank lines and quoted line breaks counted)
+    table.attrs["lines"] = shapes.good_lines if len(shapes.good_lines) == len(table) else None
     return table
+
+
+@dataclass
+class _RowShapes:
+    good_lines: list[int]  # 1-based file line where each row of the right length starts
+    bad_lines: list[int]  # and where each of the others starts
+    bad_rows: list[list[str]]  # the others' fields
+
+
+def _row_shapes(path: Path) -> _RowShapes:
+    """Which rows have the header's field count, by Python's csv module (quotes respected)."""
+    encoding = _encoding(path)
+    sep = _delimiter(path, encoding)
+    for attempt in (encoding, "latin-1"):  # as `_read_csv`: every byte decodes in Latin-1
+        try:
+            with open(path, encoding=attempt, newline="") as handle:
+                rows = csv.reader(handle, delimiter=sep)
+                header = next(rows, [])
+                shapes = _RowShapes([], [], [])
+                start = rows.line_num + 1
+                for row in rows:
+                    if row:  # a blank line is no row, for pandas either
+                        if len(row) == len(header):
+                            shapes.good_lines.append(start)
+                        else:
+                            shapes.bad_lines.append(start)
+                            shapes.bad_rows.append(row)
+                    start = rows.line_num + 1
+                return shapes
+        except UnicodeDecodeError:
+            continue
+    raise AssertionError("unreachable: Latin-1 decodes every byte")
 
 
 def read_metadata_columns(path: Path) -> list[str]:
@@ -371,7 +404,8 @@ def scan_ukbb(
 
     quarantine: list[QuarantineRow] = []
     unsplit = quarantine_bad_rows(table, header, cols.eid, source, table_name, quarantine)
-    kept, fully_duplicated = table_rows_by_id(table.to_dict("records"), cols.eid, "eid", source, table_name, quarantine)
+    kept, fully_duplicated = table_rows_by_id(table.to_dict("records"), cols.eid, "eid", source, table_name, quarantine,
+                                              lines=table.attrs["lines"])
     entries: list[PatientEntry] = []
     for pid, line, record, folder in pair_rows_with_folders(
         kept, folders, fully_duplicated | unsplit, source, table_name,
