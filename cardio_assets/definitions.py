@@ -19,7 +19,15 @@ from dagster import (
 from cardio_assets.defs import checks, cohort_assets, frames_assets, generation_assets, report_assets
 from cardio_assets.defs.gpu import GpuResource, data_parallel_from_env
 from cardio_assets.defs.io_manager import lake_io_manager
-from cardio_assets.defs.jobs import cohort_job, frames_job, generator_job, reports_job, synthetic_job, weekly_synthetic_regeneration
+from cardio_assets.defs.jobs import (
+    classifiers_job,
+    cohort_job,
+    frames_job,
+    generator_job,
+    reports_job,
+    synthetic_job,
+    weekly_synthetic_regeneration,
+)
 from cardio_assets.defs.resources import PipelineSettings
 
 ASSET_MODULES = [cohort_assets, frames_assets, generation_assets, report_assets]
@@ -72,7 +80,7 @@ def build_definitions(
     return Definitions(
         assets=load_assets_from_modules(ASSET_MODULES),
         asset_checks=load_asset_checks_from_modules([checks]),
-        jobs=[cohort_job, frames_job, generator_job, synthetic_job, reports_job],
+        jobs=[cohort_job, frames_job, generator_job, synthetic_job, classifiers_job, reports_job],
         schedules=[weekly_synthetic_regeneration],
         sensors=[cardio_automation],
         resources={"settings": settings, "gpu": gpu or GpuResource(data_parallel=data_parallel_from_env()), "io_manager": lake_io_manager},

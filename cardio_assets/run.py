@@ -14,6 +14,7 @@ from pathlib import Path
 
 from dagster import DagsterInstance
 
+from cardio_assets.classify.strategies import STRATEGY_NAMES
 from cardio_assets.cohort.cells import CELL_KEYS
 from cardio_assets.definitions import build_definitions
 from cardio_assets.defs.resources import PipelineSettings
@@ -32,38 +33,40 @@ class RunSummary:
 RUN_CONFIG = {"loggers": {"console": {"config": {"log_level": "INFO"}}}}
 
 
-# (job, partitioned by cell?) in the order the graph needs them
-STAGES: list[tuple[str, bool]] = [
-    ("cohort_job", False),
-    ("frames_job", True),
-    ("generator_job", False),
-    ("synthetic_job", True),
-    ("reports_job", False),
+# (job, its partition keys or None) in the order the graph needs them: a partitioned job runs once per key
+STAGES: list[tuple[str, tuple[str, ...] | None]] = [
+    ("cohort_job", None),
+    ("frames_job", CELL_KEYS),
+    ("generator_job", None),
+    ("synthetic_job", CELL_KEYS),
+    ("classifiers_job", STRATEGY_NAMES),
+    ("reports_job", None),
 ]
 
 
 def materialize_all(
     settings: PipelineSettings, instance: DagsterInstance, cells: list[str] | None = None, log=print,
-    stages: list[tuple[str, bool]] | None = None,
+    stages: list[tuple[str, tuple[str, ...] | None]] | None = None,
 ) -> RunSummary:
-    """Run every stage's job (a partitioned job once per cell); stops at the first failure."""
+    """Run every stage's job (a partitioned job once per key; `cells` narrows the cell-partitioned
+    ones); stops at the first failure."""
     defs = build_definitions(settings)
     seconds, failed = {}, []
-    keys = cells or list(CELL_KEYS)
-    for job_name, partitioned in stages or STAGES:
+    for job_name, partition_keys in stages or STAGES:
         job = defs.resolve_job_def(job_name)
         start = time.perf_counter()
-        for i, key in enumerate(keys if partitioned else [None], 1):
+        keys = [None] if partition_keys is None else list(cells if cells and partition_keys == CELL_KEYS else partition_keys)
+        for i, key in enumerate(keys, 1):
             result = job.execute_in_process(instance=instance, partition_key=key, run_config=RUN_CONFIG, raise_on_error=False)
             if not result.success:
                 failed.append(f"{job_name}[{key}]" if key else job_name)
                 seconds[job_name] = time.perf_counter() - start
-                return RunSummary(Path(settings.data_lake), seconds, failed)
+                return RunSummary(settings.lake_dir(), seconds, failed)
             if key:
                 log(f"  {job_name} [{i:2d}/{len(keys)}] {key}")
         seconds[job_name] = time.perf_counter() - start
         log(f"{job_name} done in {seconds[job_name]:.0f}s")
-    return RunSummary(Path(settings.data_lake), seconds, failed)
+    return RunSummary(settings.lake_dir(), seconds, failed)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -86,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"FAILED: {', '.join(summary.failed)} (see the run log above, or the runs in the web UI)")
         return 1
     lake = summary.data_lake
-    print("\nDone. Outputs:")
+    print("\nDone. Outputs" + (f" (published to {settings.data_lake}; local working copy below):" if str(lake) != settings.data_lake else ":"))
     for name in ("cohort", "cohort_quarantine", "patient_splits", "subgroup_cells"):
         print(f"  {name:18s} {lake / name / 'table.parquet'}")
     print(f"  {'frames':18s} {lake / 'frames'}/<cell>/ (index.parquet, images.npy, controls.npy)")

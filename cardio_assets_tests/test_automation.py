@@ -18,13 +18,18 @@ from dagster import (
     evaluate_automation_conditions,
 )
 
+from cardio_assets.classify.strategies import STRATEGY_NAMES
 from cardio_assets.cohort.cells import CELL_KEYS
 from cardio_assets.definitions import defs
 
 GRAPH = defs.resolve_asset_graph()
 SENSOR = defs.resolve_sensor_def("cardio_automation")
 SCHEDULE = defs.resolve_schedule_def("weekly_synthetic_regeneration")
-CLASSIFIERS_AND_REPORTS = {"classifier_predictions", "classifier_runs", "fairness_report", "realism_report"}
+# the classifiers' six strategy partitions and the realism report (which reads the synthetic frames)
+# first; once they are written, the runs' table and the fairness report that read every partition
+FIRST_WAVE = {"classifier_strategy_runs", "realism_report"}
+SECOND_WAVE = {"classifier_predictions", "classifier_runs", "fairness_report"}
+CLASSIFIERS_AND_REPORTS = FIRST_WAVE | SECOND_WAVE
 MONDAY_3AM = datetime(2025, 1, 6, 3, tzinfo=timezone.utc)  # a Monday
 
 
@@ -90,10 +95,12 @@ def test_weekly_regeneration_requests_classifiers_and_reports_once_after_the_las
         # 24 cells still queued: no retraining on a third of the new synthetic data
         assert sensor.tick(monday + timedelta(hours=1)) == {}
         regenerate(instance, cells[12:])
-        # classifiers and the reports that read them, in one run (Dagster orders it by dependency)
-        assert sensor.tick(monday + timedelta(hours=3)) == {key: {None} for key in CLASSIFIERS_AND_REPORTS}
+        # every strategy's classifiers (one run each) and the realism report, then what reads them all
+        assert sensor.tick(monday + timedelta(hours=3)) == {"classifier_strategy_runs": set(STRATEGY_NAMES), "realism_report": {None}}
         assert sensor.tick(monday + timedelta(hours=3, minutes=1)) == {}
-        materialize(instance, "classifier_predictions", "classifier_runs", "fairness_report", "realism_report")
+        materialize(instance, *FIRST_WAVE)
+        assert sensor.tick(monday + timedelta(hours=4)) == {key: {None} for key in SECOND_WAVE}
+        materialize(instance, *SECOND_WAVE)
         # not again until the next regeneration, a week later
         for hours in range(4, 7 * 24, 12):
             assert sensor.tick(monday + timedelta(hours=hours)) == {}
@@ -110,14 +117,18 @@ def test_hand_rerun_upstream_of_synthetic_frames_requests_nothing_until_the_rege
     assert sensor.tick(MONDAY_3AM - timedelta(hours=11)) == {}
     # the change reaches the classifiers and reports through the next regeneration
     regenerate(instance, queue_weekly_regeneration(instance, MONDAY_3AM))
-    assert set(sensor.tick(MONDAY_3AM + timedelta(hours=3))) == CLASSIFIERS_AND_REPORTS
+    assert set(sensor.tick(MONDAY_3AM + timedelta(hours=3))) == FIRST_WAVE
 
 
 def test_hand_rerun_of_one_synthetic_cell_refreshes_classifiers_and_reports_once(built):
     instance, sensor = built
     regenerate(instance, [CELL_KEYS[0]])
-    assert set(sensor.tick(MONDAY_3AM - timedelta(hours=12))) == CLASSIFIERS_AND_REPORTS
+    assert set(sensor.tick(MONDAY_3AM - timedelta(hours=12))) == FIRST_WAVE
     assert sensor.tick(MONDAY_3AM - timedelta(hours=11)) == {}
+    materialize(instance, *FIRST_WAVE)
+    assert set(sensor.tick(MONDAY_3AM - timedelta(hours=10))) == SECOND_WAVE
+    materialize(instance, *SECOND_WAVE)
+    assert sensor.tick(MONDAY_3AM - timedelta(hours=9)) == {}
 
 
 def test_nothing_fires_when_nothing_changed(built):

@@ -169,11 +169,8 @@ def test_synthetic_pretraining_is_the_start_of_real_fine_tuning(monkeypatch):
     assert "synthetic pretraining" in predictions.attrs["run"]["model_description"]
 
 
-def test_the_sweep_pretrains_on_synthetic_once_per_seed_with_the_same_result(monkeypatch):
-    real, synthetic = _cohort(), _synthetic(per_cell=2)
-    config = CONFIG.with_(epochs=1, synthetic_per_cell=1)
-    alone = run_strategy("synth_pretrain_real_finetune", real, synthetic, config, seed=0, log=_quiet)
-
+def count_trainings(monkeypatch) -> list[int]:
+    """From here on, each classifier training appends its training-set size to the returned list."""
     trainings = []
     real_train = schemes_module.train_classifier
 
@@ -182,6 +179,15 @@ def test_the_sweep_pretrains_on_synthetic_once_per_seed_with_the_same_result(mon
         return real_train(train, *args, **kwargs)
 
     monkeypatch.setattr(schemes_module, "train_classifier", counting)
+    return trainings
+
+
+def test_the_sweep_pretrains_on_synthetic_once_per_seed_with_the_same_result(monkeypatch):
+    real, synthetic = _cohort(), _synthetic(per_cell=2)
+    config = CONFIG.with_(epochs=1, synthetic_per_cell=1)
+    alone = run_strategy("synth_pretrain_real_finetune", real, synthetic, config, seed=0, log=_quiet)
+
+    trainings = count_trainings(monkeypatch)
     names = ["synth_only", "synth_pretrain_real_finetune"]
     predictions, runs, _ = run_strategies(names, real, synthetic, config, seeds=[0, 1], log=_quiet)
     # per seed: synth_only's training and the fine-tuning; the pretraining is synth_only's model
@@ -198,14 +204,7 @@ def test_a_sweep_reuses_stored_runs_and_redoes_only_what_changed(monkeypatch, tm
     first, first_runs, first_patients = run_strategies(names, real, synthetic, config, seeds=[0], log=_quiet, store=tmp_path)
     assert sorted(p.name.split("-")[0] for p in tmp_path.iterdir()) == ["real", "synth_only"]
 
-    trainings = []
-    real_train = schemes_module.train_classifier
-
-    def counting(train, *args, **kwargs):
-        trainings.append(len(train[1]))
-        return real_train(train, *args, **kwargs)
-
-    monkeypatch.setattr(schemes_module, "train_classifier", counting)
+    trainings = count_trainings(monkeypatch)
     # the same data and settings: nothing trains, and the result is the stored one
     again, again_runs, again_patients = run_strategies(names, real, synthetic, config, seeds=[0], log=_quiet, store=tmp_path)
     assert trainings == []
@@ -225,6 +224,22 @@ def test_a_sweep_reuses_stored_runs_and_redoes_only_what_changed(monkeypatch, tm
     assert trainings == []
     run_strategies(names, real, changed, config.with_(lr=config.lr / 2), seeds=[0], log=_quiet, store=tmp_path)
     assert len(trainings) == 2
+
+
+def test_the_finetune_strategy_in_its_own_step_starts_from_the_stored_synth_only_model(monkeypatch, tmp_path):
+    """Strategies run as separate steps (the classifier_strategy_runs partitions): the fine-tuning
+    strategy finds synth_only's model in the run store and gives what one sweep of both gives."""
+    real, synthetic = _cohort(), _synthetic(per_cell=2)
+    config = CONFIG.with_(epochs=1, synthetic_per_cell=1)
+    together, _, _ = run_strategies(["synth_only", "synth_pretrain_real_finetune"], real, synthetic, config, seeds=[0], log=_quiet)
+    run_strategies(["synth_only"], real, synthetic, config, seeds=[0], log=_quiet, store=tmp_path)
+
+    trainings = count_trainings(monkeypatch)
+    apart, runs, _ = run_strategies(["synth_pretrain_real_finetune"], real, synthetic, config, seeds=[0], log=_quiet, store=tmp_path)
+    assert len(trainings) == 1 and trainings[0] == runs["n_train_real"].item()  # the fine-tuning only
+    finetuned = together[together["strategy"] == "synth_pretrain_real_finetune"].reset_index(drop=True)
+    np.testing.assert_allclose(apart["score"].to_numpy(), finetuned["score"].to_numpy(), rtol=1e-5, atol=1e-6)
+    assert runs["stored_run"].item().startswith("synth_pretrain_real_finetune-seed0-")
 
 
 def test_run_strategy_predictions_are_real_test_and_heldout_patients():

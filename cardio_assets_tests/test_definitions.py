@@ -20,7 +20,7 @@ def test_checks_and_jobs_are_registered():
     assert {"cohort_schema", "cohort_unique_ids", "quarantine_share", "no_patient_in_two_splits", "cell_minimum_counts", "frames_valid",
             "synthetic_count", "synthetic_valid", "qc_pass_rate", "memorization", "masks_from_training_only",
             "no_evaluation_patient_in_training", "classifiers_beat_chance", "report_rows_present"} <= checks
-    for job in ("cohort_job", "frames_job", "generator_job", "synthetic_job", "reports_job"):
+    for job in ("cohort_job", "frames_job", "generator_job", "synthetic_job", "classifiers_job", "reports_job"):
         assert defs.resolve_job_def(job)
     assert defs.resolve_schedule_def("weekly_synthetic_regeneration").default_status.value == "STOPPED"
 

@@ -210,8 +210,8 @@ def test_every_gpu_pool_asset_asks_for_a_gpu_and_no_other_does():
             cpu_ops.add(node_def.name)
             assert GPU_RESOURCE not in limits and GPU_RESOURCE not in requests, node_def.name
             assert requests["cpu"] and requests["memory"], node_def.name
-    assert gpu_ops == {"diffusion_backbone", "controlnet", "attribute_predictors", "synthetic_frames", "classifier_runs", "realism_report"}
-    assert cpu_ops == {"cohort_source", "cohort", "patient_splits", "subgroup_cells", "frames", "fairness_report"}
+    assert gpu_ops == {"diffusion_backbone", "controlnet", "attribute_predictors", "synthetic_frames", "classifier_strategy_runs", "realism_report"}
+    assert cpu_ops == {"cohort_source", "cohort", "patient_splits", "subgroup_cells", "frames", "classifier_runs", "fairness_report"}
 
 
 def test_gpu_pod_settings_come_from_the_environment():
@@ -271,7 +271,7 @@ def test_cardio_executor_selects_the_executor_of_every_job(monkeypatch):
     monkeypatch.delenv(EXECUTOR_VAR, raising=False)
     assert executor_from_env() is None  # unset: Dagster's default, as before
     settings = PipelineSettings()
-    jobs = ("cohort_job", "frames_job", "generator_job", "synthetic_job", "reports_job")
+    jobs = ("cohort_job", "frames_job", "generator_job", "synthetic_job", "classifiers_job", "reports_job")
     default = build_definitions(settings, executor=executor_from_env({}))
     assert {default.resolve_job_def(j).executor_def.name for j in jobs} == {"multi_or_in_process_executor"}
     for name, expected in [("in_process", "in_process"), ("multiprocess", "multiprocess"), ("k8s", "k8s")]:

@@ -1,5 +1,6 @@
 """End to end: materialize the real graph through Dagster on the smoke profile, all 36 cells."""
 
+import json
 from collections import Counter, defaultdict
 
 import numpy as np
@@ -8,6 +9,9 @@ from dagster import AssetCheckEvaluation, AssetCheckKey, AssetKey, DagsterEventT
 
 from cardio_assets.classify.strategies import STRATEGY_NAMES
 from cardio_assets.cohort.cells import CELL_KEYS
+from cardio_assets.defs.resources import PipelineSettings
+from cardio_assets.lake import mirror
+from cardio_assets.lake.object_store import ObjectStore
 from cardio_assets.lake.values import read_value
 from cardio_assets.metrics.realism import REAL_SYNTHETIC
 from cardio_assets.profiles import get_profile
@@ -121,7 +125,7 @@ def test_one_cell_can_be_rematerialized_alone_and_identically(smoke_run):
     key = next(k for k in CELL_KEYS if len(read_value(summary.data_lake / "frames" / k)) > 0)
     before = read_value(summary.data_lake / "frames" / key)
     images_before = np.array(before.images)
-    again = materialize_all(settings, instance, cells=[key], stages=[("frames_job", True)], log=lambda _: None)
+    again = materialize_all(settings, instance, cells=[key], stages=[("frames_job", CELL_KEYS)], log=lambda _: None)
     assert again.failed == []
     after = read_value(summary.data_lake / "frames" / key)
     pd.testing.assert_frame_equal(before.index, after.index)
@@ -164,9 +168,35 @@ def test_one_synthetic_partition_regenerates_identically(smoke_run):
     settings, instance, summary = smoke_run
     key = CELL_KEYS[0]
     before = read_value(summary.data_lake / "synthetic_qc_log" / key)
-    again = materialize_all(settings, instance, cells=[key], stages=[("synthetic_job", True)], log=lambda _: None)
+    again = materialize_all(settings, instance, cells=[key], stages=[("synthetic_job", CELL_KEYS)], log=lambda _: None)
     assert again.failed == []
     pd.testing.assert_frame_equal(before, read_value(summary.data_lake / "synthetic_qc_log" / key))
+
+
+def test_a_step_on_a_fresh_machine_reads_what_it_needs_from_object_storage(smoke_run, tmp_path):
+    """The end-to-end lake is an S3 bucket: steps run again with an empty working copy, as on a new
+    pod, fetch their inputs (asset values, phantom patient files, models, the privacy salt, the
+    memorization index) and give the same outputs."""
+    settings, instance, summary = smoke_run
+    fresh = PipelineSettings(**{**settings.model_dump(), "lake_cache": str(tmp_path / "empty_copy")})
+    frames_key = next(k for k in CELL_KEYS if len(read_value(summary.data_lake / "frames" / k)) > 0)
+    synthetic_key = CELL_KEYS[0]
+    try:
+        again = materialize_all(fresh, instance, cells=[frames_key], stages=[("frames_job", CELL_KEYS)], log=lambda _: None)
+        assert again.failed == []
+        np.testing.assert_array_equal(np.asarray(read_value(tmp_path / "empty_copy" / "frames" / frames_key).images),
+                                      np.asarray(read_value(summary.data_lake / "frames" / frames_key).images))
+        again = materialize_all(fresh, instance, cells=[synthetic_key], stages=[("synthetic_job", CELL_KEYS)], log=lambda _: None)
+        assert again.failed == []
+        pd.testing.assert_frame_equal(read_value(tmp_path / "empty_copy" / "synthetic_qc_log" / synthetic_key),
+                                      read_value(summary.data_lake / "synthetic_qc_log" / synthetic_key))
+    finally:
+        mirror.detach(tmp_path / "empty_copy")
+    # every asset value and every model is in the bucket, not only in the working copy
+    store = ObjectStore(settings.data_lake, json.loads(settings.lake_storage_options))
+    published = {key.split("/")[0] for key in (k[len(store.root) + 1:] for k in store.fs.find(store.root))}
+    assert {key.path[-1] for key in instance.get_asset_keys()} <= published
+    assert {"models", "reports", "phantom", ".secrets"} <= published
 
 
 def test_reports_are_written_with_all_sections(smoke_run):

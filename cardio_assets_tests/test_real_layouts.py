@@ -35,7 +35,7 @@ def _materialize_cohort(tmp_path, source, paths, truncated):
     settings = PipelineSettings(profile="smoke", data_lake=str(tmp_path / "lake"), source=source, source_root=str(paths.root),
                                 metadata_csv=str(paths.metadata or ""), workers=1)
     instance = DagsterInstance.ephemeral()
-    summary = materialize_all(settings, instance, stages=[("cohort_job", False)], log=lambda _: None)
+    summary = materialize_all(settings, instance, stages=[("cohort_job", None)], log=lambda _: None)
     assert summary.failed == []
     for asset, check in BLOCKING:
         records = instance.event_log_storage.get_asset_check_execution_history(AssetCheckKey(AssetKey(asset), check), limit=10)

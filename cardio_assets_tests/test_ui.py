@@ -56,7 +56,7 @@ def ui(smoke_run):
     settings, instance, _ = smoke_run
     port = _free_port()
     env = dict(os.environ, DAGSTER_HOME=instance.root_directory, CARDIO_PROFILE="smoke", CARDIO_DATA_LAKE=settings.data_lake,
-               CARDIO_WORKERS="2")
+               CARDIO_LAKE_CACHE=settings.lake_cache, CARDIO_LAKE_STORAGE_OPTIONS=settings.lake_storage_options, CARDIO_WORKERS="2")
     log = open(instance.root_directory + "/dagster_dev.log", "w")
     dagster = str(Path(sys.executable).with_name("dagster"))
     process = subprocess.Popen([dagster, "dev", "-w", "workspace.yaml", "-h", "127.0.0.1", "-p", str(port)], cwd=REPO, env=env,

@@ -320,12 +320,14 @@ def run_strategies(names, real: ImageSet, synthetic: ImageSet | None, config: Cl
 
     store: a folder of finished runs (`run_store`): a run stored there for the same data and
     settings is read instead of trained, and every run trained here is stored as it finishes,
-    so a killed sweep resumes at the run it was in.
+    so a killed sweep resumes at the run it was in. Each run's folder name is in its record
+    (`stored_run`); `synth_only` runs keep their model there for `synth_pretrain_real_finetune`,
+    which may run in another step (the `classifier_strategy_runs` partitions).
     """
     seeds = list(range(config.n_seeds)) if seeds is None else list(seeds)
     if store is not None:
         real_id, synthetic_id = run_store.data_fingerprint(real), run_store.data_fingerprint(synthetic)
-    frames, runs, patients = [], [], []
+    results = []
     for seed in seeds:
         synthetic_models: dict = {}  # one seed's synth_only model, the pretraining of synth_pretrain_real_finetune
         for name in names:
@@ -336,11 +338,25 @@ def run_strategies(names, real: ImageSet, synthetic: ImageSet | None, config: Cl
                 log(f"[{name} seed {seed}] finished before, for the same data and settings: reusing it")
                 p.attrs["run"]["reused_stored_run"] = True
             else:
+                shares_model = store is not None and name in ("synth_only", "synth_pretrain_real_finetune")
+                if shares_model:
+                    models_key = _synthetic_only_key(seed, build_training_set("synth_only", real.index, synthetic.index, config, seed).synthetic_rows)
+                    only_key = run_store.run_key("synth_only", seed, config, real_id, synthetic_id)
+                    if name != "synth_only" and models_key not in synthetic_models:  # synth_only ran in another step
+                        stored = run_store.load_trained(store, "synth_only", seed, only_key, config.image_size)
+                        if stored is not None:
+                            synthetic_models[models_key] = stored
                 p = run_strategy(name, real, synthetic, config, seed, log, synthetic_models)
-                if store is not None:
-                    run_store.save_run(store, name, seed, key, p)
                 p.attrs["run"]["reused_stored_run"] = False
-            frames.append(p)
-            runs.append(run_record(p))
-            patients.append(run_patients(p))
-    return pd.concat(frames, ignore_index=True), pd.DataFrame(runs), pd.concat(patients, ignore_index=True)
+                if store is not None:
+                    p.attrs["run"]["stored_run"] = run_store.folder_name(name, seed, key)
+                    keep = synthetic_models.get(models_key) if shares_model and name == "synth_only" else None
+                    run_store.save_run(store, name, seed, key, p, trained=keep)
+            results.append(p)
+    return combine_runs(results)
+
+
+def combine_runs(results: list[pd.DataFrame]) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """`run_strategy` results as (all predictions, one row per run, the patients of every run)."""
+    return (pd.concat(results, ignore_index=True), pd.DataFrame([run_record(p) for p in results]),
+            pd.concat([run_patients(p) for p in results], ignore_index=True))

@@ -11,13 +11,15 @@ from pathlib import Path
 
 from cardio_assets.cohort.readers import scan_acdc, scan_mms, scan_ukbb
 from cardio_assets.cohort.readers.base import ScanResult, SourceMissingError
+from cardio_assets.lake.mirror import fetched
 from cardio_assets.phantom.config import PhantomConfig
 from cardio_assets.phantom.generate import generate_phantom_cohort
 
 
 def prepare_phantom(lake_dir: str | Path, profile_name: str, config: PhantomConfig, workers: int) -> dict:
     """Generate (or reuse) the phantom cohort for a profile; returns its source description."""
-    out = Path(lake_dir) / "phantom" / f"{profile_name}-{config.config_hash()}"
+    # in a lake on object storage, what another machine generated is fetched, not rendered again
+    out = fetched(Path(lake_dir) / "phantom" / f"{profile_name}-{config.config_hash()}")
     manifest = generate_phantom_cohort(out, config, workers=workers)
     return {
         "source": "phantom",

@@ -27,6 +27,7 @@ from cardio_assets.defs.check_rules import (
 from cardio_assets.defs.partitions import cell_partitions
 from cardio_assets.defs.resources import PipelineSettings
 from cardio_assets.generation.synthesis import patient_hash, privacy_salt
+from cardio_assets.lake.mirror import fetched
 from cardio_assets.lake.values import FrameSet
 from cardio_assets.metrics.groups import TABLE2_ROWS
 
@@ -137,7 +138,7 @@ def memorization(synthetic_qc_log: pd.DataFrame) -> AssetCheckResult:
 @asset_check(asset="synthetic_frames", partitions_def=cell_partitions, blocking=True,
              additional_ins={"patient_splits": AssetIn()}, description="Every mask and prompt came from a training patient (none from validation, test or held-out).")
 def masks_from_training_only(settings: PipelineSettings, synthetic_frames: FrameSet, patient_splits: pd.DataFrame) -> AssetCheckResult:
-    salt = privacy_salt(settings.data_lake)
+    salt = privacy_salt(settings.lake_dir())
     train = {patient_hash(p, salt) for p in patient_splits.loc[patient_splits["split"] == "train", "patient_id"]}
     foreign = foreign_sources(synthetic_frames.index["source_hash"], train) if len(synthetic_frames) else []
     return _result([f"{len(foreign)} source patients outside the training split"] if foreign else [])
@@ -180,7 +181,7 @@ LEAKAGE = "No patient it trained or validated on (models/{}/training_patients.pa
 
 def _training_record_result(settings: PipelineSettings, folder: str, patient_splits: pd.DataFrame, runs) -> AssetCheckResult:
     """A model without a record fails: nothing would prove it never saw a test patient."""
-    recorded = read_training_patients(settings.models_dir() / folder)
+    recorded = read_training_patients(fetched(settings.models_dir() / folder / FILE_NAME).parent)
     if recorded is None:
         return _result([f"no {FILE_NAME} in models/{folder}: the patients it trained on are unknown"])
     per_role = recorded.groupby("role")["patient_id"].nunique().to_dict()

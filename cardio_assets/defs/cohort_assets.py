@@ -21,7 +21,7 @@ def cohort_source(context: AssetExecutionContext, settings: PipelineSettings) ->
         raise ValueError(f"unknown source {settings.source!r}; choose one of {SOURCES}")
     if settings.source == "phantom":
         profile = settings.get_profile()
-        description = prepare_phantom(settings.data_lake, profile.name, profile.phantom, settings.n_workers())
+        description = prepare_phantom(settings.lake_dir(), profile.name, profile.phantom, settings.n_workers())
     else:
         description = describe_real_source(settings.source, settings.source_root, settings.metadata_csv)
     context.add_output_metadata({

@@ -1,6 +1,8 @@
 """The `frames` asset: the paper's ED/ES images and control masks, one partition per cell."""
 
 
+from pathlib import Path
+
 import pandas as pd
 from dagster import AssetExecutionContext, MetadataValue, Output, asset
 
@@ -9,6 +11,7 @@ from cardio_assets.defs.partitions import cell_partitions
 from cardio_assets.defs.resources import PipelineSettings
 from cardio_assets.defs.versions import CODE_VERSION, data_version
 from cardio_assets.frames.cell_frames import build_cell_frames
+from cardio_assets.lake.mirror import fetched
 from cardio_assets.lake.values import FrameSet
 
 
@@ -20,6 +23,9 @@ def frames(
     cell = context.partition_key
     patients = cohort[cohort["cell"] == cell].merge(patient_splits[["patient_id", "split"]], on="patient_id")
     spec = settings.get_profile().frames
+    # a phantom in a lake on object storage: this cell's patient folders, if another machine wrote them
+    for path in {p for column in ("image_path", "ed_mask_path", "es_mask_path") for p in patients[column].dropna()}:
+        fetched(Path(path).parent)
     result = build_cell_frames(patients, spec, workers=settings.n_workers())
     return Output(result, data_version=data_version(result), metadata={
         "n_patients": len(patients),

@@ -41,6 +41,7 @@ from cardio_assets.generation.memorization import MEMORIZATION_RMS, NearestRealI
 from cardio_assets.generation.synthesis import assemble_synthetic, plan_items, privacy_salt, prompt_for_cell
 from cardio_assets.lake.atomic import atomic_dir
 from cardio_assets.lake.fingerprint import rows_fingerprint
+from cardio_assets.lake.mirror import fetched
 from cardio_assets.phantom.ceiling import accuracy_against_ceiling, phantom_attribute_ceiling
 
 ALL_FRAMES = AssetIn("frames", partition_mapping=AllPartitionMapping())
@@ -71,7 +72,8 @@ def controlnet(context: AssetExecutionContext, settings: PipelineSettings, gpu: 
     """ControlNet on the frozen backbone, conditioned on the prompt and the ED/ES masks; resumes after a kill."""
     config = gpu.apply(settings.get_profile().diffusion)
     images, controls = gather(frames, splits=("train",))
-    out_dir = settings.models_dir() / "controlnet"
+    out_dir = fetched(settings.models_dir() / "controlnet")  # a checkpoint another machine left: resume it
+    fetched(diffusion_backbone["folder"])
     record = train_controlnet_data_parallel(
         gpu.data_parallel, diffusion_backbone["folder"], images.frames(), controls.frames(), images.index["prompt"].tolist(),
         config, out_dir, log=context.log.info, cells=images.index["cell"].tolist(),
@@ -170,7 +172,7 @@ def synthetic_frames(
     cell = context.partition_key
     profile = settings.get_profile()
     config = gpu.apply(profile.diffusion)
-    items, from_cell = plan_items(cell, frames, profile.synthetic_per_cell, settings.seed, privacy_salt(settings.data_lake))
+    items, from_cell = plan_items(cell, frames, profile.synthetic_per_cell, settings.seed, privacy_salt(settings.lake_dir()))
     if from_cell != cell:
         context.log.warning(f"{cell} has no training patient: borrowing masks from {from_cell}")
     # calibrated on the population the masks are drawn from: every training image (central and
@@ -178,6 +180,8 @@ def synthetic_frames(
     real, real_controls = gather(frames, splits=("train",))
     sample = np.random.default_rng(settings.seed).permutation(len(real))[:500]
     thresholds, _ = calibrate_thresholds(real.frames().take(sample), real_controls.frames().take(sample).astype(np.uint8))
+    for folder in (attribute_predictors["folder"], controlnet["folder"], controlnet["backbone"]):
+        fetched(folder)
     predictor = AttributePredictor.load(Path(attribute_predictors["folder"]), attribute_predictors["image_size"])
     check = make_check(thresholds, predict=predictor.predict_one, trusted=predictor.trusted)
     sampler = Sampler(controlnet["backbone"], controlnet["folder"], config)
@@ -189,7 +193,7 @@ def synthetic_frames(
     # memorization: distance of every kept image to its nearest real training image, exact, through an
     # index of all training frames that the first partition builds and the others read
     real_frames = real.frames()
-    index = NearestRealIndex.open_or_build(settings.models_dir() / "memorization_index", real_frames,
+    index = NearestRealIndex.open_or_build(fetched(settings.models_dir() / "memorization_index"), real_frames,
                                            rows_fingerprint(real_frames, real.index))
     rms, _ = index.nearest(result.images) if len(result) else (np.array([]), None)
     log["nearest_real_rms"] = np.nan

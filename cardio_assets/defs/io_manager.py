@@ -8,14 +8,16 @@ import pandas as pd
 from dagster import InputContext, OutputContext, UPathIOManager, io_manager
 from upath import UPath
 
+from cardio_assets.lake.mirror import fetched
 from cardio_assets.lake.values import FrameSet, read_value, write_value
 
 
 class LakeStore(UPathIOManager):
     """Dagster's UPath IO manager with our folder-per-value formats.
 
-    The atomic swap uses local renames; on object storage (an s3:// base) the same
-    formats are written but without the rename guarantee.
+    Values live in the settings' local lake folder; for a lake on object storage that folder is
+    the working copy (`lake.mirror`): a written value is published by the atomic write, a value
+    about to be loaded is first fetched where the store holds a newer one.
     """
 
     extension = ""
@@ -32,7 +34,7 @@ class LakeStore(UPathIOManager):
         return {}
 
     def load_from_path(self, context: InputContext, path: UPath):
-        return read_value(Path(str(path)))
+        return read_value(fetched(Path(str(path))))
 
 
 @io_manager(
@@ -42,4 +44,4 @@ class LakeStore(UPathIOManager):
 def lake_io_manager(init_context) -> LakeStore:
     # Read from the settings resource as resolved for this run, so an environment variable or a
     # launchpad override of `data_lake` moves the asset values together with models and reports.
-    return LakeStore(base_path=UPath(init_context.resources.settings.data_lake))
+    return LakeStore(base_path=UPath(init_context.resources.settings.lake_dir()))

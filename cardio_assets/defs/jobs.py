@@ -33,10 +33,16 @@ synthetic_job = define_asset_job(
 )
 
 
+classifiers_job = define_asset_job(
+    "classifiers_job",
+    selection=AssetSelection.assets("classifier_strategy_runs"),
+    description="Train the classifiers of one strategy (the partition), every seed; finished runs are reused.",
+)
+
 reports_job = define_asset_job(
     "reports_job",
     selection=AssetSelection.assets("classifier_predictions", "classifier_runs", "fairness_report", "realism_report"),
-    description="Train the classifiers under every strategy and write the fairness and realism reports.",
+    description="Gather the classifier runs of every strategy and write the fairness and realism reports.",
 )
 
 

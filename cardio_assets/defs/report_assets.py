@@ -9,16 +9,20 @@ from dagster import AllPartitionMapping, AssetExecutionContext, AssetIn, AssetOu
 
 from cardio_assets.classify.attributes import AttributePredictor
 from cardio_assets.classify.model import PenultimateFeatures
-from cardio_assets.classify.strategies import STRATEGIES, ImageSet, run_strategies
+from cardio_assets.classify.run_store import read_run
+from cardio_assets.classify.strategies import STRATEGIES, STRATEGY_NAMES, ImageSet, combine_runs, run_strategies
 from cardio_assets.cohort.training_patients import CLASSIFIER_FOLDER, write_training_patients
 from cardio_assets.defs.automation import AFTER_REGENERATION
+from cardio_assets.defs.check_rules import runs_that_ran, skipped_strategies
 from cardio_assets.defs.gpu import GPU_POOL, GpuResource
 from cardio_assets.defs.images import gather, png_markdown
 from cardio_assets.defs.k8s import cpu_op_tags, gpu_op_tags
 from cardio_assets.defs.metadata import table_metadata
+from cardio_assets.defs.partitions import strategy_partitions
 from cardio_assets.defs.resources import PipelineSettings
 from cardio_assets.defs.versions import CODE_VERSION
 from cardio_assets.generation import Sampler
+from cardio_assets.lake.mirror import fetched
 from cardio_assets.metrics.fairness import fairness_metrics
 from cardio_assets.metrics.fairness_report import write_fairness_report
 from cardio_assets.metrics.realism import diversity_table, extractor_sanity, inception_extractor, module_extractor, realism_table
@@ -35,11 +39,34 @@ def _synthetic_set(synthetic_frames: dict) -> ImageSet | None:
     return ImageSet.concat(kept) if kept else None
 
 
+@asset(code_version=CODE_VERSION, group_name="classifiers", pool=GPU_POOL, op_tags=gpu_op_tags(), partitions_def=strategy_partitions,
+       ins={"frames": ALL_FRAMES, "synthetic_frames": ALL_SYNTHETIC}, automation_condition=AFTER_REGENERATION)
+def classifier_strategy_runs(context: AssetExecutionContext, settings: PipelineSettings, gpu: GpuResource, frames: dict,
+                             synthetic_frames: dict) -> pd.DataFrame:
+    """One training strategy (the partition), every seed: one row per run, naming its folder in the run store.
+
+    Each strategy is its own step, so a cluster trains them on separate GPUs; a run finished
+    before on the same data and settings is read from the store, not trained again."""
+    name = context.partition_key
+    config = gpu.apply(settings.get_profile().classifier)
+    if settings.resnet_weights:
+        config = dataclasses.replace(config, pretrained_weights=settings.resnet_weights)
+    real, _ = gather(frames)
+    synthetic = _synthetic_set(synthetic_frames)
+    if STRATEGIES[name].synthetic_multiple and synthetic is None:
+        context.log.warning(f"no synthetic image passed QC: strategy {name} cannot run and is reported empty")
+        return pd.DataFrame([{"strategy": name, "skipped_reason": "no synthetic images passed QC"}])
+    _, runs, _ = run_strategies([name], real, synthetic, config, seeds=range(config.n_seeds), log=context.log.info,
+                                store=fetched(settings.models_dir() / CLASSIFIER_FOLDER / "runs"))
+    context.add_output_metadata({"seeds": config.n_seeds, "reused_stored_runs": int(runs["reused_stored_run"].sum()),
+                                 "val_balanced_accuracy": MetadataValue.json(runs["val_balanced_accuracy"].round(4).tolist())})
+    return runs
+
+
 @multi_asset(
     group_name="classifiers",
-    pool=GPU_POOL,
-    op_tags=gpu_op_tags(),
-    ins={"frames": ALL_FRAMES, "synthetic_frames": ALL_SYNTHETIC},
+    op_tags=cpu_op_tags(),
+    ins={"classifier_strategy_runs": AssetIn(partition_mapping=AllPartitionMapping())},
     outs={
         "classifier_predictions": AssetOut(code_version=CODE_VERSION, description="Scores of every run on the real test split and the balanced held-out cohort.",
                                            automation_condition=AFTER_REGENERATION),
@@ -47,27 +74,25 @@ def _synthetic_set(synthetic_frames: dict) -> ImageSet | None:
                                     automation_condition=AFTER_REGENERATION),
     },
 )
-def classifier_runs(context: AssetExecutionContext, settings: PipelineSettings, gpu: GpuResource, frames: dict, synthetic_frames: dict):
-    profile = settings.get_profile()
-    config = gpu.apply(profile.classifier)
-    if settings.resnet_weights:
-        config = dataclasses.replace(config, pretrained_weights=settings.resnet_weights)
-    real, _ = gather(frames)
-    synthetic = _synthetic_set(synthetic_frames)
-    names = [n for n, s in STRATEGIES.items() if s.synthetic_multiple == 0 or synthetic is not None]
-    skipped = [n for n in STRATEGIES if n not in names]
-    if skipped:
-        context.log.warning(f"no synthetic image passed QC: strategies {skipped} cannot run and are reported empty")
-    # finished runs are kept (run_store): a killed sweep resumes at its run, a rerun redoes only what changed
-    predictions, runs, patients = run_strategies(names, real, synthetic, config, seeds=range(config.n_seeds), log=context.log.info,
-                                                 store=settings.models_dir() / CLASSIFIER_FOLDER / "runs")
+def classifier_runs(context: AssetExecutionContext, settings: PipelineSettings, classifier_strategy_runs: dict):
+    """The six strategies' runs together: their predictions from the run store, and the patients each trained on."""
+    per_strategy = pd.concat([classifier_strategy_runs[n] for n in STRATEGY_NAMES if n in classifier_strategy_runs], ignore_index=True)
+    store = settings.models_dir() / CLASSIFIER_FOLDER / "runs"
+    results = {folder: read_run(fetched(store / folder)) for folder in runs_that_ran(per_strategy)["stored_run"]}
+    missing = [folder for folder, result in results.items() if result is None]
+    if missing:
+        raise FileNotFoundError(f"classifier runs named by classifier_strategy_runs are not in {store}: {missing}")
+    predictions, runs, patients = combine_runs(list(results.values()))
     # kept for the leakage check (no_test_patient_in_training on classifier_runs)
     write_training_patients(settings.models_dir() / CLASSIFIER_FOLDER, patients)
-    skipped_rows = pd.DataFrame([{"strategy": n, "skipped_reason": "no synthetic images passed QC"} for n in skipped])
-    runs = pd.concat([runs, skipped_rows], ignore_index=True) if skipped else runs
+    skipped = skipped_strategies(per_strategy)
+    if skipped:
+        runs = pd.concat([runs, per_strategy[per_strategy["strategy"].isin(skipped)][["strategy", "skipped_reason"]]], ignore_index=True)
+    names = [n for n in STRATEGY_NAMES if n in set(runs["strategy"]) and n not in skipped]
     yield Output(predictions, output_name="classifier_predictions", metadata={"n_rows": len(predictions)})
     yield Output(runs, output_name="classifier_runs", metadata={
-        "strategies": MetadataValue.json(names), "skipped": MetadataValue.json(skipped), "seeds": config.n_seeds,
+        "strategies": MetadataValue.json(names), "skipped": MetadataValue.json(skipped),
+        "seeds": int(runs["seed"].dropna().nunique()),
     })
 
 
@@ -104,7 +129,7 @@ def realism_report(context: AssetExecutionContext, settings: PipelineSettings, g
         extractor = inception_extractor(settings.inception_weights)
     else:
         accuracy = accuracy_against_ceiling(attribute_predictors["validation"], attribute_predictors.get("ceiling", {}))
-        predictor = AttributePredictor.load(Path(attribute_predictors["folder"]), attribute_predictors["image_size"])
+        predictor = AttributePredictor.load(fetched(Path(attribute_predictors["folder"])), attribute_predictors["image_size"])
         extractor = module_extractor(PenultimateFeatures(predictor.model),
                                      "penultimate layer of the attribute predictors' ResNet-18, trained here on real frames (no InceptionV3 weights configured)")
     real, _ = gather(frames, splits=("train",))
@@ -133,7 +158,7 @@ def _diversity(settings, gpu, frames, controlnet, profile) -> pd.DataFrame:
     masks = controls.frames().take(rows).astype(np.uint8)
     prompts = real.index["prompt"].iloc[rows].tolist()
     k = profile.diversity_seeds
-    sampler = Sampler(controlnet["backbone"], controlnet["folder"], config)
+    sampler = Sampler(fetched(controlnet["backbone"]), fetched(controlnet["folder"]), config)
     images = sampler.generate(np.repeat(masks, k, axis=0), [p for p in prompts for _ in range(k)],
                               [settings.seed + 1000 + j for _ in prompts for j in range(k)], log=None)
     index = pd.DataFrame({"prompt": [p for p in prompts for _ in range(k)], "mask_id": np.repeat(np.arange(len(prompts)), k),

@@ -8,6 +8,7 @@ from pathlib import Path
 from dagster import ConfigurableResource, EnvVar
 from pydantic import Field, field_validator
 
+from cardio_assets.lake import mirror
 from cardio_assets.profiles import Profile, get_profile
 
 SOURCES = ("phantom", "ukbb", "mms", "acdc")
@@ -16,6 +17,8 @@ SOURCES = ("phantom", "ukbb", "mms", "acdc")
 STRING_VARS = {
     "profile": "CARDIO_PROFILE",
     "data_lake": "CARDIO_DATA_LAKE",
+    "lake_cache": "CARDIO_LAKE_CACHE",
+    "lake_storage_options": "CARDIO_LAKE_STORAGE_OPTIONS",
     "source": "CARDIO_SOURCE",
     "source_root": "CARDIO_SOURCE_ROOT",
     "metadata_csv": "CARDIO_METADATA_CSV",
@@ -26,6 +29,11 @@ STRING_VARS = {
 }
 INT_VARS = {"seed": "CARDIO_SEED", "workers": "CARDIO_WORKERS"}
 UKBB_INSTANCE_FALLBACK_VAR = "CARDIO_UKBB_INSTANCE_FALLBACK"
+
+
+def is_url(location: str) -> bool:
+    """An object-storage (fsspec) URL rather than a local folder."""
+    return "://" in str(location) and not str(location).startswith("file://")
 
 
 def ukbb_instance_fallback_from_env() -> bool:
@@ -41,7 +49,10 @@ class PipelineSettings(ConfigurableResource):
 
     profile: str = Field(default="demo", description="smoke | demo | paper")
     # validate_default: the default folder is made absolute too
-    data_lake: str = Field(default="data_lake", validate_default=True, description="folder that holds every output")
+    data_lake: str = Field(default="data_lake", validate_default=True,
+                           description="folder that holds every output, or an object-storage URL (s3://bucket/prefix, gs://, az://)")
+    lake_cache: str = Field(default="", description="lake on object storage: the local working copy (default ~/.cache/cardio-assets/<bucket/prefix>)")
+    lake_storage_options: str = Field(default="", description='lake on object storage: fsspec options as JSON, e.g. {"endpoint_url": "http://minio:9000"}')
     source: str = Field(default="phantom", description="phantom | ukbb | mms | acdc")
     source_root: str = Field(default="", description="the cohort's folder (not used for phantom)")
     metadata_csv: str = Field(default="", description="UK Biobank or M&Ms metadata CSV (not for ACDC)")
@@ -58,7 +69,9 @@ class PipelineSettings(ConfigurableResource):
     def _absolute_data_lake(cls, value):
         # An EnvVar is only a name here: Dagster resolves it when a run starts and builds the
         # resource again from the value, which then passes through here and is made absolute.
-        return value if isinstance(value, EnvVar) else os.path.abspath(value)
+        if isinstance(value, EnvVar) or is_url(value):
+            return value
+        return os.path.abspath(value)
 
     @classmethod
     def from_env(cls) -> "PipelineSettings":
@@ -82,12 +95,22 @@ class PipelineSettings(ConfigurableResource):
     def get_profile(self) -> Profile:
         return get_profile(self.profile)
 
+    def lake_dir(self) -> Path:
+        """The local folder steps read and write: the lake itself, or the working copy of a lake on
+        object storage, which this attaches (`lake.mirror`) so that every write there is published."""
+        if not is_url(self.data_lake):
+            return Path(self.data_lake)
+        cache = Path(self.lake_cache or Path.home() / ".cache" / "cardio-assets" / self.data_lake.split("://", 1)[1])
+        options = json.loads(self.lake_storage_options) if self.lake_storage_options else {}
+        mirror.attach(cache, self.data_lake, options)
+        return cache
+
     def models_dir(self) -> Path:
         """Model folders (save_pretrained layouts, checkpoints) live beside the asset values."""
-        return Path(self.data_lake) / "models"
+        return self.lake_dir() / "models"
 
     def reports_dir(self) -> Path:
-        return Path(self.data_lake) / "reports"
+        return self.lake_dir() / "reports"
 
     def n_workers(self) -> int:
         return self.workers if self.workers > 0 else (os.cpu_count() or 1)

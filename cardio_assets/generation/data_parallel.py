@@ -31,6 +31,8 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
+from cardio_assets.lake import mirror
+
 
 @dataclass(frozen=True)
 class ProcessGroup:
@@ -138,7 +140,7 @@ def train_controlnet_data_parallel(
         torch.multiprocessing.start_processes(
             _worker, nprocs=world_size, join=True, start_method="spawn",
             args=(world_size, backend, f"file://{rendezvous / 'store'}", backbone_dir, images, controls, prompts, config,
-                  str(out_dir), resume, None if cells is None else list(cells)),
+                  str(out_dir), resume, None if cells is None else list(cells), mirror.attachments()),
         )
     finally:
         shutil.rmtree(rendezvous, ignore_errors=True)
@@ -147,9 +149,11 @@ def train_controlnet_data_parallel(
     return record
 
 
-def _worker(rank, world_size, backend, init_method, backbone_dir, images, controls, prompts, config, out_dir, resume, cells):
+def _worker(rank, world_size, backend, init_method, backbone_dir, images, controls, prompts, config, out_dir, resume, cells,
+            lake_mirrors):
     from cardio_assets.generation.controlnet import train_controlnet
 
+    mirror.attach_all(lake_mirrors)  # rank 0's checkpoints reach a lake on object storage as they are written
     dist.init_process_group(backend, init_method=init_method, rank=rank, world_size=world_size)
     try:
         train_controlnet(backbone_dir, images, controls, prompts, config, out_dir, resume=resume, cells=cells,

@@ -22,12 +22,13 @@ from cardio_assets.cohort.cells import AGE_BANDS, BMI_BANDS, Cell, prompt
 from cardio_assets.frames.preprocess import resize_image
 from cardio_assets.generation.qc import QCItem
 from cardio_assets.lake.atomic import atomic_write_text
+from cardio_assets.lake.mirror import fetched
 from cardio_assets.lake.values import FrameSet
 
 
 def privacy_salt(lake_dir: str | Path) -> str:
     """The data lake's secret salt for source-patient hashes, created once, kept out of outputs."""
-    path = Path(lake_dir) / ".secrets" / "patient_hash_salt"
+    path = fetched(Path(lake_dir) / ".secrets" / "patient_hash_salt")
     if not path.exists():
         atomic_write_text(path, secrets.token_hex(16))
     return path.read_text().strip()

@@ -4,6 +4,9 @@ Everything the pipeline writes (asset values, models, checkpoints, reports) goes
 these two: a temporary sibling is written in full, then renamed over the target. On a local
 or POSIX file system the rename of a file is atomic; a folder is swapped in two renames
 (old aside, new in), so a reader sees the old folder, the new one, or briefly neither.
+
+Once a write is in place, each function registered with `after_write` is told its path: that is
+how a lake kept on object storage publishes every output (`lake.mirror`).
 """
 
 from __future__ import annotations
@@ -13,6 +16,36 @@ import shutil
 import uuid
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Callable
+
+_AFTER_WRITE: list[Callable[[Path], None]] = []
+
+
+def after_write(callback: Callable[[Path], None]) -> None:
+    """Call `callback(path)` after every completed write of a file or folder (once per callback)."""
+    if callback not in _AFTER_WRITE:
+        _AFTER_WRITE.append(callback)
+
+
+def _written(path: Path) -> None:
+    for callback in _AFTER_WRITE:
+        callback(path)
+
+
+def temporary_sibling(target: Path) -> Path:
+    """A fresh name beside `target` that `recover` and `remove_leftovers` know as a temporary."""
+    return target.parent / f".{target.name}.tmp-{uuid.uuid4().hex[:8]}{target.suffix}"
+
+
+def swap_in(tmp: Path, target: Path) -> None:
+    """Replace `target` (file or folder, present or not) by `tmp` with renames."""
+    old = None
+    if target.exists() and target.is_dir():
+        old = target.parent / f".{target.name}.old-{uuid.uuid4().hex[:8]}"
+        os.replace(target, old)
+    os.replace(tmp, target)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
 
 
 @contextmanager
@@ -20,20 +53,15 @@ def atomic_dir(target: Path):
     """Yield a temporary folder; on success it replaces `target` in one rename."""
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.parent / f".{target.name}.tmp-{uuid.uuid4().hex[:8]}"
+    tmp = temporary_sibling(target)
     tmp.mkdir()
     try:
         yield tmp
-        old = None
-        if target.exists():
-            old = target.parent / f".{target.name}.old-{uuid.uuid4().hex[:8]}"
-            os.replace(target, old)
-        os.replace(tmp, target)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
+        swap_in(tmp, target)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
+    _written(target)
 
 
 def atomic_write_file(path: Path, write) -> Path:
@@ -44,12 +72,13 @@ def atomic_write_file(path: Path, write) -> Path:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.parent / f".{path.name}.tmp-{uuid.uuid4().hex[:8]}{path.suffix}"
+    tmp = temporary_sibling(path)
     try:
         write(tmp)
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+    _written(path)
     return path
 
 
