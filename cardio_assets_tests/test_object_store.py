@@ -68,6 +68,28 @@ def test_a_publish_killed_mid_upload_leaves_readers_the_previous_folder(machines
     assert len(ObjectStore(url, s3_options).fs.ls(f"{store.root}/splits/.v")) == 1
 
 
+def test_two_machines_publishing_one_folder_at_once_leave_a_readable_current_version(machines, s3_options, monkeypatch):
+    """Two partitions may build the same index at once: whichever publish switches `.current` last
+    wins, and neither's clean-up deletes the version the other made current."""
+    url, (a, b) = machines
+    store_a = mirror._ATTACHED[a.resolve()]
+    drop = store_a._drop_older_versions
+
+    def b_publishes_in_between(key, mine):
+        write_value(b / "index", pd.DataFrame({"by": ["b"]}))  # b uploads and switches after a's switch
+        drop(key, mine)
+
+    monkeypatch.setattr(store_a, "_drop_older_versions", b_publishes_in_between)
+    write_value(a / "index", pd.DataFrame({"by": ["a"]}))
+    monkeypatch.undo()
+    fresh = a.parent / "machine_c"
+    mirror.attach(fresh, url, s3_options)
+    try:
+        assert read_value(mirror.fetched(fresh / "index"))["by"].tolist() == ["b"]
+    finally:
+        mirror.detach(fresh)
+
+
 def test_a_checkpoint_written_on_one_machine_resumes_on_another(machines):
     import torch
 

@@ -12,6 +12,7 @@ from cardio_assets.defs.k8s import cpu_op_tags
 from cardio_assets.defs.metadata import table_metadata
 from cardio_assets.defs.resources import SOURCES, PipelineSettings
 from cardio_assets.defs.versions import CODE_VERSION, data_version
+from cardio_assets.generation.synthesis import privacy_salt
 
 
 @asset(code_version=CODE_VERSION, group_name="cohort", op_tags=cpu_op_tags())
@@ -19,6 +20,9 @@ def cohort_source(context: AssetExecutionContext, settings: PipelineSettings) ->
     """What to read: the built-in phantom (generated here on first run) or a real cohort's folder."""
     if settings.source not in SOURCES:
         raise ValueError(f"unknown source {settings.source!r}; choose one of {SOURCES}")
+    # the lake's salt for source-patient hashes, made here, upstream of everything: the 36 synthetic
+    # partitions read it and, running at once on a fresh lake, would each make their own
+    privacy_salt(settings.lake_dir())
     if settings.source == "phantom":
         profile = settings.get_profile()
         description = prepare_phantom(settings.lake_dir(), profile.name, profile.phantom, settings.n_workers())

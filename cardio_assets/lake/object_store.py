@@ -10,9 +10,11 @@ What each write guarantees, and how:
   uploaded in full, and only then made current by overwriting one small object,
   `<key>/.current`, that names it. A reader reads `.current` first and then that version, so it
   sees the previous folder or the new one whole; a publish killed mid-upload leaves `.current`
-  on the previous version, and the orphaned upload is removed by the next publish. Versions
-  other than the current one are deleted after the switch; a reader that read `.current` just
-  before may then find its version gone and must read `.current` again (`fetch_dir` does).
+  on the previous version, and the orphaned upload is removed by the next publish. After the
+  switch, versions older than the writer's own are deleted, except the current one (two writers
+  of one key at once, such as two partitions building the same index, each keep the other's);
+  a reader that read `.current` just before may then find its version gone and must read
+  `.current` again (`fetch_dir` does).
 
 fsspec gives one interface to every backend (s3fs, gcsfs, adlfs): install the one for yours.
 """
@@ -58,13 +60,17 @@ class ObjectStore:
         if not files:  # an empty folder is still a version: mark it, object stores keep no empty prefixes
             self.fs.pipe_file(f"{target}/{CURRENT}", b"")
         self.fs.pipe_file(self._path(f"{key}/{CURRENT}"), version.encode())
-        self._drop_versions_except(key, version)
+        self._drop_older_versions(key, version)
         return version
 
-    def _drop_versions_except(self, key: str, keep: str) -> None:
+    def _drop_older_versions(self, key: str, mine: str) -> None:
+        """Delete the versions older than `mine` but the current one (another writer's, maybe)."""
+        current = self.current_version(key)
         prefix = self._path(f"{key}/{VERSIONS}")
+        self.fs.invalidate_cache(prefix)
         for entry in self.fs.ls(prefix, detail=False) if self.fs.exists(prefix) else []:
-            if entry.rstrip("/").rsplit("/", 1)[-1] != keep:
+            name = entry.rstrip("/").rsplit("/", 1)[-1]
+            if name < mine and name != current:
                 self.fs.rm(entry, recursive=True)
         self.fs.invalidate_cache()
 
