@@ -108,6 +108,36 @@ def test_ukbb_rows_of_another_length_are_quarantined_not_read_shifted(tmp_path):
     assert by_id(result)[ids[4]].metadata_ref == f"{paths.metadata}:7"  # the blank line and the skipped rows counted
 
 
+@pytest.mark.parametrize("style", ["field-name", "field-title"])
+def test_ukbb_research_analysis_platform_exports(tmp_path, style):
+    """The RAP table exporter's headers: entity-prefixed field names, or field titles with the
+    instance in the name, sex as its coded label, the ICD-10 array in one column."""
+    patients = make_patients(4)  # the 4th is HF
+    paths = write_ukbb_cohort(tmp_path, patients)
+    header, *rows = paths.metadata.read_text().splitlines()
+    names = {
+        "field-name": ["participant.eid", "participant.p31", "participant.p21003_i2", "participant.p21001_i2",
+                       "participant.p41270"],
+        "field-title": ["Participant ID", "Sex", "Age when attended assessment centre | Instance 2",
+                        "Body mass index (BMI) | Instance 2", "Diagnoses - ICD10"],
+    }[style]
+    assert len(header.split(",")) == len(names)
+    lines = [",".join(names)]
+    for row in rows:
+        eid, sex, age, bmi, icd = row.split(",")
+        sex = {"0": "Female", "1": "Male"}[sex] if style == "field-title" else sex
+        lines.append(",".join([eid, sex, age, bmi, f'"[""{icd}"", ""E119""]"' if icd else '"[""E119""]"']))
+    paths.metadata.write_text("\n".join(lines) + "\n")
+    result = scan_ukbb(paths.root, paths.metadata)
+    assert result.quarantine == []
+    entries = by_id(result)
+    expected = {p["id"]: p for p in patients}
+    assert sorted(entries) == sorted(expected)
+    first = entries[patients[0]["id"]]
+    assert (first.sex, first.age, first.bmi) == ("female", 45.0, 22.0)
+    assert [entries[p["id"]].diagnosis for p in patients] == ["healthy", "healthy", "healthy", "hf"]
+
+
 def test_ukbb_phantom_columns_source_and_subset(tmp_path):
     paths = write_ukbb_cohort(tmp_path, make_patients(2, hf_every=2))
     header = paths.metadata.read_text().splitlines()[0]

@@ -13,9 +13,11 @@ column (0-based).
 The metadata table is a CSV (comma, tab or semicolon separated; UTF-8 with or without a
 byte-order mark, UTF-16 with or without one, else Latin-1; CRLF or LF; decimal commas accepted;
 only the columns used are read) with one row per participant. Columns by UK
-Biobank field id, in any common export spelling (``31-0.0``, ``f.31.0.0``, ``p21003_i2``):
+Biobank field id, in any common export spelling (``31-0.0``, ``f.31.0.0``, ``p21003_i2``; the
+Research Analysis Platform's ``participant.p21003_i2`` and its field titles,
+``Age when attended assessment centre | Instance 2``):
 
-- ``eid`` (also ``f.eid``), kept as a string (leading zeros survive);
+- ``eid`` (also ``f.eid``, ``participant.eid``, ``Participant ID``), kept as a string (leading zeros survive);
 - sex, field 31 (0 female, 1 male; instance 0 preferred);
 - age at imaging, field 21003, and BMI, field 21001, at instance 2 (the first imaging
   visit, when the cines were acquired). Another visit's value (age at recruitment is
@@ -80,8 +82,18 @@ _FIELD_PATTERNS = (
     re.compile(r"^f\.(?P<field>\d+)\.(?P<instance>\d+)\.(?P<array>\d+)$"),  # f.31.0.0
     re.compile(r"^p(?P<field>\d+)(?:_i(?P<instance>\d+))?(?:_a(?P<array>\d+))?$"),  # p21003_i2
 )
+# the Research Analysis Platform's table exporter: "participant.p31" (entity prefix), or field
+# titles, "Body mass index (BMI) | Instance 2", "Diagnoses - ICD10" (an array in one column)
+_ENTITY_PREFIX = "participant."
+_TITLE = re.compile(r"^(?P<title>.+?)(?:\s*\|\s*Instance (?P<instance>\d+))?(?:\s*\|\s*Array (?P<array>\d+))?$", re.IGNORECASE)
+_FIELD_TITLES = {
+    "sex": FIELD_SEX,
+    "age when attended assessment centre": FIELD_AGE,
+    "body mass index (bmi)": FIELD_BMI,
+    "diagnoses - icd10": FIELD_ICD10,
+}
 _FRIENDLY = {
-    "eid": ("eid", "f.eid", "patient_id", "id"),
+    "eid": ("eid", "f.eid", "participant.eid", "participant id", "patient_id", "id"),
     "sex": ("sex",),
     "age": ("age", "age_at_imaging"),
     "bmi": ("bmi",),
@@ -199,15 +211,17 @@ def read_metadata_columns(path: Path) -> list[str]:
 
 
 def _field_columns(columns: list[str]) -> dict[int, list[tuple[int, int, str]]]:
+    """{field id: [(instance, array, column)]} for the columns named by a field id or title."""
     fields: dict[int, list[tuple[int, int, str]]] = {}
     for col in columns:
-        for pattern in _FIELD_PATTERNS:
-            m = pattern.match(col)
-            if m:
-                fields.setdefault(int(m["field"]), []).append(
-                    (int(m["instance"] or 0), int(m["array"] or 0), col)
-                )
-                break
+        name = col[len(_ENTITY_PREFIX):] if col.lower().startswith(_ENTITY_PREFIX) else col
+        found = next((m for m in (p.match(name) for p in _FIELD_PATTERNS) if m), None)
+        field = int(found["field"]) if found else None
+        if found is None:
+            found = _TITLE.match(name)
+            field = _FIELD_TITLES.get(found["title"].strip().lower()) if found else None
+        if field is not None:
+            fields.setdefault(field, []).append((int(found["instance"] or 0), int(found["array"] or 0), col))
     return fields
 
 
