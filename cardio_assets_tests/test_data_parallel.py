@@ -14,8 +14,14 @@ from cardio_assets.generation.data_parallel import ProcessGroup
 from cardio_assets.generation.toy import toy_dataset
 from cardio_assets_tests.test_generation import RES, cfg, quiet
 
-# float32 sums in another order: losses and weights agree to about 1e-6 after a few Adam steps
+# float32 sums in another order: the losses agree to about 1e-6
 RTOL, ATOL = 1e-4, 1e-5
+# and so do nearly all weights; but where a gradient is near zero the order can flip its sign, and
+# Adam, which divides by the gradient's own scale, turns the flip into a step of up to lr. So a few
+# weights in ten thousand differ by up to ~lr x steps / 200 (measured: 1e-4 of the weights by more
+# than 1e-5, the largest by 2.6e-5 at lr 1e-3, 6 steps). A real fault (a share missing from the
+# all-reduce, a wrong share weight) moves most weights by ~lr per step.
+MAX_FLIPPED_SHARE, FLIP = 1e-3, 1e-5
 
 
 @pytest.fixture(scope="module")
@@ -37,14 +43,15 @@ def _weights(folder):
     return load_file(next(folder.glob("*.safetensors")))
 
 
-def _assert_same_training(a: dict, b: dict, folder_a, folder_b):
+def _assert_same_training(a: dict, b: dict, folder_a, folder_b, lr: float, steps: int):
     curve_a, curve_b = np.array(a["loss_curve"]), np.array(b["loss_curve"])
     assert curve_a.shape == curve_b.shape
     np.testing.assert_allclose(curve_b, curve_a, rtol=RTOL, atol=ATOL)
     wa, wb = _weights(folder_a), _weights(folder_b)
     assert wa.keys() == wb.keys()
-    for key in wa:
-        torch.testing.assert_close(wb[key], wa[key], rtol=RTOL, atol=ATOL, msg=key)
+    differences = torch.cat([(wb[key] - wa[key]).abs().flatten() for key in wa])
+    assert float((differences > FLIP).float().mean()) < MAX_FLIPPED_SHARE
+    assert float(differences.max()) < lr * steps / 20
 
 
 def test_shares_cover_the_global_batch_once():
@@ -65,7 +72,7 @@ def test_two_processes_follow_one_process_and_resume_its_checkpoint(tmp_path, ba
     two = train_controlnet_data_parallel(2, backbone_dir, images, labels, prompts, config, tmp_path / "two", log=quiet, cells=cells)
     assert one["data_parallel_processes"] == 1 and two["data_parallel_processes"] == 2
     assert two["steps"] == 6 and two["resumed_from_step"] is None
-    _assert_same_training(one, two, tmp_path / "one" / "controlnet", tmp_path / "two" / "controlnet")
+    _assert_same_training(one, two, tmp_path / "one" / "controlnet", tmp_path / "two" / "controlnet", config.lr, 6)
 
     # a one-process checkpoint (step 3) continued by two processes ends where one process does
     half = config.replace(controlnet_steps=3)
@@ -73,4 +80,4 @@ def test_two_processes_follow_one_process_and_resume_its_checkpoint(tmp_path, ba
     resumed = train_controlnet_data_parallel(2, backbone_dir, images, labels, prompts, config, tmp_path / "resumed",
                                              log=quiet, cells=cells)
     assert resumed["resumed_from_step"] == 3 and resumed["steps_this_call"] == 3
-    _assert_same_training(one, resumed, tmp_path / "one" / "controlnet", tmp_path / "resumed" / "controlnet")
+    _assert_same_training(one, resumed, tmp_path / "one" / "controlnet", tmp_path / "resumed" / "controlnet", config.lr, 6)
