@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import tempfile
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -372,7 +375,7 @@ def test_attribute_predictor_learns_what_the_images_show_with_either_schedule():
     """Sex drawn as a bright square's size and BMI band as a border's width, the other
     attributes not in the image: with the one-cycle schedule the profiles use, those two heads
     learn them and are trusted for QC, the others stay near chance."""
-    from cardio_assets.classify.attributes import ATTRIBUTES, train_attribute_predictor
+    from cardio_assets.classify.attributes import ATTRIBUTES, AttributePredictor, train_attribute_predictor
     from cardio_assets.classify.train import Frames
 
     rng = np.random.default_rng(0)
@@ -396,6 +399,16 @@ def test_attribute_predictor_learns_what_the_images_show_with_either_schedule():
     assert predictor.validation["sex"] > 0.9 and predictor.validation["bmi_band"] > 0.8, predictor.validation
     assert predictor.trusted == {"sex", "bmi_band"}
     assert predictor.validation["age_band"] < 0.6
+    # QC floors, calibrated on the validation frames: all but ~2% of each class's frames reach their own
+    floors = predictor.qc_floors()
+    assert set(floors) == {"sex", "bmi_band"}
+    probabilities = predictor.probabilities(val_x.take(np.arange(len(val_x))))
+    for attribute, by_class in floors.items():
+        reach = [p[attribute][t] >= by_class[t] for p, t in zip(probabilities, val_index[attribute]) if t in by_class]
+        assert 0.95 <= np.mean(reach) < 1.0, (attribute, np.mean(reach))
+    with tempfile.TemporaryDirectory() as folder:
+        predictor.save(Path(folder))
+        assert AttributePredictor.load(Path(folder), 32).qc_floors() == floors
     # the constant rate learns the easy one in as many steps (the one-cycle run also learns the border)
     constant = train_attribute_predictor(train_x, train_index, val_x, val_index, image_size=32, epochs=4, seed=0,
                                          schedule="constant", lr=1e-3, log=_quiet)

@@ -380,12 +380,16 @@ def test_qc_rejects_blank_noise_and_wrong_mask(mask):
     assert not r["passed"]
 
 
-def test_attribute_agreement_uses_trusted_predictors_only():
+def test_attribute_agreement_checks_the_prompted_class_against_its_floor():
     expected = {"sex": "male", "age_band": "ge70", "bmi_band": "normal"}
-    predicted = {"sex": "female", "age_band": "lt60", "bmi_band": "normal"}
-    fails = attribute_agreement(predicted, expected, trusted={"sex", "bmi_band"})
-    assert fails == ["sex: predicted 'female', expected 'male'"]
-    assert attribute_agreement({}, expected, {"sex"}) == ["sex: no prediction (expected 'male')"]
+    probabilities = {"sex": {"male": 0.30, "female": 0.70}, "age_band": {"ge70": 0.01}, "bmi_band": {"normal": 0.35, "obese": 0.5}}
+    # age band has no floor (an untrusted predictor): never checked, however unlike its prompt
+    floors = {"sex": {"male": 0.40, "female": 0.40}, "bmi_band": {"normal": 0.30}}
+    assert attribute_agreement(probabilities, expected, floors) == ["sex: p(male) below the real frames' floor (0.300 < 0.400)"]
+    # not the top class (obese 0.5 > normal 0.35), but above the floor real normal-BMI frames reach: passes
+    assert attribute_agreement(probabilities, {"bmi_band": "normal"}, floors) == []
+    assert attribute_agreement({}, expected, {"sex": {"male": 0.4}}) == ["sex: no prediction (expected 'male')"]
+    assert attribute_agreement(probabilities, {"bmi_band": "overweight"}, floors) == []  # no floor for that class
 
 
 def test_generate_with_qc_retries_then_drops(mask):
@@ -411,11 +415,11 @@ def test_generate_with_qc_retries_then_drops(mask):
     assert drop["failure_modes"] and all(f.startswith("mask: ") for f in drop["failure_modes"])
     assert any("not brighter than myocardium" in f for f in drop["failure_modes"])
 
-    # attribute predictors: a trusted one that disagrees rejects every attempt
-    check = make_check(predict=lambda img: {"sex": "male"}, trusted={"sex"})
+    # attribute predictors: an image whose prompted class stays under its floor fails every attempt
+    check = make_check(probabilities=lambda img: {"sex": {"male": 0.9, "female": 0.1}}, floors={"sex": {"female": 0.2}})
     items[0].expected["sex"] = "female"
     acc, rej = generate_with_qc(lambda c, p, s: np.stack([painted(x) for x in c]), check, items[:1], log=quiet)
-    assert not acc and rej[0]["failure_modes"] == ["attribute: sex: predicted 'male', expected 'female'"]
+    assert not acc and rej[0]["failure_modes"] == ["attribute: sex: p(female) below the real frames' floor"]
 
 
 def test_sample_grid_writes_png(tmp_path, data):

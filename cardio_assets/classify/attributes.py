@@ -7,12 +7,18 @@ InceptionV3 weights are configured (its penultimate layer knows cardiac images).
 
 A predictor is trusted when its validation balanced accuracy is at least halfway between
 chance and perfect: 0.75 for two classes, 0.67 for three.
+
+Its QC floors are calibrated on real frames, as the mask checks are: for each class, the
+`QC_FLOOR_QUANTILE` of the probability the predictor gives that class on real validation frames
+of it. A synthetic image fails a trusted attribute when its prompted class gets less than that:
+it looks less like its prompt than 98% of real images of the class. (Asking for the top class
+instead would reject a third of real frames where a predictor is right two times in three.)
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -29,6 +35,8 @@ from cardio_assets.compute import seed_everything
 
 ATTRIBUTES: dict[str, tuple[str, ...]] = {"sex": SEXES, "age_band": AGE_BANDS, "bmi_band": BMI_BANDS, "diagnosis": DIAGNOSES}
 QC_ATTRIBUTES = ("sex", "age_band", "bmi_band")  # the diagnosis is what the classifiers learn: not a QC gate
+QC_FLOOR_QUANTILE = 0.02  # as the mask checks' calibration (generation/qc.py calibrate_thresholds)
+MIN_FRAMES_FOR_FLOOR = 10  # fewer real validation frames of a class: no floor, that class is not checked
 
 
 def trust_threshold(n_classes: int) -> float:
@@ -39,6 +47,8 @@ def trust_threshold(n_classes: int) -> float:
 class AttributePredictor:
     model: HFClassifier
     validation: dict[str, float]  # balanced accuracy per attribute on real validation frames
+    # QC floors: {attribute: {class: probability}} from real validation frames (module docstring)
+    floors: dict[str, dict[str, float]] = field(default_factory=dict)
 
     @property
     def trusted(self) -> set[str]:
@@ -58,12 +68,31 @@ class AttributePredictor:
     def predict_one(self, image: np.ndarray) -> dict[str, str]:
         return self.predict(image[None])[0]
 
+    @torch.no_grad()
+    def probabilities(self, images: np.ndarray, batch_size: int = 256) -> list[dict[str, dict[str, float]]]:
+        """Per image, {attribute: {class: probability}} (softmax of each head)."""
+        self.model.eval()
+        out = []
+        for start in range(0, len(images), batch_size):
+            x = torch.as_tensor(np.asarray(images[start : start + batch_size], dtype=np.float32))
+            probs = {a: F.softmax(logits, dim=1).numpy() for a, logits in _split(self.model(x)).items()}
+            out += [{a: dict(zip(ATTRIBUTES[a], map(float, probs[a][i]))) for a in ATTRIBUTES} for i in range(len(x))]
+        return out
+
+    def probabilities_one(self, image: np.ndarray) -> dict[str, dict[str, float]]:
+        return self.probabilities(image[None])[0]
+
+    def qc_floors(self) -> dict[str, dict[str, float]]:
+        """The floors of the trusted attributes: what QC checks."""
+        return {a: self.floors[a] for a in sorted(self.trusted) if self.floors.get(a)}
+
     def save(self, folder: Path) -> None:
         folder.mkdir(parents=True, exist_ok=True)
         save_file({k: v.contiguous() for k, v in self.model.state_dict().items()}, str(folder / "model.safetensors"))
         (folder / "predictor.json").write_text(json.dumps({
             "image_size": self.model.preprocess.image_size,
             "validation_balanced_accuracy": self.validation, "trusted": sorted(self.trusted),
+            "qc_floors": self.floors, "qc_floor_quantile": QC_FLOOR_QUANTILE,
             "init": self.model.description,
         }, indent=2))
 
@@ -72,7 +101,7 @@ class AttributePredictor:
         meta = json.loads((folder / "predictor.json").read_text())
         model = build_classifier(image_size, None, num_classes=_n_outputs())
         model.load_state_dict(load_file(str(folder / "model.safetensors")))
-        return cls(model.eval(), meta["validation_balanced_accuracy"])
+        return cls(model.eval(), meta["validation_balanced_accuracy"], meta.get("qc_floors", {}))
 
 
 def _n_outputs() -> int:
@@ -133,13 +162,30 @@ def train_attribute_predictor(
             total += float(loss) * len(idx)
         log(f"attribute predictors: epoch {epoch + 1}/{epochs}, loss {total / n:.3f}")
     predictor = AttributePredictor(model.eval(), {})
-    predicted = predictor.predict(val_images.take(np.arange(len(val_images))))
+    val = val_images.take(np.arange(len(val_images)))
+    predicted = predictor.predict(val)
     for a in ATTRIBUTES:
         truth = val_index[a].to_numpy()
         guess = np.array([p[a] for p in predicted])
         predictor.validation[a] = float(balanced_accuracy_score(truth, guess)) if len(set(truth)) > 1 else float("nan")
-    log(f"attribute predictors: validation balanced accuracy {predictor.validation}; trusted for QC: {sorted(predictor.trusted)}")
+    predictor.floors = qc_floors(predictor.probabilities(val), val_index)
+    log(f"attribute predictors: validation balanced accuracy {predictor.validation}; trusted for QC: {sorted(predictor.trusted)}; "
+        f"QC floors {predictor.qc_floors()}")
     return predictor
+
+
+def qc_floors(probabilities: list[dict[str, dict[str, float]]], index: pd.DataFrame,
+              quantile: float = QC_FLOOR_QUANTILE) -> dict[str, dict[str, float]]:
+    """{attribute: {class: the `quantile` of p(class) over the real frames of that class}} (QC attributes;
+    classes with fewer than `MIN_FRAMES_FOR_FLOOR` frames get none)."""
+    floors: dict[str, dict[str, float]] = {}
+    for a in QC_ATTRIBUTES:
+        truth = index[a].to_numpy()
+        for value in ATTRIBUTES[a]:
+            own = [p[a][value] for p, t in zip(probabilities, truth) if t == value]
+            if len(own) >= MIN_FRAMES_FOR_FLOOR:
+                floors.setdefault(a, {})[value] = float(np.quantile(own, quantile))
+    return floors
 
 
 def _class_weights(targets: torch.Tensor, n_classes: int) -> torch.Tensor:

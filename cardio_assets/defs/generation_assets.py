@@ -183,7 +183,7 @@ def synthetic_frames(
     for folder in (attribute_predictors["folder"], controlnet["folder"], controlnet["backbone"]):
         fetched(folder)
     predictor = AttributePredictor.load(Path(attribute_predictors["folder"]), attribute_predictors["image_size"])
-    check = make_check(thresholds, predict=predictor.predict_one, trusted=predictor.trusted)
+    check = make_check(thresholds, probabilities=predictor.probabilities_one, floors=predictor.qc_floors())
     sampler = Sampler(controlnet["backbone"], controlnet["folder"], config)
     accepted, rejected = generate_with_qc(
         lambda c, p, s: sampler.generate(c, p, s, log=context.log.info), check, items, max_attempts=3,
@@ -205,6 +205,7 @@ def synthetic_frames(
         "requested": len(items), "accepted": len(accepted), "qc_pass_rate": pass_rate,
         "borrowed_masks_from": from_cell if from_cell != cell else "",
         "qc_trusted_attributes": MetadataValue.json(sorted(predictor.trusted)),
+        "qc_attribute_floors": MetadataValue.json(predictor.qc_floors()),
         "checkpoint_hash": controlnet["checkpoint_hash"],
         "near_copies": int(log["near_copy"].sum()),
     })

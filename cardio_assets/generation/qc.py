@@ -14,9 +14,11 @@ Each synthetic frame is checked against what it was generated from:
    A blank image (no contrast, Dice 0) and a noise image (contrast ~0, Dice ~blood fraction)
    fail both. Defaults (`min_contrast` 0.10, `min_dice` 0.60) are deliberately lenient; use
    `calibrate_thresholds` on real training frames to set them from the real distribution.
-2. `attribute_agreement`: attribute predictors trained on real images (sex, age band, BMI band,
-   diagnosis...) against the prompt's attributes; only predictors in `trusted` (validated as
-   reliable on real held-out data) may reject an image.
+2. `attribute_agreement`: attribute predictors trained on real images (sex, age band, BMI band)
+   against the prompt's attributes: an image fails where the probability given to its prompted
+   class is under that class's floor, calibrated on real validation frames as the mask
+   thresholds are (`classify/attributes.py`: what 98% of real frames of the class reach); only
+   predictors validated as reliable on real held-out data have floors to check.
 
 `generate_with_qc` regenerates failing items with the next attempt's seed, up to
 `max_attempts` (3), then drops them with their failure modes; generation is batched across all
@@ -159,18 +161,21 @@ def calibrate_thresholds(
     return th, summary
 
 
-def attribute_agreement(predicted: dict[str, str], expected: dict[str, str], trusted: set[str]) -> list[str]:
-    """Failure modes where a trusted attribute predictor disagrees with the prompt's attribute."""
+def attribute_agreement(probabilities: dict[str, dict[str, float]], expected: dict[str, str],
+                        floors: dict[str, dict[str, float]]) -> list[str]:
+    """Failure modes where the prompt's class of a checked attribute gets less probability than its
+    floor. `floors`: {attribute: {class: floor}} of the attributes to check; a class without a
+    floor is not checked."""
     failures = []
-    for attr in sorted(set(trusted) & set(expected)):
+    for attr in sorted(set(floors) & set(expected)):
         want = expected[attr]
-        if want is None:
+        if want is None or want not in floors[attr]:
             continue
-        got = predicted.get(attr)
+        got = probabilities.get(attr, {}).get(want)
         if got is None:
             failures.append(f"{attr}: no prediction (expected {want!r})")
-        elif str(got) != str(want):
-            failures.append(f"{attr}: predicted {got!r}, expected {want!r}")
+        elif got < floors[attr][want]:
+            failures.append(f"{attr}: p({want}) below the real frames' floor ({got:.3f} < {floors[attr][want]:.3f})")
     return failures
 
 
@@ -194,15 +199,16 @@ class QCItem:
 
 def make_check(
     thresholds: QCThresholds = QCThresholds(),
-    predict: Callable[[np.ndarray], dict[str, str]] | None = None,
-    trusted: set[str] = frozenset(),
+    probabilities: Callable[[np.ndarray], dict[str, dict[str, float]]] | None = None,
+    floors: dict[str, dict[str, float]] | None = None,
 ) -> Callable[[np.ndarray, QCItem], list[str]]:
-    """A check_fn for `generate_with_qc`: mask adherence, then trusted attribute predictors."""
+    """A check_fn for `generate_with_qc`: mask adherence, then the attribute floors (of the
+    trusted predictors) against `probabilities(image)`."""
 
     def check(image: np.ndarray, item: QCItem) -> list[str]:
         failures = [f"mask: {f}" for f in mask_adherence(image, item.labels, thresholds)["failures"]]
-        if predict is not None and trusted:
-            failures += [f"attribute: {f}" for f in attribute_agreement(predict(image), item.expected, set(trusted))]
+        if probabilities is not None and floors:
+            failures += [f"attribute: {f}" for f in attribute_agreement(probabilities(image), item.expected, floors)]
         return failures
 
     return check
