@@ -15,10 +15,10 @@ Prints one JSON line: peak MiB per (mode, images), the frames' own size, and per
 growth from the smaller to the larger cohort as a share of the extra frames' bytes (about 0 =
 bounded by a batch window, about 1 or more = proportional to the cohort).
 
-The latent posteriors (mean and std per image) are cached: the ControlNet's in RAM up to
-`--cache-in-memory-max-bytes` (default: the profile's `cache_in_memory_max_bytes`, 4 GiB), in
-a memory-mapped file beyond; the small backbone's always in RAM. Both grow with the cohort (at
-64 px with this benchmark's VAE, 2 x 4 x 32 x 32 float32 per image: 2/3 of a float32 frame).
+The latent caches (the backbone's moments, the ControlNet's posteriors; at 64 px with this
+benchmark's VAE 2 x 4 x 32 x 32 float32 per image, 2/3 of a float32 frame) are in RAM up to
+`--cache-in-memory-max-bytes` (default: the profile's `cache_in_memory_max_bytes`, 4 GiB) and in
+memory-mapped files beyond: with 0, what grows is only what the batch window needs.
 """
 
 from __future__ import annotations

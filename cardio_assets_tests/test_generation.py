@@ -445,3 +445,25 @@ def test_cell_balanced_weights_favour_rare_cells_up_to_the_cap():
     g = torch.Generator().manual_seed(0)
     rows = draw_rows(len(cells), 20000, g, torch.from_numpy(w)).numpy()
     assert abs((rows >= 120).mean() - w[120:].sum()) < 0.01  # draws follow the weights
+
+
+def test_latent_moments_spill_to_memory_mapped_files_with_the_same_values(tmp_path):
+    """Above the memory cap the backbone's latent moments live in memory-mapped files (a cohort larger
+    than RAM trains), with exactly the values the in-memory tensors hold."""
+    from diffusers import AutoencoderKL
+
+    from cardio_assets.generation.backbone_training import encode_latent_moments
+
+    torch.manual_seed(0)
+    vae = AutoencoderKL(in_channels=3, out_channels=3, block_out_channels=(8, 16), latent_channels=4, norm_num_groups=4,
+                        down_block_types=("DownEncoderBlock2D",) * 2, up_block_types=("UpDecoderBlock2D",) * 2).eval()
+    images = np.random.default_rng(0).random((10, 3, 16, 16)).astype(np.float32)
+    cpu = torch.device("cpu")
+    in_ram = encode_latent_moments(vae, images, 16, 4, cpu, torch.float32)  # batches of 4, 4 and 2
+    spilled = encode_latent_moments(vae, images, 16, 4, cpu, torch.float32, max_in_memory_bytes=0, spill_dir=tmp_path)
+    for a, b in zip(in_ram, spilled):
+        torch.testing.assert_close(b, a, rtol=0, atol=0)
+    np.testing.assert_array_equal(np.load(tmp_path / "latent_std.npy"), in_ram[1].numpy())
+    assert encode_latent_moments(vae, images, 16, 4, cpu, torch.float32, max_in_memory_bytes=10**9)[0].shape == in_ram[0].shape
+    with pytest.raises(ValueError, match="no spill_dir"):
+        encode_latent_moments(vae, images, 16, 4, cpu, torch.float32, max_in_memory_bytes=0)

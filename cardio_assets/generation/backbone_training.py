@@ -101,20 +101,24 @@ def train_small_backbone(
     vae_losses = _train_vae(vae, images, config, device, amp_dtype, gen, log)
     stage_seconds["vae"] = time.perf_counter() - t0
 
-    t0 = time.perf_counter()
-    mean, std = encode_latent_moments(vae, images, config.resolution, config.encode_batch_size, device, torch.float32)
-    scaling = latent_scaling(mean, std)
-    vae.register_to_config(scaling_factor=scaling)
-    uniq, prompt_index = unique_prompts(prompts)
-    stage_seconds["encode"] = time.perf_counter() - t0
+    # the latent moments of a cohort too large for RAM live in a temporary memory-mapped file
+    with tempfile.TemporaryDirectory(prefix="cardio-latent-moments-") as spill:
+        t0 = time.perf_counter()
+        mean, std = encode_latent_moments(vae, images, config.resolution, config.encode_batch_size, device, torch.float32,
+                                          max_in_memory_bytes=config.cache_in_memory_max_bytes, spill_dir=Path(spill))
+        scaling = latent_scaling(mean, std)
+        vae.register_to_config(scaling_factor=scaling)
+        uniq, prompt_index = unique_prompts(prompts)
+        stage_seconds["encode"] = time.perf_counter() - t0
 
-    t0 = time.perf_counter()
-    weights = None if cells is None else torch.from_numpy(cell_balanced_weights(cells, config.cell_balance_cap))
-    unet_losses = _train_unet(
-        unet, text_encoder, tokenizer, noise_scheduler, mean, std, scaling, prompt_index, uniq,
-        config, device, amp_dtype, gen, log, weights,
-    )
-    stage_seconds["unet"] = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        weights = None if cells is None else torch.from_numpy(cell_balanced_weights(cells, config.cell_balance_cap))
+        unet_losses = _train_unet(
+            unet, text_encoder, tokenizer, noise_scheduler, mean, std, scaling, prompt_index, uniq,
+            config, device, amp_dtype, gen, log, weights,
+        )
+        stage_seconds["unet"] = time.perf_counter() - t0
+        del mean, std
 
     _save_trained_backbone(out_dir, vae, text_encoder, tokenizer, unet, noise_scheduler)
     record = _training_record(
@@ -219,17 +223,32 @@ def _train_unet(
 
 @torch.no_grad()
 def encode_latent_moments(
-    vae, images, resolution: int, batch_size: int, device: torch.device, dtype: torch.dtype
+    vae, images, resolution: int, batch_size: int, device: torch.device, dtype: torch.dtype,
+    max_in_memory_bytes: int | None = None, spill_dir: Path | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """VAE posterior mean and std of every image (unscaled), float32 on CPU; images read a batch at a time."""
-    means, stds = [], []
-    for i in range(0, len(images), batch_size):
-        positions = np.arange(i, min(i + batch_size, len(images)))
+    """VAE posterior mean and std of every image (unscaled), float32 on the CPU; images read a batch
+    at a time into two tensors made once: in RAM, or, where both together would exceed
+    `max_in_memory_bytes`, over memory-mapped files in `spill_dir` (file pages the kernel may drop,
+    not the process's memory)."""
+    n, moments = len(images), None
+    for i in range(0, n, batch_size):
+        positions = np.arange(i, min(i + batch_size, n))
         x = to_model_space(take_rows(images, positions), resolution).to(device=device, dtype=dtype)
         dist = vae.encode(x).latent_dist
-        means.append(dist.mean.float().cpu())
-        stds.append(dist.std.float().cpu())
-    return torch.cat(means), torch.cat(stds)
+        if moments is None:
+            moments = _moment_tensors((n, *dist.mean.shape[1:]), max_in_memory_bytes, spill_dir)
+        moments[0][positions[0] : positions[-1] + 1] = dist.mean.float().cpu()
+        moments[1][positions[0] : positions[-1] + 1] = dist.std.float().cpu()
+    return moments
+
+
+def _moment_tensors(shape: tuple[int, ...], max_in_memory_bytes: int | None, spill_dir: Path | None) -> tuple[torch.Tensor, torch.Tensor]:
+    if max_in_memory_bytes is None or 2 * 4 * int(np.prod(shape)) <= max_in_memory_bytes:
+        return torch.empty(shape, dtype=torch.float32), torch.empty(shape, dtype=torch.float32)
+    if spill_dir is None:
+        raise ValueError(f"latent moments of shape {shape} exceed {max_in_memory_bytes} bytes and no spill_dir is given")
+    return tuple(torch.from_numpy(np.lib.format.open_memmap(Path(spill_dir) / f"latent_{name}.npy", mode="w+", dtype=np.float32, shape=shape))
+                 for name in ("mean", "std"))
 
 
 def latent_scaling(mean: torch.Tensor, std: torch.Tensor) -> float:
