@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import tempfile
 from pathlib import Path
 
@@ -409,6 +410,11 @@ def test_attribute_predictor_learns_what_the_images_show_with_either_schedule():
     with tempfile.TemporaryDirectory() as folder:
         predictor.save(Path(folder))
         assert AttributePredictor.load(Path(folder), 32).qc_floors() == floors
+        meta = json.loads((Path(folder) / "predictor.json").read_text())
+        del meta["qc_floors"]  # as an older version saved it
+        (Path(folder) / "predictor.json").write_text(json.dumps(meta))
+        with pytest.raises(ValueError, match="no qc_floors"):
+            AttributePredictor.load(Path(folder), 32)
     # the constant rate learns the easy one in as many steps (the one-cycle run also learns the border)
     constant = train_attribute_predictor(train_x, train_index, val_x, val_index, image_size=32, epochs=4, seed=0,
                                          schedule="constant", lr=1e-3, log=_quiet)

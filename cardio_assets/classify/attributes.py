@@ -101,7 +101,9 @@ class AttributePredictor:
         meta = json.loads((folder / "predictor.json").read_text())
         model = build_classifier(image_size, None, num_classes=_n_outputs())
         model.load_state_dict(load_file(str(folder / "model.safetensors")))
-        return cls(model.eval(), meta["validation_balanced_accuracy"], meta.get("qc_floors", {}))
+        if "qc_floors" not in meta:  # saved before the floors existed: QC would silently check no attribute
+            raise ValueError(f"{folder / 'predictor.json'} has no qc_floors (saved by an older version): materialize attribute_predictors again")
+        return cls(model.eval(), meta["validation_balanced_accuracy"], meta["qc_floors"])
 
 
 def _n_outputs() -> int:
