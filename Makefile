@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
 export DAGSTER_HOME ?= $(CURDIR)/.dagster_home
 
-.PHONY: setup demo test ui check-defs benchmark clean-lake chromium postgresql
+.PHONY: setup demo ablation test ui check-defs benchmark clean-lake chromium postgresql
 
 setup: $(VENV)/.installed
 
@@ -38,6 +38,10 @@ postgresql:
 
 demo: setup $(DAGSTER_HOME)/dagster.yaml
 	$(PY) -m cardio_assets.run
+
+# the conditioning ablation (label only vs label + attributes), on the lake `make demo` made
+ablation: setup $(DAGSTER_HOME)/dagster.yaml
+	$(PY) -m cardio_assets.run --ablation
 
 test: setup chromium postgresql
 	$(PY) -m pytest -q

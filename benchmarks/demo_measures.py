@@ -34,6 +34,7 @@ from cardio_assets.generation.backbone import load_backbone  # noqa: E402
 from cardio_assets.generation.control import to_model_space  # noqa: E402
 from cardio_assets.lake.values import read_value  # noqa: E402
 from cardio_assets.metrics.realism import REAL_REAL, REAL_SYNTHETIC  # noqa: E402
+from cardio_assets.metrics.shift import shift_values  # noqa: E402
 
 LOOSE = QCThresholds(min_contrast=-1.0, min_dice=0.0)  # measure, do not judge
 
@@ -75,6 +76,9 @@ def main(argv=None) -> dict:
     if {"real", "synth_only"} <= set(overall.index):
         out["balanced_accuracy_test"] = {k: round(float(v), 3) for k, v in overall.items()}
         out["synthetic_only_over_real"] = round(float(overall["synth_only"] / overall["real"]), 3)
+    if (fairness["evaluation_set"] == "ood_test").any():  # a vendor or site held out
+        shift = shift_values(fairness, "test", "ood_test", list(overall.index)).set_index("strategy").round(3)
+        out["in_vs_out_of_distribution"] = {s: {k: float(v) for k, v in row.items()} for s, row in shift.iterrows()}
     realism = read_value(lake / "realism_report")
     rr = realism[realism["kind"] == REAL_REAL].set_index(["attribute", "comparison"])["fid_mean"]
     rs = realism[realism["kind"] == REAL_SYNTHETIC].set_index(["attribute", "comparison"])["fid_mean"]

@@ -16,10 +16,13 @@ from dagster import (
     multiprocess_executor,
 )
 
-from cardio_assets.defs import checks, cohort_assets, frames_assets, generation_assets, report_assets
+from cardio_assets.defs import ablation_assets, checks, cohort_assets, frames_assets, generation_assets, report_assets
 from cardio_assets.defs.gpu import GpuResource, data_parallel_from_env
 from cardio_assets.defs.io_manager import lake_io_manager
 from cardio_assets.defs.jobs import (
+    ablation_generator_job,
+    ablation_report_job,
+    ablation_synthetic_job,
     classifiers_job,
     cohort_job,
     frames_job,
@@ -30,7 +33,7 @@ from cardio_assets.defs.jobs import (
 )
 from cardio_assets.defs.resources import PipelineSettings
 
-ASSET_MODULES = [cohort_assets, frames_assets, generation_assets, report_assets]
+ASSET_MODULES = [cohort_assets, frames_assets, generation_assets, report_assets, ablation_assets]
 
 # The one sensor that evaluates the assets' automation conditions (defs/automation.py); naming it
 # here replaces Dagster's implicit default sensor, so the UI shows what it does and that it is off.
@@ -80,7 +83,8 @@ def build_definitions(
     return Definitions(
         assets=load_assets_from_modules(ASSET_MODULES),
         asset_checks=load_asset_checks_from_modules([checks]),
-        jobs=[cohort_job, frames_job, generator_job, synthetic_job, classifiers_job, reports_job],
+        jobs=[cohort_job, frames_job, generator_job, synthetic_job, classifiers_job, reports_job,
+              ablation_generator_job, ablation_synthetic_job, ablation_report_job],
         schedules=[weekly_synthetic_regeneration],
         sensors=[cardio_automation],
         resources={"settings": settings, "gpu": gpu or GpuResource(data_parallel=data_parallel_from_env()), "io_manager": lake_io_manager},

@@ -19,7 +19,7 @@ from cardio_assets.cohort.cells import CELL_KEYS
 from cardio_assets.definitions import build_definitions
 from cardio_assets.defs.resources import PipelineSettings
 from cardio_assets.lake.values import read_value
-from cardio_assets.metrics.headlines import headline_lines
+from cardio_assets.metrics.headlines import HEADLINE_SETS, headline_lines, shift_lines
 
 
 @dataclass
@@ -41,6 +41,12 @@ STAGES: list[tuple[str, tuple[str, ...] | None]] = [
     ("synthetic_job", CELL_KEYS),
     ("classifiers_job", STRATEGY_NAMES),
     ("reports_job", None),
+]
+# the conditioning ablation (defs/ablation_assets.py), on a lake the stages above have filled
+ABLATION_STAGES: list[tuple[str, tuple[str, ...] | None]] = [
+    ("ablation_generator_job", None),
+    ("ablation_synthetic_job", CELL_KEYS),
+    ("ablation_report_job", None),
 ]
 
 
@@ -72,6 +78,8 @@ def materialize_all(
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--profile", default=None, help="smoke | demo | paper (default: $CARDIO_PROFILE or demo)")
+    parser.add_argument("--ablation", action="store_true",
+                        help="run the conditioning ablation (label only vs label + attributes) on a lake the main run made")
     args = parser.parse_args(argv)
     if args.profile:
         os.environ["CARDIO_PROFILE"] = args.profile
@@ -84,6 +92,8 @@ def main(argv: list[str] | None = None) -> int:
     instance = DagsterInstance.get() if os.getenv("DAGSTER_HOME") else DagsterInstance.ephemeral()
     print(f"cardio-assets: profile {settings.profile}, source {settings.source}, data lake {settings.data_lake}, "
           f"Dagster instance {instance.root_directory if os.getenv('DAGSTER_HOME') else '(in memory: set DAGSTER_HOME to keep the runs)'}")
+    if args.ablation:
+        return _ablation(settings, instance)
     summary = materialize_all(settings, instance)
     if summary.failed:
         print(f"FAILED: {', '.join(summary.failed)} (see the run log above, or the runs in the web UI)")
@@ -99,10 +109,27 @@ def main(argv: list[str] | None = None) -> int:
     print(f"  {'phantom cohort':18s} {lake / 'phantom'}")
     print(f"\nReports:\n  fairness  {lake / 'reports' / 'fairness' / 'fairness_report.md'}\n  realism   {lake / 'reports' / 'realism' / 'realism_report.md'}")
     fairness = read_value(lake / "fairness_report")
-    for evaluation_set, title in (("test", "real test split (cohort prevalence)"), ("heldout", "balanced held-out cohort")):
+    for evaluation_set, title in HEADLINE_SETS:
         if (fairness["evaluation_set"] == evaluation_set).any():
             print(f"\nBalanced accuracy, {title}; gaps = best minus worst group, change vs real only:")
             print("\n".join("  " + line for line in headline_lines(fairness, evaluation_set)))
+    if (fairness["evaluation_set"] == "ood_test").any():
+        print("\nIn vs out of distribution (held-out vendor or site, at its prevalence), overall balanced accuracy:")
+        print("\n".join("  " + line for line in shift_lines(fairness, "test", "ood_test")))
+    print("\nTimings: " + ", ".join(f"{k} {v:.0f}s" for k, v in summary.seconds.items()))
+    return 0
+
+
+def _ablation(settings: PipelineSettings, instance: DagsterInstance) -> int:
+    summary = materialize_all(settings, instance, stages=ABLATION_STAGES)
+    if summary.failed:
+        print(f"FAILED: {', '.join(summary.failed)} (the ablation needs a lake the main run made: run make demo first)")
+        return 1
+    fairness = read_value(summary.data_lake / "conditioning_ablation")
+    print(f"\nReport: {summary.data_lake / 'reports' / 'ablation' / 'conditioning_ablation.md'}")
+    if (fairness["evaluation_set"] == "ood_test").any():
+        print("\nIn vs out of distribution, overall balanced accuracy, each arm:")
+        print("\n".join("  " + line for line in shift_lines(fairness, "test", "ood_test")))
     print("\nTimings: " + ", ".join(f"{k} {v:.0f}s" for k, v in summary.seconds.items()))
     return 0
 

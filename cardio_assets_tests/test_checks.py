@@ -15,6 +15,7 @@ from sklearn.metrics import roc_auc_score
 
 from cardio_assets.classify.strategies import PREDICTION_COLUMNS
 from cardio_assets.cohort.cells import ALL_CELLS, cell_key_or_none
+from cardio_assets.cohort.ood import OodPolicy
 from cardio_assets.cohort.splits import split_patients
 from cardio_assets.cohort.training_patients import CLASSIFIER_FOLDER, classifier_run_name, patient_roles, write_training_patients
 from cardio_assets.cohort.validation import COHORT_COLUMNS
@@ -57,6 +58,7 @@ def _cohort(per_cell: int = 4, heldout_per_cell: int = 1) -> pd.DataFrame:
             age, bmi = AGE[cell.age_band], BMI[cell.bmi_band]
             row = dict.fromkeys(COHORT_COLUMNS)
             row.update(patient_id=f"p{i:02d}{j}", source="phantom", subset="heldout" if j >= per_cell else "study",
+                       vendor="ABCD"[(i + j) % 4], site=f"site-{1 + (i + j) % 4}",
                        sex=cell.sex, age=age, bmi=bmi, diagnosis=cell.diagnosis,
                        cell=cell_key_or_none(cell.sex, age, bmi, cell.diagnosis), age_band=cell.age_band,
                        bmi_band=cell.bmi_band, ed_frame=0, es_frame=10, n_frames=25, label_map="canonical")
@@ -64,8 +66,8 @@ def _cohort(per_cell: int = 4, heldout_per_cell: int = 1) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=COHORT_COLUMNS)
 
 
-def _splits() -> pd.DataFrame:
-    return split_patients(_cohort(), seed=0)
+def _splits(ood: OodPolicy | None = None) -> pd.DataFrame:
+    return split_patients(_cohort(), seed=0, ood=ood)
 
 
 def _ids(splits: pd.DataFrame, split: str) -> list[str]:
@@ -145,15 +147,33 @@ def test_quarantine_share_warns_above_the_profile_limit(settings):
     assert _failed_as(checks.quarantine_share(settings=settings, cohort=cohort, cohort_quarantine=quarantine(n_bad)), AssetCheckSeverity.WARN)
 
 
-def test_no_patient_in_two_splits_fails_a_patient_split_twice_or_a_heldout_patient_in_training():
-    cohort, splits = _cohort(), _splits()
-    assert _passed(checks.no_patient_in_two_splits(patient_splits=splits, cohort=cohort))
+def test_no_patient_in_two_splits_fails_a_patient_split_twice_or_a_heldout_patient_in_training(settings):
+    ood = settings.ood_policy()
+    assert ood == OodPolicy("vendor", ("D",))  # the phantom's default: vendor D is never trained on
+    cohort, splits = _cohort(), _splits(ood)
+
+    def check(table):
+        return checks.no_patient_in_two_splits(settings=settings, patient_splits=table, cohort=cohort)
+
+    assert _passed(check(splits))
     twice = pd.concat([splits, splits.iloc[[0]].assign(split="test" if splits.iloc[0]["split"] != "test" else "train")])
-    assert _failed_as(checks.no_patient_in_two_splits(patient_splits=twice, cohort=cohort), AssetCheckSeverity.ERROR)
+    assert _failed_as(check(twice), AssetCheckSeverity.ERROR)
     heldout_trained = splits.copy()
     heldout_trained.loc[heldout_trained["split"] == "heldout", "split"] = "train"
-    assert not _passed(checks.no_patient_in_two_splits(patient_splits=heldout_trained, cohort=cohort))
-    assert not _passed(checks.no_patient_in_two_splits(patient_splits=splits.iloc[1:], cohort=cohort))  # one unsplit
+    assert not _passed(check(heldout_trained))
+    assert not _passed(check(splits.iloc[1:]))  # one unsplit
+    # a patient of the held-out vendor in training, or one of a training vendor tested out of distribution
+    vendor_of = dict(zip(cohort["patient_id"], cohort["vendor"]))
+    ood_rows = splits.index[splits["split"] == "ood_test"]
+    assert len(ood_rows) and all(vendor_of[p] == "D" for p in splits.loc[ood_rows, "patient_id"])
+    for moved in (splits.assign(split=splits["split"].where(splits.index != ood_rows[0], "train")),
+                  splits.assign(split=splits["split"].where(splits["split"] != "test", "ood_test"))):
+        result = check(moved)
+        assert _failed_as(result, AssetCheckSeverity.ERROR)
+    # the same splits under no policy: the D patients' ood splits are themselves the leak
+    assert not _passed(checks.no_patient_in_two_splits(
+        settings=PipelineSettings(profile="smoke", data_lake=settings.data_lake, ood_holdout="none"),
+        patient_splits=splits, cohort=cohort))
 
 
 def test_cell_minimum_counts_warns_about_a_cell_below_the_minimum(settings):

@@ -42,13 +42,13 @@ from cardio_assets.classify.train import (
     undersample_healthy,
 )
 from cardio_assets.cohort.cells import CELL_KEYS
+from cardio_assets.cohort.splits import EVALUATION_SETS
 from cardio_assets.cohort.training_patients import classifier_run_name, patient_roles
 
 PREDICTION_COLUMNS = (
     "strategy", "seed", "evaluation_set", "patient_id", "cell", "sex", "age_band", "bmi_band",
     "label", "score", "threshold", "prediction",
 )
-EVALUATION_SETS = ("test", "heldout")
 
 
 @dataclass(frozen=True)

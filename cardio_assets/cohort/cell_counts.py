@@ -15,7 +15,10 @@ def summarize_cells(cohort: pd.DataFrame, splits: pd.DataFrame) -> pd.DataFrame:
       study cohort, the same for its healthy and HF cells;
     - `share_of_cohort`: the cell's share of study patients with a cell;
     - `sampling_weight`: the paper's debiased sampling weight, inversely proportional to
-      the cell's size, normalised to sum to 1 over non-empty cells (0 for empty cells).
+      the cell's size in distribution (its train, validation and test patients: not the
+      out-of-distribution vendors' or sites'), normalised to sum to 1 over non-empty cells
+      (0 for empty cells);
+    - `vendors`, `sites`: the cell's study patients per vendor and site ("A 12 · B 3").
     """
     study = cohort[(cohort["subset"] != "heldout") & cohort["cell"].notna()]
     split_of = dict(zip(splits["patient_id"], splits["split"]))
@@ -41,13 +44,22 @@ def summarize_cells(cohort: pd.DataFrame, splits: pd.DataFrame) -> pd.DataFrame:
             "n_val": int(split_counts.get((cell.key, "val"), 0)),
             "n_test": int(split_counts.get((cell.key, "test"), 0)),
             "n_heldout": int(heldout.get(cell.key, 0)),
+            "n_ood_test": int(split_counts.get((cell.key, "ood_test"), 0)),
+            "vendors": _counts_text(study.loc[study["cell"] == cell.key, "vendor"]),
+            "sites": _counts_text(study.loc[study["cell"] == cell.key, "site"]),
             "hf_prevalence": (int(demo_hf.get(cell.demographic_key, 0)) / total) if total else np.nan,
             "share_of_cohort": n / len(study) if len(study) else 0.0,
         })
     table = pd.DataFrame(rows)
-    inverse = np.where(table["n_patients"] > 0, 1.0 / table["n_patients"].clip(lower=1), 0.0)
+    in_distribution = table["n_train"] + table["n_val"] + table["n_test"]
+    inverse = np.where(in_distribution > 0, 1.0 / in_distribution.clip(lower=1), 0.0)
     table["sampling_weight"] = inverse / inverse.sum() if inverse.sum() > 0 else 0.0
     return table
+
+
+def _counts_text(values: pd.Series) -> str:
+    counts = values.fillna("unknown").astype(str).value_counts().sort_index()
+    return " · ".join(f"{name} {n}" for name, n in counts.items())
 
 
 def without_cell_counts(cohort: pd.DataFrame) -> dict[str, int]:

@@ -118,3 +118,8 @@ def prompt(sex: str, age: float, bmi: float, diagnosis: str) -> str:
     """The paper's text prompt, e.g. ``Male, age in 70s, normal BMI, heart failure``."""
     bmi_word = {"normal": "normal", "overweight": "overweight", "obese": "obese"}[bmi_band(bmi)]
     return f"{SEX_LABELS[sex]}, age in {decade(age)}s, {bmi_word} BMI, {DIAGNOSIS_LABELS[diagnosis]}"
+
+
+def label_prompt(diagnosis: str) -> str:
+    """The prompt of the conditioning ablation's generator: the diagnosis alone, e.g. ``heart failure``."""
+    return DIAGNOSIS_LABELS[diagnosis]

@@ -6,6 +6,10 @@ are shuffled with the run's seed and the first round(20%) go to test. A cell of 
 or two patients therefore keeps them all in training, which is what the generator
 needs most. Patients with no cell (a missing attribute) are split as one more stratum.
 The phantom's balanced held-out cohort is never split: it is all "heldout".
+
+With an out-of-distribution policy (:mod:`cardio_assets.cohort.ood`), the patients of the
+held-out vendors or sites are set apart first, as "ood_test" (study) and "ood_heldout"
+(balanced held-out cohort); the rest is split as above.
 """
 
 from __future__ import annotations
@@ -13,13 +17,23 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-SPLITS = ("train", "val", "test", "heldout")
+from cardio_assets.cohort.ood import OOD_SPLITS, OodPolicy
+
+SPLITS = ("train", "val", "test", "heldout", "ood_test", "ood_heldout")
+# what the classifiers are evaluated on: never trained, validated or selected on
+EVALUATION_SETS = ("test", "heldout", "ood_test", "ood_heldout")
 
 
-def split_patients(cohort: pd.DataFrame, seed: int, test_fraction: float = 0.2, val_fraction: float = 0.2) -> pd.DataFrame:
+def split_patients(cohort: pd.DataFrame, seed: int, test_fraction: float = 0.2, val_fraction: float = 0.2,
+                   ood: OodPolicy | None = None) -> pd.DataFrame:
     """One row per patient: patient_id, cell, split."""
     rng = np.random.default_rng(seed)
     out = []
+    if ood is not None:
+        held = ood.held_out(cohort)
+        out += [(pid, cell, OOD_SPLITS[subset]) for pid, cell, subset
+                in zip(cohort.loc[held, "patient_id"], cohort.loc[held, "cell"], cohort.loc[held, "subset"])]
+        cohort = cohort[~held]
     heldout = cohort[cohort["subset"] == "heldout"]
     out += [(pid, cell, "heldout") for pid, cell in zip(heldout["patient_id"], heldout["cell"])]
     study = cohort[cohort["subset"] != "heldout"].copy()

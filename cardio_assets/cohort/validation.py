@@ -20,7 +20,7 @@ from cardio_assets.cohort.readers.base import PatientEntry, QuarantineRow
 from cardio_assets.cohort.volumes import VolumeError, load_cine, load_mask
 
 COHORT_COLUMNS = [
-    "patient_id", "source", "subset", "sex", "age", "bmi", "diagnosis", "cell", "no_cell_reason",
+    "patient_id", "source", "subset", "vendor", "site", "sex", "age", "bmi", "diagnosis", "cell", "no_cell_reason",
     "age_band", "bmi_band", "image_path", "ed_mask_path", "ed_mask_frame", "es_mask_path",
     "es_mask_frame", "label_map", "ed_frame", "es_frame", "es_from", "es_agreement", "n_x", "n_y",
     "n_slices", "n_frames", "spacing_x", "spacing_y", "spacing_z", "lv_slices", "extra",
@@ -92,6 +92,8 @@ def validate_entry(entry: PatientEntry) -> dict | QuarantineRow:
         "diagnosis": entry.diagnosis,
         "cell": cell,
         "no_cell_reason": None if cell else "; ".join(no_cell_reasons(entry)),
+        "vendor": entry.vendor,
+        "site": entry.site,
         "age_band": age_band(entry.age) if _finite(entry.age) else None,
         "bmi_band": bmi_band(entry.bmi) if _finite(entry.bmi) else None,
         "image_path": entry.image_path,
@@ -232,6 +234,8 @@ def cohort_frame(rows: list[dict]) -> pd.DataFrame:
         frame[col] = frame[col].astype("Int64")
     for col in ("age", "bmi", "es_agreement", "spacing_x", "spacing_y", "spacing_z"):
         frame[col] = frame[col].astype("float64")
+    for col in ("vendor", "site"):
+        frame[col] = frame[col].astype("string")
     return frame.sort_values("patient_id", kind="stable").reset_index(drop=True)
 
 

@@ -13,6 +13,8 @@ import pandas as pd
 
 from cardio_assets.cohort.cells import AGE_RANGE, BMI_RANGE, DIAGNOSES, SEXES, cell_key_or_none
 from cardio_assets.cohort.labels import CANONICAL_LABELS
+from cardio_assets.cohort.ood import OOD_SPLITS, OodPolicy
+from cardio_assets.cohort.splits import EVALUATION_SETS
 from cardio_assets.cohort.validation import COHORT_COLUMNS
 from cardio_assets.generation.memorization import MEMORIZATION_RMS
 from cardio_assets.lake.values import FrameSet
@@ -47,19 +49,28 @@ def duplicated_ids(table: pd.DataFrame) -> list[str]:
     return sorted(table.loc[table["patient_id"].duplicated(keep=False), "patient_id"].unique().tolist())
 
 
-def split_leaks(splits: pd.DataFrame, cohort: pd.DataFrame) -> list[str]:
-    """Patients in more than one split, held-out patients outside 'heldout', or patients without a split."""
+def split_leaks(splits: pd.DataFrame, cohort: pd.DataFrame, ood: OodPolicy | None = None) -> list[str]:
+    """Patients in more than one split, held-out patients outside 'heldout'/'ood_heldout', patients
+    without a split, and (with an out-of-distribution policy) a held-out vendor's or site's patient
+    in a training, validation or in-distribution split, or another's in an out-of-distribution one."""
     problems = []
     multi = splits.groupby("patient_id")["split"].nunique()
     if (multi > 1).any():
         problems.append(f"{int((multi > 1).sum())} patients in more than one split")
     heldout_ids = set(cohort.loc[cohort["subset"] == "heldout", "patient_id"])
-    misplaced = splits[splits["patient_id"].isin(heldout_ids) & (splits["split"] != "heldout")]
+    misplaced = splits[splits["patient_id"].isin(heldout_ids) & ~splits["split"].isin(["heldout", "ood_heldout"])]
     if len(misplaced):
         problems.append(f"{len(misplaced)} held-out patients in a training/validation/test split")
     unsplit = set(cohort["patient_id"]) - set(splits["patient_id"])
     if unsplit:
         problems.append(f"{len(unsplit)} cohort patients without a split")
+    split_of = cohort["patient_id"].map(dict(zip(splits["patient_id"], splits["split"])))
+    in_ood_split = split_of.isin(list(OOD_SPLITS.values())).to_numpy()
+    held = ood.held_out(cohort).to_numpy() if ood is not None else np.zeros(len(cohort), bool)
+    for rows, what in ((held & ~in_ood_split, f"patients of the held-out {ood} in a training, validation or in-distribution split"),
+                       (~held & in_ood_split, "patients of the training vendors or sites in an out-of-distribution split")):
+        if rows.any():
+            problems.append(f"{int(rows.sum())} {what}, e.g. {sorted(cohort.loc[rows, 'patient_id'])[:3]}")
     return problems
 
 
@@ -118,7 +129,7 @@ def foreign_sources(source_hashes, train_hashes: set[str]) -> list[str]:
 def evaluation_leaks(predictions: pd.DataFrame, splits: pd.DataFrame) -> list[str]:
     """Predictions on patients that any strategy could have trained or selected on (train/val)."""
     split_of = dict(zip(splits["patient_id"], splits["split"]))
-    seen = predictions.loc[~predictions["patient_id"].map(split_of).isin(["test", "heldout"]), "patient_id"].unique()
+    seen = predictions.loc[~predictions["patient_id"].map(split_of).isin(EVALUATION_SETS), "patient_id"].unique()
     return [f"{len(seen)} evaluated patients are not test or held-out patients, e.g. {sorted(seen)[:3]}"] if len(seen) else []
 
 
@@ -181,7 +192,7 @@ def training_leaks(training: pd.DataFrame, splits: pd.DataFrame) -> list[str]:
     held-out patients, or that the split table does not know (then nothing proves where they belong)."""
     split_of = training["patient_id"].map(dict(zip(splits["patient_id"], splits["split"])))
     problems = []
-    for what, rows in (("test or held-out", split_of.isin(["test", "heldout"])), ("unknown", split_of.isna())):
+    for what, rows in (("test or held-out", split_of.isin(EVALUATION_SETS)), ("unknown", split_of.isna())):
         bad = training[rows.to_numpy()]
         if len(bad):
             problems.append(f"{bad['patient_id'].nunique()} {what} patients used for {sorted(set(bad['role']))} by "

@@ -71,10 +71,11 @@ def quarantine_share(settings: PipelineSettings, cohort: pd.DataFrame, cohort_qu
     asset="patient_splits",
     additional_ins={"cohort": AssetIn()},
     blocking=True,
-    description="No patient in two splits; held-out patients only in 'heldout'; every patient split.",
+    description="No patient in two splits; held-out patients only in 'heldout'; every patient split; "
+                "no patient of an out-of-distribution vendor or site in a training, validation or in-distribution split.",
 )
-def no_patient_in_two_splits(patient_splits: pd.DataFrame, cohort: pd.DataFrame) -> AssetCheckResult:
-    return _result(split_leaks(patient_splits, cohort))
+def no_patient_in_two_splits(settings: PipelineSettings, patient_splits: pd.DataFrame, cohort: pd.DataFrame) -> AssetCheckResult:
+    return _result(split_leaks(patient_splits, cohort, settings.ood_policy()))
 
 
 @asset_check(asset="subgroup_cells", description="Cells with fewer training patients than the profile's minimum (warning: the generator must borrow masks).")

@@ -1,5 +1,6 @@
 """Generator assets: backbone -> ControlNet -> attribute predictors -> synthetic frames per cell."""
 
+import dataclasses
 import hashlib
 from pathlib import Path
 
@@ -18,7 +19,7 @@ from dagster import (
 
 from cardio_assets.classify.attributes import AttributePredictor, train_attribute_predictor
 from cardio_assets.classify.strategies import ImageSet
-from cardio_assets.cohort.cells import BMI_BANDS, Cell
+from cardio_assets.cohort.cells import BMI_BANDS, Cell, label_prompt
 from cardio_assets.cohort.training_patients import patient_roles, write_training_patients
 from cardio_assets.defs.gpu import GPU_POOL, GpuResource, data_parallel_from_env
 from cardio_assets.defs.images import gather, png_markdown, read_all
@@ -72,15 +73,8 @@ def controlnet(context: AssetExecutionContext, settings: PipelineSettings, gpu: 
     """ControlNet on the frozen backbone, conditioned on the prompt and the ED/ES masks; resumes after a kill."""
     config = gpu.apply(settings.get_profile().diffusion)
     images, controls = gather(frames, splits=("train",))
-    out_dir = fetched(settings.models_dir() / "controlnet")  # a checkpoint another machine left: resume it
-    fetched(diffusion_backbone["folder"])
-    record = train_controlnet_data_parallel(
-        gpu.data_parallel, diffusion_backbone["folder"], images.frames(), controls.frames(), images.index["prompt"].tolist(),
-        config, out_dir, log=context.log.info, cells=images.index["cell"].tolist(),
-    )
-    write_training_patients(out_dir, patient_roles("controlnet", "controlnet", images.index["patient_id"]))
-    weights = next((out_dir / "controlnet").glob("*.safetensors"))
-    checkpoint_hash = hashlib.blake2b(weights.read_bytes(), digest_size=8).hexdigest()
+    out_dir, record, checkpoint_hash = train_controlnet_on(settings, gpu, images, controls, images.index["prompt"].tolist(),
+                                                           diffusion_backbone, "controlnet", context.log.info)
     grids = sample_figures(settings, config, diffusion_backbone["folder"], out_dir / "controlnet", images, controls)
     context.add_output_metadata({
         "steps": record.get("steps"),
@@ -93,6 +87,21 @@ def controlnet(context: AssetExecutionContext, settings: PipelineSettings, gpu: 
         "grid_files": MetadataValue.json([str(g) for g in grids]),
     })
     return {"folder": str(out_dir / "controlnet"), "backbone": diffusion_backbone["folder"], "checkpoint_hash": checkpoint_hash, "record": record}
+
+
+def train_controlnet_on(settings: PipelineSettings, gpu: GpuResource, images: ImageSet, controls: ImageSet, prompts: list[str],
+                        diffusion_backbone: dict, name: str, log) -> tuple[Path, dict, str]:
+    """Train (or resume) a ControlNet into models/<name>: (its folder, training record, weights hash)."""
+    config = gpu.apply(settings.get_profile().diffusion)
+    out_dir = fetched(settings.models_dir() / name)  # a checkpoint another machine left: resume it
+    fetched(diffusion_backbone["folder"])
+    record = train_controlnet_data_parallel(
+        gpu.data_parallel, diffusion_backbone["folder"], images.frames(), controls.frames(), prompts,
+        config, out_dir, log=log, cells=images.index["cell"].tolist(),
+    )
+    write_training_patients(out_dir, patient_roles(name, name, images.index["patient_id"]))
+    weights = next((out_dir / "controlnet").glob("*.safetensors"))
+    return out_dir, record, hashlib.blake2b(weights.read_bytes(), digest_size=8).hexdigest()
 
 
 def sample_figures(settings, config, backbone_dir, controlnet_dir, images, controls) -> list[Path]:
@@ -169,10 +178,23 @@ def attribute_predictors(context: AssetExecutionContext, settings: PipelineSetti
 def synthetic_frames(
     context: AssetExecutionContext, settings: PipelineSettings, gpu: GpuResource, frames: dict, controlnet: dict, attribute_predictors: dict
 ):
+    result, log, frames_metadata, log_metadata = synthesize_cell(context, settings, gpu, frames, controlnet, attribute_predictors)
+    yield Output(result, output_name="synthetic_frames", metadata=frames_metadata)
+    yield Output(log, output_name="synthetic_qc_log", metadata=log_metadata)
+
+
+def synthesize_cell(context: AssetExecutionContext, settings: PipelineSettings, gpu: GpuResource, frames: dict, controlnet: dict,
+                    attribute_predictors: dict, label_only: bool = False) -> tuple:
+    """One cell's synthetic frames with quality control: (frames, QC log, their metadata).
+
+    label_only: prompts hold the diagnosis alone (the conditioning ablation's generator); QC then
+    checks the masks only, since sex, age and BMI were not asked for."""
     cell = context.partition_key
     profile = settings.get_profile()
     config = gpu.apply(profile.diffusion)
     items, from_cell = plan_items(cell, frames, profile.synthetic_per_cell, settings.seed, privacy_salt(settings.lake_dir()))
+    if label_only:
+        items = [dataclasses.replace(it, prompt=label_prompt(it.expected["diagnosis"])) for it in items]
     if from_cell != cell:
         context.log.warning(f"{cell} has no training patient: borrowing masks from {from_cell}")
     # calibrated on the population the masks are drawn from: every training image (central and
@@ -183,7 +205,8 @@ def synthetic_frames(
     for folder in (attribute_predictors["folder"], controlnet["folder"], controlnet["backbone"]):
         fetched(folder)
     predictor = AttributePredictor.load(Path(attribute_predictors["folder"]), attribute_predictors["image_size"])
-    check = make_check(thresholds, probabilities=predictor.probabilities_one, floors=predictor.qc_floors())
+    floors = {} if label_only else predictor.qc_floors()
+    check = make_check(thresholds, probabilities=predictor.probabilities_one, floors=floors)
     sampler = Sampler(controlnet["backbone"], controlnet["folder"], config)
     accepted, rejected = generate_with_qc(
         lambda c, p, s: sampler.generate(c, p, s, log=context.log.info), check, items, max_attempts=3,
@@ -201,15 +224,16 @@ def synthetic_frames(
     log["near_copy"] = log["nearest_real_rms"] < MEMORIZATION_RMS
     pass_rate = len(accepted) / len(items) if items else 1.0
     failures = log.loc[~log["qc_passed"], "failure_modes"].value_counts().to_dict()
-    yield Output(result, output_name="synthetic_frames", metadata={
+    frames_metadata = {
         "requested": len(items), "accepted": len(accepted), "qc_pass_rate": pass_rate,
         "borrowed_masks_from": from_cell if from_cell != cell else "",
-        "qc_trusted_attributes": MetadataValue.json(sorted(predictor.trusted)),
-        "qc_attribute_floors": MetadataValue.json(predictor.qc_floors()),
+        "qc_trusted_attributes": MetadataValue.json(sorted(set(floors))),
+        "qc_attribute_floors": MetadataValue.json(floors),
         "checkpoint_hash": controlnet["checkpoint_hash"],
         "near_copies": int(log["near_copy"].sum()),
-    })
-    yield Output(log, output_name="synthetic_qc_log", metadata={
+    }
+    log_metadata = {
         "qc_pass_rate": pass_rate,
         "failure_modes": table_metadata(pd.DataFrame({"failure_mode": list(failures), "images": list(failures.values())})),
-    })
+    }
+    return result, log, frames_metadata, log_metadata

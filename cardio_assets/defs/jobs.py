@@ -45,6 +45,24 @@ reports_job = define_asset_job(
     description="Gather the classifier runs of every strategy and write the fairness and realism reports.",
 )
 
+ablation_generator_job = define_asset_job(
+    "ablation_generator_job",
+    selection=AssetSelection.assets("label_only_controlnet"),
+    description="Conditioning ablation: train the label-only ControlNet (needs the main generator's backbone).",
+)
+
+ablation_synthetic_job = define_asset_job(
+    "ablation_synthetic_job",
+    selection=AssetSelection.assets("label_only_synthetic_frames", "label_only_synthetic_qc_log"),
+    description="Conditioning ablation: one cell's synthetic frames from the label-only generator.",
+)
+
+ablation_report_job = define_asset_job(
+    "ablation_report_job",
+    selection=AssetSelection.assets("conditioning_ablation"),
+    description="Conditioning ablation: classifiers with each arm's synthetic frames, in and out of distribution.",
+)
+
 
 @schedule(
     job=synthetic_job,

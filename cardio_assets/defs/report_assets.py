@@ -25,8 +25,17 @@ from cardio_assets.generation import Sampler
 from cardio_assets.lake.mirror import fetched
 from cardio_assets.metrics.fairness import fairness_metrics
 from cardio_assets.metrics.fairness_report import write_fairness_report
-from cardio_assets.metrics.realism import diversity_table, extractor_sanity, inception_extractor, module_extractor, realism_table
+from cardio_assets.metrics.fairness_tables import report_strategies
+from cardio_assets.metrics.realism import (
+    diversity_table,
+    extractor_sanity,
+    inception_extractor,
+    module_extractor,
+    realism_table,
+    scanner_shift_table,
+)
 from cardio_assets.metrics.realism_report import table1, write_realism_report
+from cardio_assets.metrics.shift import shift_table
 from cardio_assets.metrics.table2 import table2
 from cardio_assets.phantom.ceiling import accuracy_against_ceiling
 
@@ -109,8 +118,12 @@ def fairness_report(context: AssetExecutionContext, settings: PipelineSettings, 
         "table_2_test": table_metadata(table2(fairness, "test"), index=True),
         "runs": table_metadata(runs_summary(classifier_runs)),
     }
-    if (classifier_predictions["evaluation_set"] == "heldout").any():
-        metadata["table_2_heldout"] = table_metadata(table2(fairness, "heldout"), index=True)
+    for evaluation_set in ("heldout", "ood_test", "ood_heldout"):
+        if (classifier_predictions["evaluation_set"] == evaluation_set).any():
+            metadata[f"table_2_{evaluation_set}"] = table_metadata(table2(fairness, evaluation_set), index=True)
+    if "distribution_shift_ood_test" in paths:
+        metadata["in_vs_out_of_distribution"] = table_metadata(
+            shift_table(fairness, "test", "ood_test", report_strategies(fairness, None)))
     for name, path in plots.items():
         metadata[f"plot_{name}"] = MetadataValue.md(png_markdown(Path(path), name))
         metadata[f"plot_{name}_file"] = MetadataValue.path(str(path))
@@ -138,14 +151,22 @@ def realism_report(context: AssetExecutionContext, settings: PipelineSettings, g
     sanity = extractor_sanity(real, extractor, n=profile.fid_images, seed=settings.seed)
     context.log.info(f"feature extractor sanity (FID): {dict(zip(sanity['check'], sanity['fid'].round(2)))}")
     diversity = _diversity(settings, gpu, frames, controlnet, profile)
+    held_out, _ = gather(frames, splits=("ood_test", "ood_heldout"))
+    shift = None
+    if len(held_out):  # a vendor or site held out: how far it lies from the training scanners and the synthetic frames
+        training_scanners, _ = gather(frames, splits=("train",), central_only=True)
+        shift = scanner_shift_table(training_scanners, held_out, synthetic, extractor, n=profile.fid_images,
+                                    repeats=profile.fid_repeats, seed=settings.seed)
+        context.log.info(f"scanner shift (FID): {dict(zip(shift['comparison'], shift['fid_mean'].round(2)))}")
     paths = write_realism_report(table, settings.reports_dir() / "realism", diversity=diversity, extractor_description=extractor.description,
-                                 sanity=sanity, extractor_accuracy=accuracy)
+                                 sanity=sanity, extractor_accuracy=accuracy, scanner_shift=shift)
     context.add_output_metadata({
         "report": MetadataValue.path(str(paths["report"])),
         "table_1": table_metadata(table1(table)),
         "feature_extractor": extractor.description,
         "feature_extractor_sanity": table_metadata(sanity),
         "intra_prompt_ms_ssim": float(diversity["ms_ssim"].mean()) if len(diversity) else float("nan"),
+        **({"scanner_shift": table_metadata(shift)} if shift is not None else {}),
     })
     return table
 

@@ -8,6 +8,7 @@ from pathlib import Path
 from dagster import ConfigurableResource, EnvVar
 from pydantic import Field, field_validator
 
+from cardio_assets.cohort.ood import OodPolicy
 from cardio_assets.lake import mirror
 from cardio_assets.profiles import Profile, get_profile
 
@@ -26,6 +27,7 @@ STRING_VARS = {
     "sd_backbone_dir": "CARDIO_SD_BACKBONE_DIR",
     "resnet_weights": "CARDIO_RESNET_WEIGHTS",
     "inception_weights": "CARDIO_INCEPTION_WEIGHTS",
+    "ood_holdout": "CARDIO_OOD_HOLDOUT",
 }
 INT_VARS = {"seed": "CARDIO_SEED", "workers": "CARDIO_WORKERS"}
 UKBB_INSTANCE_FALLBACK_VAR = "CARDIO_UKBB_INSTANCE_FALLBACK"
@@ -62,6 +64,7 @@ class PipelineSettings(ConfigurableResource):
     ukbb_instance_fallback: bool = Field(default=False, description="UK Biobank: where age or BMI is blank at the imaging visit (instance 2), take another visit's value (recorded per patient); off: blank, no cell")
     sd_backbone_dir: str = Field(default="", description="local Stable Diffusion 2.1-base folder (diffusers layout); empty: train the profile's small backbone")
     resnet_weights: str = Field(default="", description="local ImageNet ResNet-18 state_dict file; empty: random initialisation")
+    ood_holdout: str = Field(default="auto", description="vendors or sites no model trains on, tested out of distribution: column=value[,value] (vendor=D, site=site-4); auto: the profile's for the phantom, none for real data; none: off")
     inception_weights: str = Field(default="", description="local FID InceptionV3 weights file (torch-fidelity); empty: a feature extractor trained on real frames")
 
     @field_validator("data_lake", mode="before")
@@ -94,6 +97,12 @@ class PipelineSettings(ConfigurableResource):
 
     def get_profile(self) -> Profile:
         return get_profile(self.profile)
+
+    def ood_policy(self) -> OodPolicy | None:
+        """The out-of-distribution hold-out of this run (`cohort.ood`)."""
+        if self.ood_holdout.strip().lower() == "auto":
+            return OodPolicy.parse(self.get_profile().phantom_ood_holdout) if self.source == "phantom" else None
+        return OodPolicy.parse(self.ood_holdout)
 
     def lake_dir(self) -> Path:
         """The local folder steps read and write: the lake itself, or the working copy of a lake on

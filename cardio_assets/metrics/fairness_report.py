@@ -21,13 +21,19 @@ from cardio_assets.metrics.fairness_tables import (
     report_labels,
     report_strategies,
 )
-from cardio_assets.metrics.report_format import EVALUATION_SET_TITLES, markdown_table, write_csv
+from cardio_assets.metrics.report_format import EVALUATION_SET_TITLES, OOD_PAIRS, markdown_table, write_csv
+from cardio_assets.metrics.shift import shift_table
 from cardio_assets.metrics.table2 import table2
 
 FAIRNESS_SECTIONS = (
     "Models used", "Table 2: balanced accuracy per group", "Per-cell results", "Intersectional subgroups",
-    "Gaps and their change versus real", "Underdiagnosis gap", "AUROC", "Paired comparisons against real", "Plots",
+    "Gaps and their change versus real", "Underdiagnosis gap", "AUROC", "Paired comparisons against real",
+    "In and out of distribution", "Plots",
 )
+
+
+# the rare groups, where synthetic data should help most, shown in and out of distribution too
+SHIFT_GROUPS = ("Age < 60", "Normal BMI")
 
 
 @dataclass
@@ -53,7 +59,7 @@ def write_fairness_report(fairness: pd.DataFrame, out_dir, runs: pd.DataFrame | 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     strategies = report_strategies(fairness, strategies)
-    evaluation_sets = [e for e in ("test", "heldout") if e in set(fairness["evaluation_set"])]
+    evaluation_sets = [e for e in EVALUATION_SET_TITLES if e in set(fairness["evaluation_set"])]
     evaluation_sets += sorted(set(fairness["evaluation_set"]) - set(evaluation_sets))
     report = _Report(fairness, out, strategies, report_labels(strategies, labels), reference, evaluation_sets)
     md = [f"# {title}", ""] + _introduction(report)
@@ -65,6 +71,7 @@ def write_fairness_report(fairness: pd.DataFrame, out_dir, runs: pd.DataFrame | 
     md += _underdiagnosis_gap(report)
     md += _auroc(report)
     md += _paired_comparisons(report)
+    md += _distribution_shift(report)
     md += _plots(report)
     report.paths["fairness_csv"] = write_csv(fairness, out / "fairness_metrics.csv")
     if runs is not None and len(runs):
@@ -181,6 +188,25 @@ def _paired_comparisons(r: _Report) -> list[str]:
     for e in r.evaluation_sets:
         pt = paired_table(r.fairness, e, r.strategies, r.labels, r.reference)
         md += _subsection(e) + [markdown_table(pt) if len(pt) else f"No `{r.reference}` runs to compare with.", ""]
+    return md
+
+
+def _distribution_shift(r: _Report) -> list[str]:
+    md = ["## In and out of distribution", ""]
+    pairs = [(i, o) for i, o in OOD_PAIRS if i in r.evaluation_sets and o in r.evaluation_sets]
+    if not pairs:
+        return md + ["No out-of-distribution evaluation in this run (no vendor or site held out).", ""]
+    md += ["Balanced accuracy on the scanners the models trained on and on the held-out vendor or site they never "
+           "saw [95% bootstrap CI]; out - in is the loss from the shift; vs real is the paired gain over real-only "
+           "training on the same patients, in and out of distribution.", ""]
+    for in_set, out_set in pairs:
+        md += [f"### {EVALUATION_SET_TITLES[in_set]} / {EVALUATION_SET_TITLES[out_set]}", ""]
+        for group in ("Overall",) + SHIFT_GROUPS:
+            table = shift_table(r.fairness, in_set, out_set, r.strategies, r.labels, r.reference, group)
+            name = f"distribution_shift_{out_set}" + ("" if group == "Overall" else f"_{group}")
+            if group == "Overall":
+                r.paths[name] = write_csv(table, r.out / f"{name}.csv")
+            md += [f"{group}:", "", markdown_table(table, index=False), ""]
     return md
 
 

@@ -395,3 +395,30 @@ def diversity_table(synthetic, by: tuple[str, ...] | None = None, max_groups: in
         out.append({**dict(zip(by, key)), "cell": index["cell"].iloc[rows[0]] if "cell" in index else None,
                     "n_images": len(rows), "ms_ssim": intra_prompt_diversity(frames.subset(rows))})
     return pd.DataFrame(out, columns=list(by) + ["cell", "n_images", "ms_ssim"])
+
+
+# --------------------------------------------------------------------------- scanner shift
+
+SHIFT_COLUMNS = ("comparison", "n", "repeats", "fid_mean", "fid_std", "kid_mean", "kid_std")
+
+
+def scanner_shift_table(real_in, real_out, synthetic, extractor: FeatureExtractor, n: int = 500, repeats: int = 3,
+                        seed: int = 0, kid_subsets: int = 100, batch_size: int = 64) -> pd.DataFrame:
+    """How far the held-out vendor's or site's real frames lie from what the models train on.
+
+    real_in: real frames of the training scanners; real_out: real frames of the held-out ones (never
+    trained on); synthetic: the generator's frames (None: real rows only). Rows: the training
+    scanners against themselves (the lower bound), against the held-out scanners (the shift), and
+    synthetic frames against each: synthetic frames closer to the held-out scanners than the
+    training scanners are would be a sign the generator covers part of the shift."""
+    sets = {"real, training scanners": real_in, "real, held-out scanners": real_out, "synthetic": synthetic}
+    pairs = [("real, training scanners", None), ("real, training scanners", "real, held-out scanners")]
+    if synthetic is not None:
+        pairs += [("synthetic", "real, training scanners"), ("synthetic", "real, held-out scanners")]
+    rows = []
+    for k, (a, b) in enumerate(pairs):
+        groups = sets[a].index["patient_id"].to_numpy() if b is None else None
+        res = fid_kid(sets[a].images, None if b is None else sets[b].images, extractor, n, repeats, seed=[seed, 7, k],
+                      groups_a=groups, kid_subsets=kid_subsets, batch_size=batch_size)
+        rows.append({"comparison": f"{a} - {a if b is None else b}", **{c: res[c] for c in SHIFT_COLUMNS[1:]}})
+    return pd.DataFrame(rows, columns=list(SHIFT_COLUMNS))

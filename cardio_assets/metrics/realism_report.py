@@ -14,7 +14,7 @@ import pandas as pd
 
 from cardio_assets.lake.atomic import atomic_write_text
 from cardio_assets.metrics.realism import REAL_REAL, REAL_SYNTHETIC, TABLE1_ATTRIBUTES, sanity_holds
-from cardio_assets.metrics.report_format import markdown_table, write_csv
+from cardio_assets.metrics.report_format import format_mean_std, markdown_table, write_csv
 
 REALISM_SECTIONS = ("Feature extractor", "Table 1: FID (KID) per subgroup", "Diversity")
 
@@ -47,12 +47,14 @@ def table1(realism: pd.DataFrame) -> pd.DataFrame:
 def write_realism_report(realism: pd.DataFrame, out_dir, diversity: pd.DataFrame | None = None,
                          extractor_description: str | None = None,
                          title: str = "Realism of the synthetic frames",
-                         sanity: pd.DataFrame | None = None, extractor_accuracy: pd.DataFrame | None = None) -> dict[str, Path]:
+                         sanity: pd.DataFrame | None = None, extractor_accuracy: pd.DataFrame | None = None,
+                         scanner_shift: pd.DataFrame | None = None) -> dict[str, Path]:
     """Markdown (Table 1 shape, KID beside FID, diversity) + CSVs in `out_dir`; returns {name: path}.
 
     sanity: `realism.extractor_sanity`'s table; extractor_accuracy: the attribute predictors'
     validation balanced accuracy per attribute, with the phantom's ceiling where known (the
     extractor is their penultimate layer when no InceptionV3 weights are configured).
+    scanner_shift: `realism.scanner_shift_table`, where a vendor or site is held out.
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -66,8 +68,21 @@ def write_realism_report(realism: pd.DataFrame, out_dir, diversity: pd.DataFrame
     md += _extractor_checks(sanity, extractor_accuracy, out, paths)
     md += _table1_section(realism, out, paths)
     md += _diversity_section(diversity, out, paths)
+    md += _scanner_shift_section(scanner_shift, out, paths)
     paths["report"] = atomic_write_text(out / "realism_report.md", "\n".join(md) + "\n")
     return paths
+
+
+def _scanner_shift_section(shift: pd.DataFrame | None, out: Path, paths: dict[str, Path]) -> list[str]:
+    if shift is None or not len(shift):
+        return []
+    paths["scanner_shift_csv"] = write_csv(shift, out / "scanner_shift.csv")
+    table = shift.assign(FID=[format_mean_std(m, s, 2) for m, s in zip(shift["fid_mean"], shift["fid_std"])],
+                         KID=[format_mean_std(m, s, 4) for m, s in zip(shift["kid_mean"], shift["kid_std"])])
+    return ["## The held-out scanners", "",
+            "FID between the real frames of the scanners the models train on, the real frames of the held-out vendor "
+            "or site (out of distribution), and the synthetic frames (mean ± std over repeats, n images a side).", "",
+            markdown_table(table[["comparison", "n", "FID", "KID"]], index=False), ""]
 
 
 def _extractor_checks(sanity: pd.DataFrame | None, accuracy: pd.DataFrame | None, out: Path,

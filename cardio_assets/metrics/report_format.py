@@ -12,7 +12,11 @@ from cardio_assets.lake.atomic import atomic_write_text
 EVALUATION_SET_TITLES = {
     "test": "Test set (the cohort's prevalence)",
     "heldout": "Balanced held-out set (equal patients per cell)",
+    "ood_test": "Out of distribution: the held-out vendor or site, at its own prevalence",
+    "ood_heldout": "Out of distribution: the held-out vendor's or site's balanced held-out set",
 }
+# each out-of-distribution set and the in-distribution set it is compared with
+OOD_PAIRS = (("test", "ood_test"), ("heldout", "ood_heldout"))
 
 
 def format_mean_std(mean: float, std: float, digits: int = 3) -> str:

@@ -13,12 +13,13 @@ The one knob on how hard HF is to see is ``difficulty`` (see :func:`separation`)
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 
 from cardio_assets.phantom.config import PhantomConfig
 from cardio_assets.phantom.population import PatientAttributes
+from cardio_assets.phantom.scanners import SCANNERS, VENDORS, acquisition
 
 # ---------------------------------------------------------------------------------------
 # Attribute effects, in one place. Baselines are for a 64-year-old woman.
@@ -50,7 +51,6 @@ TISSUE = {
     "blood": (220.0, 8.0), "myo": (70.0, 5.0), "fat": (200.0, 8.0), "muscle": (100.0, 6.0),
     "lung": (15.0, 4.0), "liver": (90.0, 7.0), "aorta": (190.0, 10.0),
 }
-NOISE_SIGMA = (3.0, 5.0)  # reference units, uniform per patient
 
 
 def separation(difficulty: float) -> float:
@@ -122,7 +122,10 @@ class PatientParams:
     aorta_u_mm: float
     aorta_v_mm: float
     aorta_radius_mm: float
-    # acquisition
+    # acquisition (`phantom.scanners`: the scanner decides these, not the patient)
+    site: str
+    vendor: str
+    edge_width_voxels: float  # partial-volume width of tissue edges, in voxels
     spacing_mm: float
     slice_mm: float
     gain: float
@@ -170,7 +173,10 @@ def sample_anatomy(attrs: PatientAttributes, config: PhantomConfig) -> PatientPa
 
     fat_mm, subcut = _sample_fat(rng, attrs.bmi)
     signal = {name: float(rng.normal(mean, sd)) for name, (mean, sd) in TISSUE.items()}
-    bias = rng.uniform(-0.08, 0.08, size=6)
+    signal["lung"] = max(signal["lung"], 2.0)
+    # the scanner's draws come from a stream of their own: the anatomy is the same on any scanner
+    scan = acquisition(SCANNERS[attrs.vendor or VENDORS[0]], signal,
+                       np.random.default_rng([config.seed, int(attrs.eid), 3]))
 
     return PatientParams(
         eid=attrs.eid, subset=attrs.subset, sex=attrs.sex, age=attrs.age, bmi=attrs.bmi,
@@ -194,18 +200,16 @@ def sample_anatomy(attrs: PatientAttributes, config: PhantomConfig) -> PatientPa
         aorta_u_mm=round(float(rng.normal(18.0, 3.0)), 3),
         aorta_v_mm=round(float(rng.normal(8.0, 3.0)), 3),
         aorta_radius_mm=round(float(rng.uniform(9.0, 12.0)), 3),
-        spacing_mm=round(float(rng.uniform(1.7, 1.9)), 4),
-        slice_mm=float(rng.choice([8.0, 10.0])),
-        gain=round(float(rng.uniform(0.9, 1.1)), 4),
-        noise_sigma=round(float(rng.uniform(*NOISE_SIGMA)), 3),
-        bias_u=round(float(bias[0]), 4), bias_v=round(float(bias[1]), 4),
-        bias_uv=round(float(bias[2]), 4), bias_uu=round(float(bias[3]), 4),
-        bias_vv=round(float(bias[4]), 4), bias_z=round(float(bias[5]), 4),
-        blood_signal=round(signal["blood"], 2), myo_signal=round(signal["myo"], 2),
-        fat_signal=round(signal["fat"], 2), muscle_signal=round(signal["muscle"], 2),
-        lung_signal=round(max(signal["lung"], 2.0), 2), liver_signal=round(signal["liver"], 2),
-        aorta_signal=round(signal["aorta"], 2),
+        site=attrs.site, **scan,
     )
+
+
+def on_scanner(params: PatientParams, vendor: str, config: PhantomConfig) -> PatientParams:
+    """The same patient scanned on another scanner: same anatomy, that scanner's acquisition."""
+    reference = {tissue: getattr(params, f"{tissue}_signal") / SCANNERS[params.vendor].contrast_of(tissue)
+                 for tissue in TISSUE}
+    scan = acquisition(SCANNERS[vendor], reference, np.random.default_rng([config.seed, int(params.eid), 3]))
+    return replace(params, **scan)
 
 
 def _sample_heart(rng: np.random.Generator, attrs: PatientAttributes, sep: float) -> dict:

@@ -5,7 +5,7 @@ One reader then serves the phantom and real UK Biobank data alike::
     <out_dir>/study/<eid>/sa.nii.gz          4D cine int16 (X, Y, Z, T)
     <out_dir>/study/<eid>/seg_sa_ED.nii.gz   3D uint8 labels at ED (frame 0)
     <out_dir>/study/<eid>/seg_sa_ES.nii.gz   3D uint8 labels at ES (smallest LV cavity)
-    <out_dir>/study/metadata.csv             eid,31-0.0,21003-2.0,21001-2.0,41270-0.0
+    <out_dir>/study/metadata.csv             eid,31-0.0,21003-2.0,21001-2.0,41270-0.0,vendor,site
     <out_dir>/study/truth.csv                ground truth and every per-patient parameter
     <out_dir>/heldout/...                    the same, for the balanced held-out cohort
     <out_dir>/manifest.json                  config, its hash, counts; written last
@@ -49,7 +49,8 @@ from cardio_assets.phantom.truth import patient_truth, truth_columns
 SUBSETS = ("study", "heldout")
 IMAGE_FILE, ED_FILE, ES_FILE = "sa.nii.gz", "seg_sa_ED.nii.gz", "seg_sa_ES.nii.gz"
 PATIENT_FILES = (IMAGE_FILE, ED_FILE, ES_FILE)
-METADATA_COLUMNS = ("eid", "31-0.0", "21003-2.0", "21001-2.0", "41270-0.0")
+# UK Biobank field ids, then where the patient was scanned (a multi-site export's own columns)
+METADATA_COLUMNS = ("eid", "31-0.0", "21003-2.0", "21001-2.0", "41270-0.0", "vendor", "site")
 MANIFEST = "manifest.json"
 
 
@@ -134,7 +135,8 @@ def cohort_attributes(config: PhantomConfig) -> dict[str, list[PatientAttributes
 def metadata_row(a: PatientAttributes) -> dict:
     """One metadata.csv row with UK Biobank field ids."""
     return {"eid": a.eid, "31-0.0": 1 if a.sex == "male" else 0,
-            "21003-2.0": f"{a.age:.1f}", "21001-2.0": f"{a.bmi:.1f}", "41270-0.0": a.icd10}
+            "21003-2.0": f"{a.age:.1f}", "21001-2.0": f"{a.bmi:.1f}", "41270-0.0": a.icd10,
+            "vendor": a.vendor, "site": a.site}
 
 
 def _read_json(path: Path) -> dict | None:
@@ -244,6 +246,8 @@ def _manifest(out: Path, config: PhantomConfig, attrs: dict[str, list[PatientAtt
             "hf": sum(int(r["hf"]) for r in rows),
             "healthy": sum(1 - int(r["hf"]) for r in rows),
             "per_cell": per_cell,
+            "per_vendor": {v: sum(r["vendor"] == v for r in rows) for v in sorted({r["vendor"] for r in rows})},
+            "per_site": {v: sum(r["site"] == v for r in rows) for v in sorted({r["site"] for r in rows})},
         }
     n_bytes = sum(f.stat().st_size for s in SUBSETS for f in (out / s).rglob("*.nii.gz"))
     n_all = sum(len(attrs[s]) for s in SUBSETS)

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from cardio_assets.cohort.cells import ALL_CELLS, BMI_BANDS, Cell
+from cardio_assets.phantom.scanners import draw_sites_and_vendors, heldout_site, heldout_vendor
 
 STUDY_EID_BASE = 1_000_000  # study eids are 1000001, 1000002, ...
 HELDOUT_EID_BASE = 9_000_000  # held-out eids are 9000001, ...
@@ -90,6 +91,8 @@ class PatientAttributes:
     bmi: float
     hf: bool
     icd10: str  # "I500" for HF, "" or a non-HF code for healthy
+    site: str = ""  # where the patient was scanned (`phantom.scanners.SITES`)
+    vendor: str = ""  # on which scanner (`phantom.scanners.SCANNERS`)
 
     @property
     def diagnosis(self) -> str:
@@ -153,11 +156,13 @@ def sample_study_attributes(n_patients: int, hf_prevalence: float, seed: int) ->
     p = hf_probability(male, age, bmi, hf_prevalence)
     hf = rng.random(n_patients) < p
     codes = _icd_codes(hf, rng)
+    # a stream of its own: sites and vendors leave every draw above as it was
+    sites, vendors = draw_sites_and_vendors(age, bmi, np.random.default_rng([seed, 0, 1]))
     return [
         PatientAttributes(
             eid=str(STUDY_EID_BASE + i + 1), subset="study",
             sex="male" if male[i] else "female", age=float(age[i]), bmi=float(bmi[i]),
-            hf=bool(hf[i]), icd10=codes[i],
+            hf=bool(hf[i]), icd10=codes[i], site=sites[i], vendor=vendors[i],
         )
         for i in range(n_patients)
     ]
@@ -174,21 +179,25 @@ def _grid_uniform(lo: float, hi: float, n: int, closed: bool, rng: np.random.Gen
 
 
 def sample_heldout_attributes(per_cell: int, seed: int) -> list[PatientAttributes]:
-    """``per_cell`` patients in each of the 36 cells, in ``ALL_CELLS`` order."""
+    """``per_cell`` patients in each of the 36 cells, in ``ALL_CELLS`` order, every vendor
+    equally often in each cell (`scanners.heldout_vendor`)."""
     rng = np.random.default_rng([seed, 1, 0])
+    site_rng = np.random.default_rng([seed, 1, 1])
     out: list[PatientAttributes] = []
     last_age_band, last_bmi_band = "ge70", BMI_BANDS[-1]
-    for cell in ALL_CELLS:
+    for cell_index, cell in enumerate(ALL_CELLS):
         ages = _grid_uniform(*HELDOUT_AGE_RANGES[cell.age_band], per_cell,
                              cell.age_band == last_age_band, rng)
         bmis = _grid_uniform(*HELDOUT_BMI_RANGES[cell.bmi_band], per_cell,
                              cell.bmi_band == last_bmi_band, rng)
         hf = np.full(per_cell, cell.diagnosis == "hf")
         codes = _icd_codes(hf, rng)
-        for age, bmi, code in zip(ages, bmis, codes):
+        for i, (age, bmi, code) in enumerate(zip(ages, bmis, codes)):
+            vendor = heldout_vendor(cell_index, i)
             attrs = PatientAttributes(
                 eid=str(HELDOUT_EID_BASE + len(out) + 1), subset="heldout", sex=cell.sex,
                 age=float(age), bmi=float(bmi), hf=bool(hf[0]), icd10=code,
+                site=heldout_site(vendor, site_rng), vendor=vendor,
             )
             if attrs.cell != cell:  # guards the band ranges above against cells.py
                 raise AssertionError(f"held-out draw {attrs} fell outside {cell.key}")

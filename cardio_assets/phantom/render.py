@@ -8,9 +8,10 @@ ground truth measured on the very same geometry. Noise comes from
 Around the heart: pericardial fat, lungs, the liver below the diaphragm, the descending
 aorta, the anterior chest wall (muscle, subcutaneous fat growing with BMI, air).
 
-Images use soft edges (a sigmoid of the signed distance, width ~0.3 voxel), painted back
+Images use soft edges (a sigmoid of the signed distance, width 0.25-0.45 voxel by scanner), painted back
 to front, so boundary voxels take partial-volume values; labels are the hard threshold of
-the same distances. A smooth multiplicative coil bias field and Rician noise finish it;
+the same distances. A smooth multiplicative coil bias field and Rician noise finish it
+(contrast, edges, resolution, bias and noise are the scanner's: :mod:`cardio_assets.phantom.scanners`);
 the stored int16 values are 0.4 x the reference signal (see FILE_SCALE).
 """
 
@@ -34,7 +35,6 @@ PAPILLARY_SLICE_RANGE = (0.15, 0.75)
 # under nibabel's gzip (its int16 high byte costs ~2 bits a voxel whatever we do), which
 # keeps the 1716-patient demo cohort near 1 GB (manifest.json: bytes_nifti).
 FILE_SCALE = 0.4
-EDGE_WIDTH_VOXELS = 0.3  # sigmoid scale as a fraction of the in-plane spacing
 RV_WALL_MM = 3.0
 AIR = 0.0
 
@@ -186,7 +186,7 @@ def render_patient(params: PatientParams, config: PhantomConfig):
     """
     g = patient_geometry(params, config)
     Z, T, n = config.n_slices, config.n_frames, config.matrix
-    w = EDGE_WIDTH_VOXELS * params.spacing_mm
+    w = params.edge_width_voxels * params.spacing_mm  # sigmoid scale: the scanner's edge sharpness
     background = _surroundings(params, g, Z, w)
     f = slice_fraction(Z)
 

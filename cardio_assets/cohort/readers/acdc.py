@@ -11,7 +11,9 @@ Info.cfg keys: ED, ES (1-based frame numbers), Group, Height (cm), NbFrame, Weig
 ED and ES are required (a file without them, with a line that is not ``Key: value``, or
 with a key given twice with different values, is ``bad_metadata``); a folder without Info.cfg is ``missing_metadata``. Frames become
 0-based (``ed_frame = ED - 1``); the masks are the ``_gt`` files of frames ED and ES.
-ACDC records no sex and no age: they stay None, so the patient has no cell. Labels are
+ACDC records no sex and no age: they stay None, so the patient has no cell. Every patient was
+scanned at one site (University Hospital of Dijon) on Siemens scanners (1.5 T Aera, 3 T Trio
+Tim): vendor ``Siemens``, site ``Dijon``. Labels are
 remapped with `ACDC_MAP`. Group -> diagnosis follows
 `cardio_assets.cohort.readers.diagnosis.ACDC_DIAGNOSIS_DEFAULT`, overridable with `diagnosis_map`.
 
@@ -47,6 +49,7 @@ from cardio_assets.cohort.readers.base import (
 from cardio_assets.cohort.readers.diagnosis import ACDC_DIAGNOSIS_DEFAULT, map_diagnosis, resolve_diagnosis_map
 
 SOURCE = "acdc"
+ACDC_VENDOR, ACDC_SITE = "Siemens", "Dijon"
 INFO_FILE = "Info.cfg"
 # keys as the release writes them; a file with "ed:" or "NBFRAME:" (edited by hand or by a
 # script) means the same keys
@@ -200,6 +203,8 @@ def _entry(pid: str, root: Path, folder: Path, info: dict, image: Path, masks: d
         age=None,
         bmi=bmi_from_height_weight(info["height"], info["weight"]),
         diagnosis=diagnosis,
+        vendor=ACDC_VENDOR,
+        site=ACDC_SITE,
         extra=extra,
         metadata_ref=metadata_ref((folder / INFO_FILE).absolute()),
     )

@@ -37,6 +37,8 @@ class PatientEntry:
     bmi: float | None = None
     diagnosis: str | None = None  # "healthy" | "hf" | None (excluded or unknown)
     subset: str = "study"  # "study" | "heldout" (phantom's balanced cohort, never trained on)
+    vendor: str | None = None  # scanner vendor (M&Ms-1: its letter A-D), None when unknown
+    site: str | None = None  # where the patient was scanned (centre), None when unknown
     extra: dict = field(default_factory=dict)  # source-specific: vendor, centre, pathology...
     metadata_ref: str = ""  # where the attributes came from: "table path:line" (ACDC: its Info.cfg)
 

@@ -137,8 +137,10 @@ def _parse_row(record: dict, mapping: dict) -> dict:
     }
     if excluded:
         extra["excluded_reason"] = excluded
+    # the vendor letter (A-D) is what leave-one-vendor-out names; its name where the letter is blank
     return dict(ed_frame=ed, es_frame=es, sex=sex, age=age,
-                bmi=bmi_from_height_weight(height, weight), diagnosis=diagnosis, extra=extra)
+                bmi=bmi_from_height_weight(height, weight), diagnosis=diagnosis,
+                vendor=extra["vendor"] or extra["vendor_name"], site=extra["centre"], extra=extra)
 
 
 def _first_folders(root: Path, codes: set[str], quarantine: list[QuarantineRow]) -> dict[str, Path]:
@@ -192,6 +194,8 @@ def _entry(pid: str, root: Path, folder: Path, image: Path, labels: Path, attrs:
         age=attrs["age"],
         bmi=attrs["bmi"],
         diagnosis=attrs["diagnosis"],
+        vendor=attrs["vendor"],
+        site=attrs["site"],
         extra=extra,
         metadata_ref=ref,
     )

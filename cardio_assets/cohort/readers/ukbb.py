@@ -32,6 +32,12 @@ Or friendly names: ``eid, sex, age, bmi, icd10`` (sex female/male/F/M/0/1; codes
 by ``;`` or ``|``), optionally ``diagnosis`` (hf/healthy) instead of ``icd10``. Field-id
 columns win when both kinds are present. Optional ``es_frame`` / ``ed_frame`` (0-based).
 
+Where the patient was scanned: ``site`` (or ``centre``), else field 54 at the imaging visit
+(``54-2.0``; the imaging centres' codes become their names, Cheadle, Reading, Newcastle, Bristol);
+``vendor`` (or ``manufacturer``), else ``Siemens``: every UK Biobank cine was acquired on a
+Siemens 1.5 T MAGNETOM Aera, so a UK Biobank source without the column is one vendor, as it is
+(the phantom, written in this layout, has both columns).
+
 A blank value (empty, NA) leaves that attribute None; a value that is present but
 unparsable quarantines the patient as ``missing_metadata``. Duplicate ids follow
 `split_duplicates` (identical copies: first kept; conflicting copies: all quarantined).
@@ -74,6 +80,9 @@ ED_MASK_STEM = "seg_sa_ED"
 ES_MASK_STEM = "seg_sa_ES"
 
 FIELD_SEX, FIELD_AGE, FIELD_BMI, FIELD_ICD10 = 31, 21003, 21001, 41270
+FIELD_CENTRE = 54
+IMAGING_CENTRES = {"11025": "Cheadle", "11026": "Reading", "11027": "Newcastle", "11028": "Bristol"}
+UKB_VENDOR = "Siemens"  # 1.5 T MAGNETOM Aera at every imaging centre
 IMAGING_INSTANCE = 2  # UK Biobank's first imaging visit, when the cines were acquired
 HF_ICD10_PREFIX = "I50"
 
@@ -91,6 +100,7 @@ _FIELD_TITLES = {
     "age when attended assessment centre": FIELD_AGE,
     "body mass index (bmi)": FIELD_BMI,
     "diagnoses - icd10": FIELD_ICD10,
+    "uk biobank assessment centre": FIELD_CENTRE,
 }
 _FRIENDLY = {
     "eid": ("eid", "f.eid", "participant.eid", "participant id", "patient_id", "id"),
@@ -101,6 +111,8 @@ _FRIENDLY = {
     "diagnosis": ("diagnosis",),
     "es_frame": ("es_frame",),
     "ed_frame": ("ed_frame",),
+    "vendor": ("vendor", "manufacturer"),
+    "site": ("site", "centre", "center"),
 }
 _CODE_SPLIT = re.compile(r"[;|,\s\[\]\"']+")
 _HF_WORDS = {"hf": "hf", "heart failure": "hf", "1": "hf", "true": "hf", "yes": "hf",
@@ -251,6 +263,8 @@ class UkbColumns:
     ed_frame: str | None
     age_other_visits: tuple[str, ...] = ()  # 21003 at other instances, for the fallback
     bmi_other_visits: tuple[str, ...] = ()
+    vendor: str | None = None
+    site: str | None = None  # a site column, or field 54 at the imaging visit
 
     @classmethod
     def detect(cls, columns: list[str], path: Path) -> "UkbColumns":
@@ -288,11 +302,13 @@ class UkbColumns:
                 f"(accepted: {wanted}); its columns are {list(columns)[:20]}"
             )
         return cls(found["eid"], found["sex"], found["age"], found["bmi"], icd, diagnosis,
-                   friendly("es_frame"), friendly("ed_frame"), other["age"], other["bmi"])
+                   friendly("es_frame"), friendly("ed_frame"), other["age"], other["bmi"],
+                   friendly("vendor"), friendly("site") or _pick(fields, FIELD_CENTRE, IMAGING_INSTANCE))
 
     def used(self) -> set[str]:
         """Every column read from the table."""
-        cols = {self.eid, self.sex, self.age, self.bmi, self.diagnosis, self.es_frame, self.ed_frame}
+        cols = {self.eid, self.sex, self.age, self.bmi, self.diagnosis, self.es_frame, self.ed_frame,
+                self.vendor, self.site}
         return {c for c in cols if c} | set(self.icd10) | set(self.age_other_visits) | set(self.bmi_other_visits)
 
 
@@ -349,8 +365,17 @@ def _parse_row(record: dict, cols: UkbColumns, fallback: bool = False) -> dict:
         raise ValueError(f"es_frame {es} equals ed_frame {ed}")
     if cols.icd10:
         extra["icd10"] = codes
+    vendor = _text(record, cols.vendor) if cols.vendor else UKB_VENDOR
+    site = _text(record, cols.site)
     return dict(sex=sex, age=age, bmi=bmi, diagnosis=diagnosis, ed_frame=ed, es_frame=es,
-                extra=extra)
+                vendor=vendor, site=IMAGING_CENTRES.get(site, site) if site else None, extra=extra)
+
+
+def _text(record: dict, column: str | None) -> str | None:
+    """A column's text, stripped; None when there is no column or the value is blank."""
+    if not column or is_blank(record[column]):
+        return None
+    return str(record[column]).strip()
 
 
 def _find_files(folder: Path, pid: str, source: str, problems: list[QuarantineRow]) -> dict[str, Path | None]:
@@ -380,6 +405,8 @@ def _entry(pid: str, source: str, subset: str, files: dict[str, Path], attrs: di
         bmi=attrs["bmi"],
         diagnosis=attrs["diagnosis"],
         subset=subset,
+        vendor=attrs["vendor"],
+        site=attrs["site"],
         extra=attrs["extra"],
         metadata_ref=ref,
     )
