@@ -9,6 +9,7 @@ from collections import Counter
 import numpy as np
 import pandas as pd
 import pytest
+from scipy.ndimage import binary_erosion
 
 from cardio_assets.cohort.cells import ALL_CELLS
 from cardio_assets.cohort.labels import LV, MYO
@@ -25,6 +26,7 @@ from cardio_assets.phantom.generate import cohort_attributes, generate_phantom_c
 from cardio_assets.phantom.population import sample_heldout_attributes, sample_study_attributes
 from cardio_assets.phantom.render import render_patient
 from cardio_assets.phantom.scanners import SCANNERS, SITES, VENDORS, expected_contrast
+from cardio_assets.phantom.truth import TRUTH_MEASURED
 from cardio_assets_tests.layouts import make_patients, write_acdc_cohort, write_mms_cohort, write_ukbb_cohort
 
 SMALL = PhantomConfig(n_patients=12, heldout_per_cell=1, hf_prevalence=0.3, matrix=64, n_slices=4, n_frames=20, seed=3)
@@ -218,3 +220,19 @@ def test_the_fairness_report_sets_in_and_out_of_distribution_side_by_side(tmp_pa
     table = pd.read_csv(paths["distribution_shift_ood_test"])
     assert list(table["strategy"]) == ["Real", "Real + synth 1x"]
     assert "### Out of distribution: the held-out vendor or site, at its own prevalence" in text  # its own Table 2
+
+
+def test_trabeculae_and_organ_texture_change_the_image_never_the_labels():
+    params = sample_anatomy(cohort_attributes(SMALL)["study"][1], SMALL)
+    smooth = dataclasses.replace(params, trabecula_depth_mm=0.0, texture_amplitude=0.0)
+    cine, ed_mask, es_mask, _, truth = render_patient(params, SMALL)
+    cine0, ed_mask0, es_mask0, _, truth0 = render_patient(smooth, SMALL)
+    assert (ed_mask == ed_mask0).all() and (es_mask == es_mask0).all()
+    assert {k: truth[k] for k in TRUTH_MEASURED} == {k: truth0[k] for k in TRUTH_MEASURED}  # volumes, EF, ES frame
+    changed = cine[..., 0] != cine0[..., 0]
+    cavity = ed_mask == LV
+    # trabeculae darken the cavity's rim, not its centre
+    core = binary_erosion(cavity, structure=np.ones((3, 3, 1), bool), iterations=2)  # in-plane
+    rim = cavity & ~core
+    assert changed[rim].mean() > 5 * changed[core].mean() and cine[..., 0][rim].mean() < cine0[..., 0][rim].mean()
+    assert changed[ed_mask == 0].sum() > 200  # the texture of the liver and chest muscle (hundreds of voxels)

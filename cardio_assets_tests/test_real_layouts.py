@@ -28,12 +28,12 @@ def _truncate(path):
     path.write_bytes(data[: len(data) // 2])
 
 
-def _materialize_cohort(tmp_path, source, paths, truncated):
+def _materialize_cohort(tmp_path, source, paths, truncated, ood_holdout="auto"):
     """Truncate the cine of patient `truncated`, then run the cohort stage in Dagster with
     every blocking check passed; returns (cohort, quarantine, splits, cohort metadata)."""
     _truncate(paths.patients[truncated]["image"])
     settings = PipelineSettings(profile="smoke", data_lake=str(tmp_path / "lake"), source=source, source_root=str(paths.root),
-                                metadata_csv=str(paths.metadata or ""), workers=1)
+                                metadata_csv=str(paths.metadata or ""), workers=1, ood_holdout=ood_holdout)
     instance = DagsterInstance.ephemeral()
     summary = materialize_all(settings, instance, stages=[("cohort_job", None)], log=lambda _: None)
     assert summary.failed == []
@@ -157,12 +157,22 @@ def test_mms_folder_latin1_semicolons_blanks_and_one_frame_cines(tmp_path):
         {"id": "B5", "es_mask": (10, 10)},
         {"id": "B6"},  # truncated below
         {"id": "B7", "height": 100.0, "weight": 150.0},  # BMI 150
-        {"id": "B8", "vendor_name": "Général Électrique", "raw": {"Weight": "69,4"}},
+        {"id": "B8", "vendor": "", "vendor_name": "Général Électrique", "centre": "Hôpital Nord", "raw": {"Weight": "69,4"}},
+        {"id": "B9", "vendor": "", "vendor_name": "", "centre": ""},  # scanner unknown
     ]
-    # an old Windows export: Latin-1, semicolons, a decimal comma
+    for p, vendor in zip(patients, "ABCD"):
+        p["vendor"] = vendor
+    # an old Windows export: Latin-1, semicolons, a decimal comma; vendor C left out of training
     paths = write_mms_cohort(tmp_path, patients, sep=";", encoding="latin-1", crlf=True)
     files = paths.patients
-    cohort, quarantine, splits, metadata = _materialize_cohort(tmp_path, "mms", paths, truncated="B6")
+    cohort, quarantine, splits, metadata = _materialize_cohort(tmp_path, "mms", paths, truncated="B6", ood_holdout="vendor=C")
+    scanner = {pid: tuple(None if pd.isna(x) else x for x in pair)
+               for pid, *pair in zip(cohort["patient_id"], cohort["vendor"], cohort["site"])}
+    assert scanner["A1000003"] == ("C", "1")
+    assert scanner["B8"] == ("Général Électrique", "Hôpital Nord")  # no letter: the name
+    assert scanner["B9"] == (None, None)
+    assert splits.set_index("patient_id").loc["A1000003", "split"] == "ood_test"
+    assert set(splits.loc[splits["split"] == "ood_test", "patient_id"]) == {"A1000003"}
 
     line_b7 = 2 + [p["id"] for p in patients].index("B7")
     _assert_quarantined(quarantine, {

@@ -110,6 +110,10 @@ class PatientParams:
     papillary_angle_1_deg: float  # anterolateral papillary muscle, around the LV centre
     papillary_angle_2_deg: float  # posteromedial
     papillary_size: float  # papillary radius relative to the ED endocardial radius
+    trabecula_depth_mm: float  # how far the trabeculae reach into the cavity (image only: labelled LV cavity)
+    trabecula_count: int  # trabeculae around the endocardium
+    trabecula_phase_deg: float
+    texture_amplitude: float  # relative signal variation of the liver and chest muscle (smooth texture)
     es_frame_design: int
     heart_rate_bpm: float
     # surroundings
@@ -200,8 +204,16 @@ def sample_anatomy(attrs: PatientAttributes, config: PhantomConfig) -> PatientPa
         aorta_u_mm=round(float(rng.normal(18.0, 3.0)), 3),
         aorta_v_mm=round(float(rng.normal(8.0, 3.0)), 3),
         aorta_radius_mm=round(float(rng.uniform(9.0, 12.0)), 3),
-        site=attrs.site, **scan,
+        site=attrs.site, **scan, **_sample_texture(np.random.default_rng([config.seed, int(attrs.eid), 4])),
     )
+
+
+def _sample_texture(rng: np.random.Generator) -> dict:
+    """Trabeculation and organ texture, from a stream of their own (the anatomy above stays as it was)."""
+    return {"trabecula_depth_mm": round(float(rng.uniform(0.8, 2.0)), 3),
+            "trabecula_count": int(rng.integers(9, 15)),
+            "trabecula_phase_deg": round(float(rng.uniform(0.0, 360.0)), 2),
+            "texture_amplitude": round(float(rng.uniform(0.04, 0.09)), 4)}
 
 
 def on_scanner(params: PatientParams, vendor: str, config: PhantomConfig) -> PatientParams:

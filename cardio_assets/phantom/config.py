@@ -8,7 +8,7 @@ from dataclasses import asdict, dataclass
 
 # Bump when a code change alters the generated files: it is part of the config hash, so
 # a cohort written by older code is regenerated instead of reused.
-PHANTOM_VERSION = 2  # 2: scanners and sites (phantom.scanners)
+PHANTOM_VERSION = 3  # 2: scanners and sites (phantom.scanners); 3: trabeculae, organ texture
 
 
 @dataclass(frozen=True)

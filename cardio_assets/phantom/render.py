@@ -6,7 +6,9 @@ ground truth measured on the very same geometry. Noise comes from
 ``default_rng([seed, eid, 2])``.
 
 Around the heart: pericardial fat, lungs, the liver below the diaphragm, the descending
-aorta, the anterior chest wall (muscle, subcutaneous fat growing with BMI, air).
+aorta, the anterior chest wall (muscle, subcutaneous fat growing with BMI, air); liver and
+muscle with a smooth texture. Trabeculae reach into the LV blood pool from the endocardium
+and papillary muscles sit in it; both move with the wall and are labelled LV cavity.
 
 Images use soft edges (a sigmoid of the signed distance, width 0.25-0.45 voxel by scanner), painted back
 to front, so boundary voxels take partial-volume values; labels are the hard threshold of
@@ -20,6 +22,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+from scipy.ndimage import gaussian_filter
 
 from cardio_assets.phantom.anatomy import PatientParams
 from cardio_assets.phantom.config import PhantomConfig
@@ -57,8 +60,9 @@ def _paint(img: np.ndarray, alpha: np.ndarray, value: float) -> None:
     img += alpha * (np.float32(value) - img)
 
 
-def _surroundings(p: PatientParams, g: Geometry, n_slices: int, w: float) -> np.ndarray:
-    """Static tissue around the heart, (Z, Y, X): chest wall, lungs, liver, aorta."""
+def _surroundings(p: PatientParams, g: Geometry, n_slices: int, w: float, texture: np.ndarray) -> np.ndarray:
+    """Static tissue around the heart, (Z, Y, X): chest wall, lungs, liver, aorta; the chest muscle
+    and the liver carry `texture` (Z, Y, X)."""
     u, v = g.u, g.v
     curvature = u**2 / (2.0 * 170.0)  # the chest wall curves back laterally
     wall_inner = g.heart_top_v - p.chest_gap_mm + curvature
@@ -69,11 +73,11 @@ def _surroundings(p: PatientParams, g: Geometry, n_slices: int, w: float) -> np.
     for z in range(n_slices):
         img = np.full(u.shape, AIR, np.float32)
         _paint(img, _sigmoid((v - skin) / w), p.fat_signal)
-        _paint(img, _sigmoid((v - muscle_top) / w), p.muscle_signal)
+        _paint(img, _sigmoid((v - muscle_top) / w), p.muscle_signal * texture[z])
         _paint(img, _sigmoid((v - wall_inner) / w), p.lung_signal)
         # diaphragm: under the heart, higher on the liver side (image left), rising apically
         diaphragm = g.heart_bottom_v + p.diaphragm_mm - 10.0 * f[z] + 0.2 * u + u**2 / 400.0
-        _paint(img, _sigmoid((v - diaphragm) / w), p.liver_signal)
+        _paint(img, _sigmoid((v - diaphragm) / w), p.liver_signal * texture[z])
         cu, cv = g.lv_center[z]
         dist = np.sqrt((u - cu - p.aorta_u_mm) ** 2 + (v - g.heart_bottom_v - p.aorta_v_mm) ** 2)
         _paint(img, _sigmoid((p.aorta_radius_mm - dist) / w), p.aorta_signal)
@@ -128,6 +132,24 @@ def _papillary_alpha(p: PatientParams, g: Geometry, z: int, box: tuple[slice, sl
 
 
 
+def _trabeculae(p: PatientParams, g: Geometry, z: int, box: tuple[slice, slice]) -> np.ndarray:
+    """(1, box rows, box cols) mm by which the blood pool's edge recedes at each angle: thin
+    fingers of muscle reaching into the cavity from the endocardium (the label map keeps the
+    smooth endocardium: trabeculae are labelled LV cavity, as in UK Biobank's masks)."""
+    cu, cv = g.lv_center[z]
+    theta = np.arctan2(g.v[box] - np.float32(cv), g.u[box] - np.float32(cu))
+    comb = np.maximum(np.cos(p.trabecula_count * (theta - math.radians(p.trabecula_phase_deg))), 0.0) ** 4
+    return (np.float32(p.trabecula_depth_mm) * comb.astype(np.float32))[None]
+
+
+def _texture(p: PatientParams, config: PhantomConfig, shape: tuple[int, ...]) -> np.ndarray:
+    """A smooth multiplicative field around 1 (std `texture_amplitude`) for the organs' signal."""
+    rng = np.random.default_rng([config.seed, int(p.eid), 5])
+    field = gaussian_filter(rng.standard_normal(shape).astype(np.float32), sigma=(0, 1.5, 1.5))
+    field /= float(field.std()) or 1.0
+    return np.float32(1.0) + np.float32(p.texture_amplitude) * field
+
+
 def _paint_heart(frames: np.ndarray, p: PatientParams, g: Geometry, z: int, w: float,
                  with_papillary: bool) -> None:
     """Paint the heart of slice ``z`` over its surroundings, every frame at once.
@@ -154,7 +176,7 @@ def _paint_heart(frames: np.ndarray, p: PatientParams, g: Geometry, z: int, w: f
     _paint(layer, a_muscle, p.myo_signal)
     if a_rv is not None:
         _paint(layer, a_rv, p.blood_signal)
-    _paint(layer, _sigmoid((r - rho) * inv_w), p.blood_signal)
+    _paint(layer, _sigmoid((r - _trabeculae(p, g, z, box) - rho) * inv_w), p.blood_signal)
     if with_papillary:
         _paint(layer, _papillary_alpha(p, g, z, box, inv_w), p.myo_signal)
 
@@ -187,7 +209,7 @@ def render_patient(params: PatientParams, config: PhantomConfig):
     g = patient_geometry(params, config)
     Z, T, n = config.n_slices, config.n_frames, config.matrix
     w = params.edge_width_voxels * params.spacing_mm  # sigmoid scale: the scanner's edge sharpness
-    background = _surroundings(params, g, Z, w)
+    background = _surroundings(params, g, Z, w, _texture(params, config, (Z, n, n)))
     f = slice_fraction(Z)
 
     # C-order (T, Z, Y, X) is F-order (X, Y, Z, T): NIfTI's layout, written without a copy
