@@ -207,7 +207,7 @@ def test_a_step_on_a_fresh_machine_reads_what_it_needs_from_object_storage(smoke
 
 
 def test_reports_are_written_with_all_sections(smoke_run):
-    _, _, summary = smoke_run
+    _, instance, summary = smoke_run
     reports = summary.data_lake / "reports"
     fairness = (reports / "fairness" / "fairness_report.md").read_text()
     for section in ("## Models used", "## Table 2", "Balanced held-out set", "random initialisation"):
@@ -225,6 +225,8 @@ def test_reports_are_written_with_all_sections(smoke_run):
     assert "D" not in set(vendor_of[predictions.loc[~ood, "patient_id"]])
     assert "## In and out of distribution" in fairness and (reports / "fairness" / "distribution_shift_ood_test.csv").is_file()
     assert (reports / "phantom_scanners.png").is_file()
+    source = instance.get_latest_materialization_event(AssetKey("cohort_source")).asset_materialization.metadata
+    assert "data:image/png;base64," in source["scanners"].value  # the grid, shown in the UI
     realism = (reports / "realism" / "realism_report.md").read_text()
     assert "FID" in realism and "trained here on real frames" in realism
     assert "## The held-out scanners" in realism
