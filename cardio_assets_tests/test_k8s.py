@@ -210,7 +210,8 @@ def test_every_gpu_pool_asset_asks_for_a_gpu_and_no_other_does():
             cpu_ops.add(node_def.name)
             assert GPU_RESOURCE not in limits and GPU_RESOURCE not in requests, node_def.name
             assert requests["cpu"] and requests["memory"], node_def.name
-    assert gpu_ops == {"diffusion_backbone", "controlnet", "attribute_predictors", "synthetic_frames", "classifier_strategy_runs", "realism_report"}
+    assert gpu_ops == {"diffusion_backbone", "controlnet", "attribute_predictors", "synthetic_frames", "classifier_strategy_runs", "realism_report",
+                       "label_only_controlnet", "label_only_synthetic_frames", "conditioning_ablation"}  # the last three: the ablation
     assert cpu_ops == {"cohort_source", "cohort", "patient_splits", "subgroup_cells", "frames", "classifier_runs", "fairness_report"}
 
 
