@@ -189,7 +189,10 @@ def test_table2_has_the_papers_rows_and_a_column_per_strategy():
                               "Age 60-70", "Age > 70"]
     assert list(t2.columns) == ["prevalence", "real", "real_plus_synth_2x"]
     assert t2.loc["Overall", "prevalence"].endswith("%")
-    assert "±" in t2.loc["Female", "real"]
+    assert "±" in t2.loc["Female", "real"] and "[" not in t2.loc["Female", "real"]
+    female = _get(table, strategy="real", evaluation_set="test", attribute="sex", group="Female", metric="balanced_accuracy")
+    with_ci = table2(table, "test", with_ci=True).loc["Female", "real"]
+    assert with_ci == t2.loc["Female", "real"] + f" [{female['ci_low']:.3f}, {female['ci_high']:.3f}]"
     assert table2(table, "heldout").loc["Overall", "prevalence"] == "50.00%"
 
 

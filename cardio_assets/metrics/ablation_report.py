@@ -56,6 +56,6 @@ def write_ablation_report(fairness: pd.DataFrame, out_dir, kept_images: dict[str
             md += [f"## {EVALUATION_SET_TITLES[in_set]}", "", "No vendor or site held out: in distribution only.", ""]
     md += ["## Table 2 of every arm", ""]
     for e in [e for e in EVALUATION_SET_TITLES if e in sets]:
-        md += [f"### {EVALUATION_SET_TITLES[e]}", "", markdown_table(table2(fairness, e, strategies, labels=LABELS)), ""]
+        md += [f"### {EVALUATION_SET_TITLES[e]}", "", markdown_table(table2(fairness, e, strategies, labels=LABELS, with_ci=True)), ""]
     paths["report"] = atomic_write_text(out / "conditioning_ablation.md", "\n".join(md) + "\n")
     return paths, summary

@@ -110,9 +110,10 @@ def _models_used(runs: pd.DataFrame | None) -> list[str]:
 
 
 def _table2_section(r: _Report) -> list[str]:
-    md = ["## Table 2: balanced accuracy per group", ""]
+    md = ["## Table 2: balanced accuracy per group", "",
+          "Mean ± std over seeds [95% bootstrap CI over patients].", ""]
     for e in r.evaluation_sets:
-        t2 = table2(r.fairness, e, r.strategies, labels=r.labels)
+        t2 = table2(r.fairness, e, r.strategies, labels=r.labels, with_ci=True)
         r.paths[f"table2_{e}"] = write_csv(t2, r.out / f"table2_{e}.csv", index=True)
         md += _subsection(e) + [markdown_table(t2), ""]
     return md

@@ -5,14 +5,14 @@ from __future__ import annotations
 import pandas as pd
 
 from cardio_assets.metrics.groups import TABLE2_ROWS, strategy_sort_key
-from cardio_assets.metrics.report_format import format_mean_std
+from cardio_assets.metrics.report_format import format_ci, format_mean_std
 
 
 def table2(fairness: pd.DataFrame, evaluation_set: str = "test", strategies=None,
-           metric: str = "balanced_accuracy", labels: dict[str, str] | None = None) -> pd.DataFrame:
+           metric: str = "balanced_accuracy", labels: dict[str, str] | None = None, with_ci: bool = False) -> pd.DataFrame:
     """Rows Overall; Female, Male; Normal BMI, Overweight, Obese; Age < 60, Age 60-70,
     Age > 70. Columns: prevalence (HF share of the evaluation patients of the row), then
-    one per strategy with `mean ± std` over seeds."""
+    one per strategy with `mean ± std` over seeds (and the 95% bootstrap CI, `with_ci`)."""
     sub = fairness[(fairness["evaluation_set"] == evaluation_set) & (fairness["metric"] == metric)]
     if strategies is None:
         strategies = sorted(sub["strategy"].unique(), key=strategy_sort_key)
@@ -28,7 +28,11 @@ def table2(fairness: pd.DataFrame, evaluation_set: str = "test", strategies=None
             row["prevalence"] = "n/a"
         for strategy in strategies:
             hit = row_sel[row_sel["strategy"] == strategy]
-            row[labels.get(strategy, strategy)] = (format_mean_std(hit["mean"].iloc[0], hit["std"].iloc[0])
-                                                   if len(hit) else "n/a")
+            if not len(hit):
+                row[labels.get(strategy, strategy)] = "n/a"
+                continue
+            first = hit.iloc[0]
+            row[labels.get(strategy, strategy)] = (format_ci(first["mean"], first["std"], first["ci_low"], first["ci_high"])
+                                                   if with_ci else format_mean_std(first["mean"], first["std"]))
         out.append(row)
     return pd.DataFrame(out).set_index("group")
