@@ -31,6 +31,7 @@ from cardio_assets.metrics.fairness import fairness_metrics
 
 ALL_FRAMES = AssetIn("frames", partition_mapping=AllPartitionMapping())
 LABEL_ONLY_CONTROLNET = "controlnet_label_only"
+LABEL_ONLY_RUNS = "classifiers_label_only/runs"
 
 
 @asset(code_version=CODE_VERSION, group_name="ablation", pool=GPU_POOL, op_tags=gpu_op_tags(), ins={"frames": ALL_FRAMES})
@@ -76,7 +77,10 @@ def conditioning_ablation(context: AssetExecutionContext, settings: PipelineSett
     if settings.resnet_weights:
         config = dataclasses.replace(config, pretrained_weights=settings.resnet_weights)
     real, _ = gather(frames)
-    store = fetched(settings.models_dir() / CLASSIFIER_FOLDER / "runs")
+    # the main arm's runs are the main graph's (read, not trained again); the label-only arm keeps its own
+    # store: a store keeps one run per strategy and seed, so sharing it would replace the main graph's runs
+    stores = {"": fetched(settings.models_dir() / CLASSIFIER_FOLDER / "runs"),
+              LABEL_ONLY_SUFFIX: fetched(settings.models_dir() / LABEL_ONLY_RUNS)}
     predictions = []
     for arm, synthetic_sets in (("", synthetic_frames), (LABEL_ONLY_SUFFIX, label_only_synthetic_frames)):
         kept = [fs for fs in synthetic_sets.values() if len(fs)]
@@ -84,7 +88,7 @@ def conditioning_ablation(context: AssetExecutionContext, settings: PipelineSett
             raise ValueError(f"no synthetic image of the {'label-only' if arm else 'main'} generator passed QC: nothing to compare")
         names = ABLATION_STRATEGIES if not arm else [s for s in ABLATION_STRATEGIES if s != "real"]
         arm_predictions, _, _ = run_strategies(names, real, ImageSet.concat(kept), config, seeds=range(config.n_seeds),
-                                               log=context.log.info, store=store)
+                                               log=context.log.info, store=stores[arm])
         predictions.append(arm_predictions.assign(strategy=arm_predictions["strategy"] + arm))
     fairness = fairness_metrics(pd.concat(predictions, ignore_index=True), bootstrap_n=config.bootstrap_n, seed=settings.seed)
     qc = {arm: float(pd.Series([len(fs) for fs in sets.values()]).sum())
