@@ -1,8 +1,8 @@
 """The conditioning ablation (Ktena et al.): a generator told the diagnosis alone against the main one,
 told the diagnosis and the patient's sex, age and BMI; both judged in and out of distribution.
 
-Not part of `make demo` (it trains a second ControlNet and its classifiers: about a third more
-time); `python -m cardio_assets.run --ablation` runs it on a lake the demo made, the UI's
+Not part of `make demo` (it trains a second ControlNet and its classifiers: 12 minutes on the
+demo profile, 2 CPU cores); `python -m cardio_assets.run --ablation` runs it on a lake the demo made, the UI's
 `ablation_job` too. The label-only generator uses the same backbone, training frames, masks,
 steps and seeds as the main one; only the prompts differ. QC checks its images' masks only
 (sex, age and BMI were not asked for). Both arms train the same classifier strategies with the
@@ -91,7 +91,7 @@ def conditioning_ablation(context: AssetExecutionContext, settings: PipelineSett
                                                log=context.log.info, store=stores[arm])
         predictions.append(arm_predictions.assign(strategy=arm_predictions["strategy"] + arm))
     fairness = fairness_metrics(pd.concat(predictions, ignore_index=True), bootstrap_n=config.bootstrap_n, seed=settings.seed)
-    qc = {arm: float(pd.Series([len(fs) for fs in sets.values()]).sum())
+    qc = {arm: sum(len(fs) for fs in sets.values())
           for arm, sets in (("attributes", synthetic_frames), ("label only", label_only_synthetic_frames))}
     paths, summary = write_ablation_report(fairness, settings.reports_dir() / "ablation", qc)
     context.add_output_metadata({"report": MetadataValue.path(str(paths["report"])), "summary": table_metadata(summary),

@@ -25,7 +25,7 @@ def ablation_strategies(fairness: pd.DataFrame) -> list[str]:
     return [s for s in order if s in present]
 
 
-def write_ablation_report(fairness: pd.DataFrame, out_dir, kept_images: dict[str, float]) -> tuple[dict[str, Path], pd.DataFrame]:
+def write_ablation_report(fairness: pd.DataFrame, out_dir, kept_images: dict[str, int]) -> tuple[dict[str, Path], pd.DataFrame]:
     """Markdown and CSVs in `out_dir`; returns ({name: path}, the numbers of the in/out comparison on the test sets)."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

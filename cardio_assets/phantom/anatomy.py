@@ -19,7 +19,7 @@ import numpy as np
 
 from cardio_assets.phantom.config import PhantomConfig
 from cardio_assets.phantom.population import PatientAttributes
-from cardio_assets.phantom.scanners import SCANNERS, VENDORS, acquisition
+from cardio_assets.phantom.scanners import SCANNERS, acquisition
 
 # ---------------------------------------------------------------------------------------
 # Attribute effects, in one place. Baselines are for a 64-year-old woman.
@@ -179,7 +179,7 @@ def sample_anatomy(attrs: PatientAttributes, config: PhantomConfig) -> PatientPa
     signal = {name: float(rng.normal(mean, sd)) for name, (mean, sd) in TISSUE.items()}
     signal["lung"] = max(signal["lung"], 2.0)
     # the scanner's draws come from a stream of their own: the anatomy is the same on any scanner
-    scan = acquisition(SCANNERS[attrs.vendor or VENDORS[0]], signal,
+    scan = acquisition(SCANNERS[attrs.vendor], signal,
                        np.random.default_rng([config.seed, int(attrs.eid), 3]))
 
     return PatientParams(
