@@ -10,7 +10,9 @@ Prints one JSON line with the measures the generator is judged by:
 - dice_ed_median / dice_es_median: blood-pool Dice of the *kept* synthetic ED and ES frames
   against their masks (QC's segmentation; rejected images are not stored), and the same for
   real training frames;
-- vae_psnr_ed / vae_psnr_es: encode-decode PSNR of 256 real training frames (backbone trained here);
+- vae_psnr_ed / vae_psnr_es: encode-decode PSNR of 256 real training frames (backbone trained here),
+  and the phantom's noise floor beside them (`noise_floor.py`: a noisy frame against the same
+  frame rendered without noise; a VAE that drops the noise cannot score above it on noisy frames);
 - fid_ratio: real-vs-synthetic FID over the real-real lower bound, per Table 1 comparison;
 - near_copies: kept images within the memorization distance of a real training image.
 """
@@ -28,6 +30,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchmarks.noise_floor import noise_floor  # noqa: E402
 from cardio_assets.cohort.cells import CELL_KEYS  # noqa: E402
 from cardio_assets.generation import QCThresholds, mask_adherence  # noqa: E402
 from cardio_assets.generation.backbone import load_backbone  # noqa: E402
@@ -58,6 +61,7 @@ def vae_psnr(backbone_dir: Path, images: np.ndarray) -> tuple[float, float]:
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--lake", type=Path, default=Path("data_lake"))
+    parser.add_argument("--profile", default="demo", help="the profile the lake was made with (for the phantom's noise floor)")
     args = parser.parse_args(argv)
     lake = args.lake
     log = pd.concat([read_value(lake / "synthetic_qc_log" / k) for k in CELL_KEYS], ignore_index=True)
@@ -99,6 +103,8 @@ def main(argv=None) -> dict:
     backbone = lake / "models" / "diffusion_backbone"
     if backbone.exists():
         out["vae_psnr_ed"], out["vae_psnr_es"] = vae_psnr(backbone, real_images[:256])
+        floor = noise_floor(args.profile)
+        out["noise_floor_psnr_ed"], out["noise_floor_psnr_es"] = floor["noise_floor_psnr_ed"], floor["noise_floor_psnr_es"]
     print(json.dumps(out))
     return out
 

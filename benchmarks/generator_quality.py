@@ -102,6 +102,10 @@ def main(argv=None) -> dict:
     parser.add_argument("--set", nargs="*", default=[], help="DiffusionConfig overrides, field=value")
     parser.add_argument("--images", type=int, default=128, help="images generated for the measures")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--backbone", type=Path, default=None,
+                        help="a trained backbone folder (e.g. <lake>/models/diffusion_backbone): train the ControlNet only")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="keep the trained models here (backbone/, cn/) instead of a temporary folder")
     parser.add_argument("--vae-only", action="store_true",
                         help="stop after the backbone: VAE PSNR and the QC/Dice of VAE reconstructions of real frames "
                              "(the ceiling any generator through this VAE can reach); pair with --set unet_steps=1")
@@ -119,10 +123,13 @@ def main(argv=None) -> dict:
     rare = rare_cell_probe(cells, args.images, rng)
     out: dict = {"profile": args.profile, "overrides": overrides, "n_train_images": len(images)}
     with tempfile.TemporaryDirectory() as tmp:
-        t0 = time.perf_counter()
-        train_small_backbone(images, prompts, config, Path(tmp) / "backbone", log=lambda _: None, cells=cells)
-        out["backbone_seconds"] = round(time.perf_counter() - t0, 1)
-        recon, reference = vae_reconstruct(Path(tmp) / "backbone", images[probe], config.resolution)
+        tmp = args.out or Path(tmp)
+        backbone = args.backbone or Path(tmp) / "backbone"
+        if args.backbone is None:
+            t0 = time.perf_counter()
+            train_small_backbone(images, prompts, config, backbone, log=lambda _: None, cells=cells)
+            out["backbone_seconds"] = round(time.perf_counter() - t0, 1)
+        recon, reference = vae_reconstruct(backbone, images[probe], config.resolution)
         out["vae_psnr_ed"], out["vae_psnr_es"] = round(psnr(recon[:, 0], reference[:, 0]), 2), round(psnr(recon[:, 1], reference[:, 1]), 2)
         recon_ed, recon_es, recon_passed = dice_medians(recon.astype(np.float32), controls[probe], thresholds)
         out.update(vae_recon_dice_ed_median=round(recon_ed, 3), vae_recon_dice_es_median=round(recon_es, 3),
@@ -131,10 +138,10 @@ def main(argv=None) -> dict:
             print(json.dumps(out))
             return out
         t0 = time.perf_counter()
-        train_controlnet(Path(tmp) / "backbone", images, controls, prompts, config, Path(tmp) / "cn", log=lambda _: None, cells=cells)
+        train_controlnet(backbone, images, controls, prompts, config, Path(tmp) / "cn", log=lambda _: None, cells=cells)
         out["controlnet_seconds"] = round(time.perf_counter() - t0, 1)
         t0 = time.perf_counter()
-        sampler = Sampler(Path(tmp) / "backbone", Path(tmp) / "cn" / "controlnet", config)
+        sampler = Sampler(backbone, Path(tmp) / "cn" / "controlnet", config)
         generated = sampler.generate(controls[probe], [prompts[i] for i in probe], list(range(len(probe))), log=None)
         out["sample_images_per_s"] = round(len(probe) / (time.perf_counter() - t0), 2)
         generated_rare = sampler.generate(controls[rare], [prompts[i] for i in rare], list(range(len(rare))), log=None)

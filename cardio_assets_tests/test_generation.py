@@ -467,3 +467,51 @@ def test_latent_moments_spill_to_memory_mapped_files_with_the_same_values(tmp_pa
     assert encode_latent_moments(vae, images, 16, 4, cpu, torch.float32, max_in_memory_bytes=10**9)[0].shape == in_ram[0].shape
     with pytest.raises(ValueError, match="no spill_dir"):
         encode_latent_moments(vae, images, 16, 4, cpu, torch.float32, max_in_memory_bytes=0)
+
+
+def test_vae_loss_can_weigh_the_es_frame_as_much_as_the_ed_frame_the_image_holds_twice():
+    from cardio_assets.generation.backbone_training import vae_reconstruction_loss
+
+    x = torch.zeros(2, 3, 8, 8)
+    es_error, ed_error = x.clone(), x.clone()
+    es_error[:, 1] = 0.1  # the ES frame off by 0.1
+    ed_error[:, [0, 2]] = 0.1  # the ED frame off by 0.1, in both channels that hold it
+    plain = (1.0, 1.0, 1.0)
+    assert torch.allclose(vae_reconstruction_loss(es_error, x, plain), torch.nn.functional.mse_loss(es_error, x))
+    assert vae_reconstruction_loss(ed_error, x, plain) > 1.9 * vae_reconstruction_loss(es_error, x, plain)
+    balanced = DiffusionConfig.demo().vae_channel_weights
+    assert torch.allclose(vae_reconstruction_loss(ed_error, x, balanced), vae_reconstruction_loss(es_error, x, balanced))
+    with pytest.raises(ValueError, match="vae_channel_weights"):
+        cfg(vae_channel_weights=(1.0, 1.0))
+
+
+def test_min_snr_weighting_keeps_noisy_timesteps_and_down_weights_nearly_clean_ones():
+    from diffusers.training_utils import compute_snr
+
+    from cardio_assets.generation.backbone import diffusion_loss, make_noise_scheduler
+
+    sched = make_noise_scheduler(cfg())
+    target = torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(0))
+    pred = target + 1.0  # squared error 1 everywhere
+    noisy, clean = torch.tensor([990]), torch.tensor([5])
+    assert compute_snr(sched, noisy).item() < 5.0 < compute_snr(sched, clean).item()
+    for t in (noisy, clean):  # no gamma: the plain MSE
+        assert diffusion_loss(sched, pred, target, t).item() == pytest.approx(1.0)
+    assert diffusion_loss(sched, pred, target, noisy, snr_gamma=5.0).item() == pytest.approx(1.0)
+    assert diffusion_loss(sched, pred, target, clean, snr_gamma=5.0).item() == pytest.approx(
+        5.0 / compute_snr(sched, clean).item(), rel=1e-5)
+
+
+def test_controlnet_scale_weighs_the_masks_pull_on_the_image(backbone_dir, controlnet_dir, data):
+    _, labels, prompts, _ = data
+    assert not np.array_equal(labels[0], labels[1])
+
+    def mask_effect(scale: float) -> float:
+        """How much two different masks change an image of the same prompt and seed."""
+        sampler = Sampler(backbone_dir, controlnet_dir / "controlnet", cfg(controlnet_scale=scale), device="cpu")
+        a, b = sampler.generate(labels[:2], [prompts[0]] * 2, [7, 7], log=None)
+        return float(np.abs(a - b).max())
+
+    # the fixture's ControlNet has trained 6 steps, so its (zero-initialised) residuals are small
+    off, default, strong = mask_effect(0.0), mask_effect(1.0), mask_effect(100.0)
+    assert off < 1e-6 < default and strong > 5 * default

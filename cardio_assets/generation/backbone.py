@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 
 from cardio_assets.compute import dtype_kwargs, resolve_device, resolve_dtype
 from cardio_assets.generation.config import DiffusionConfig
@@ -163,6 +164,20 @@ def diffusion_target(noise_scheduler, latents, noise, timesteps):
     if kind == "v_prediction":
         return noise_scheduler.get_velocity(latents, noise, timesteps)
     raise ValueError(f"unsupported prediction type {kind!r}")
+
+
+def diffusion_loss(noise_scheduler, pred, target, timesteps, snr_gamma: float | None = None) -> torch.Tensor:
+    """Mean squared error of the prediction, per-sample weighted by Min-SNR-gamma (Hang et al.
+    2023) when `snr_gamma` is set: min(SNR, gamma) / SNR for epsilon, / (SNR + 1) for v."""
+    if snr_gamma is None:
+        return F.mse_loss(pred.float(), target.float())
+    from diffusers.training_utils import compute_snr
+
+    snr = compute_snr(noise_scheduler, timesteps)
+    weight = torch.clamp(snr, max=snr_gamma)
+    weight = weight / (snr + 1 if noise_scheduler.config.prediction_type == "v_prediction" else snr)
+    per_sample = F.mse_loss(pred.float(), target.float(), reduction="none").mean(dim=tuple(range(1, pred.ndim)))
+    return (per_sample * weight).mean()
 
 
 def save_backbone(folder: str | Path, vae, text_encoder, tokenizer, unet, noise_scheduler) -> Path:

@@ -23,7 +23,6 @@ from typing import Callable, Sequence
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from cardio_assets.compute import (
     autocast_context,
@@ -35,6 +34,7 @@ from cardio_assets.compute import (
 )
 from cardio_assets.generation.backbone import (
     RECORD_NAME,
+    diffusion_loss,
     diffusion_target,
     encode_token_ids,
     make_noise_scheduler,
@@ -144,6 +144,13 @@ def _build_small_backbone(prompts: list[str], config: DiffusionConfig, device: t
     return tokenizer, vae, unet, text_encoder, noise_scheduler
 
 
+def vae_reconstruction_loss(recon: torch.Tensor, x: torch.Tensor, channel_weights: Sequence[float]) -> torch.Tensor:
+    """Mean squared error with a weight per image channel, scaled so that equal weights give the
+    plain MSE."""
+    weights = torch.as_tensor(channel_weights, dtype=recon.dtype, device=recon.device).view(1, -1, 1, 1)
+    return (weights * (recon - x) ** 2).mean() * (len(channel_weights) / float(sum(channel_weights)))
+
+
 def _train_vae(vae, images, config: DiffusionConfig, device, dtype, gen, log) -> list[float]:
     opt = torch.optim.AdamW(vae.parameters(), lr=config.vae_lr, weight_decay=0.0)
     warmup = max(1, config.vae_steps // 20)
@@ -160,7 +167,7 @@ def _train_vae(vae, images, config: DiffusionConfig, device, dtype, gen, log) ->
                 posterior.mean.shape, generator=gen
             ).to(device, posterior.mean.dtype)
             recon = vae.decode(z).sample
-        rec = F.mse_loss(recon.float(), x)
+        rec = vae_reconstruction_loss(recon.float(), x, config.vae_channel_weights)
         kl = posterior.kl().float().mean() / posterior.mean[0].numel()
         loss = rec + config.vae_kl_weight * kl
         opt.zero_grad(set_to_none=True)
@@ -208,7 +215,7 @@ def _train_unet(
             with torch.set_grad_enabled(config.train_text_encoder):
                 hidden = encode_token_ids(text_encoder, ids_all[pidx].to(device))
             pred = unet(noisy, t, hidden).sample
-        loss = F.mse_loss(pred.float(), target.float())
+        loss = diffusion_loss(noise_scheduler, pred, target, t, config.snr_gamma)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, config.max_grad_norm)

@@ -45,6 +45,7 @@ RESUMABLE_FIELDS = frozenset(
         "sampler",
         "sampler_steps",
         "guidance_scale",
+        "controlnet_scale",
         "sample_batch_size",
         "device",
         "dtype",
@@ -70,6 +71,9 @@ class DiffusionConfig:
     vae_mid_attention: bool = False
     latent_channels: int = 4
     vae_kl_weight: float = 1e-4
+    # weight of each image channel [ED, ES, ED] in the VAE's reconstruction loss; (0.5, 1, 0.5)
+    # weighs the ES frame as much as the ED frame, which the image holds twice
+    vae_channel_weights: tuple[float, float, float] = (1.0, 1.0, 1.0)
     # --- UNet2DConditionModel
     unet_block_channels: tuple[int, ...] = (32, 64)
     unet_attention: tuple[bool, ...] = (False, True)  # cross-attention per resolution level
@@ -108,6 +112,8 @@ class DiffusionConfig:
     weight_decay: float = 1e-2
     max_grad_norm: float = 1.0
     prompt_drop: float = 0.1
+    # Min-SNR-gamma loss weighting of the UNet and ControlNet training (None: plain MSE)
+    snr_gamma: float | None = None
     # training images are drawn inversely to their cell's size, at most this many times as often
     # as an image of the largest cell (1 = uniform); see generation/balance.py
     cell_balance_cap: float = 10.0
@@ -116,6 +122,8 @@ class DiffusionConfig:
     sampler: str = "dpmsolver++"  # "dpmsolver++" | "unipc" | "ddim"
     sampler_steps: int = 20
     guidance_scale: float = 4.0
+    # weight of the ControlNet's residuals at sampling (diffusers' controlnet_conditioning_scale)
+    controlnet_scale: float = 1.0
     sample_batch_size: int = 8
     # --- bookkeeping
     checkpoint_every: int = 100
@@ -132,7 +140,7 @@ class DiffusionConfig:
     cache_in_memory_max_bytes: int = 4 * 1024**3
 
     def __post_init__(self) -> None:
-        for name in ("vae_block_channels", "unet_block_channels", "unet_attention", "controlnet_cond_channels"):
+        for name in ("vae_block_channels", "vae_channel_weights", "unet_block_channels", "unet_attention", "controlnet_cond_channels"):
             object.__setattr__(self, name, tuple(getattr(self, name)))
         if len(self.unet_attention) != len(self.unet_block_channels):
             raise ValueError("unet_attention needs one flag per UNet level")
@@ -144,6 +152,8 @@ class DiffusionConfig:
                     "controlnet_cond_channels must have log2(downsampling) + 1 entries "
                     f"({self.downsampling}x downsampling)"
                 )
+        if len(self.vae_channel_weights) != 3 or min(self.vae_channel_weights) < 0 or sum(self.vae_channel_weights) <= 0:
+            raise ValueError("vae_channel_weights: three non-negative weights, one per image channel [ED, ES, ED]")
         if not 0.0 <= self.prompt_drop < 1.0:
             raise ValueError("prompt_drop must be in [0, 1)")
         if self.control_encoding not in ("grey", "onehot"):
@@ -264,6 +274,10 @@ class DiffusionConfig:
             # encode-decode reconstructions of real demo frames was 0.645 at 800 steps, 0.723 at
             # 1600 (PSNR ED/ES 28.5/25.5 -> 30.0/28.1 dB; benchmarks/generator_quality.py --vae-only)
             vae_steps=1600,
+            # the image is [ED, ES, ED], so a plain MSE weighs the ED frame twice: weighing both
+            # frames alike took ES PSNR 26.8 -> 28.6 dB (ED 29.4 -> 28.3; phantom noise floor
+            # ~27.7 dB) and QC pass of VAE reconstructions 0.727 -> 0.758 (generator_quality.py --vae-only)
+            vae_channel_weights=(0.5, 1.0, 0.5),
             vae_batch_size=16,
             vae_lr=3e-3,
             unet_steps=700,
@@ -276,8 +290,12 @@ class DiffusionConfig:
             lr_warmup_steps=20,
             sampler="dpmsolver++",
             # first-attempt QC pass with the demo's trained models, 192 training masks
-            # (benchmarks/sampling_steps.py): 20 steps 0.500, 12 steps 0.505, 8 steps 0.474
+            # (then benchmarks/sampling_steps.py, now sampling_settings.py): 20 steps 0.500, 12 steps 0.505,
+            # 8 steps 0.474
             sampler_steps=12,
+            # guidance 2 instead of 4: Obese FID ratio 12.3 -> 5.1 but Normal BMI 1.9 -> 8.7, QC pass
+            # and the diagnosis signal unchanged; ControlNet scale 1.5: no better Dice
+            # (benchmarks/sampling_settings.py, 560 training masks)
             guidance_scale=4.0,
             sample_batch_size=64,
             checkpoint_every=100,

@@ -27,10 +27,9 @@ from typing import Callable, Sequence
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from cardio_assets.compute import autocast_context, configure_backend, resolve_device, resolve_dtype, seed_everything, set_memory_format
-from cardio_assets.generation.backbone import RECORD_NAME, diffusion_target, load_backbone
+from cardio_assets.generation.backbone import RECORD_NAME, diffusion_loss, diffusion_target, load_backbone
 from cardio_assets.generation.checkpoint import NAME as CHECKPOINT_NAME
 from cardio_assets.generation.checkpoint import (
     clean_temporaries,
@@ -55,7 +54,8 @@ class CheckpointMismatch(RuntimeError):
     """The checkpoint in out_dir was made with a different training configuration."""
 
 
-def controlnet_loss(backbone, controlnet, latents, noise, timesteps, hidden, cond, dtype=torch.float32):
+def controlnet_loss(backbone, controlnet, latents, noise, timesteps, hidden, cond, dtype=torch.float32,
+                    snr_gamma: float | None = None):
     """The diffusion loss of one batch through ControlNet + frozen UNet (scaled latents in)."""
     device = latents.device
     noisy = backbone.noise_scheduler.add_noise(latents, noise, timesteps)
@@ -71,7 +71,7 @@ def controlnet_loss(backbone, controlnet, latents, noise, timesteps, hidden, con
             down_block_additional_residuals=down,
             mid_block_additional_residual=mid,
         ).sample
-    return F.mse_loss(pred.float(), target.float())
+    return diffusion_loss(backbone.noise_scheduler, pred, target, timesteps, snr_gamma)
 
 
 def train_controlnet(
@@ -145,7 +145,7 @@ def train_controlnet(
         for micro in range(accum):
             batch = [x[share] for x in data.draw_batch(config, gen, device)]  # every process draws the global batch
             with group.no_sync(trained, last_micro_step=micro == accum - 1):
-                loss = controlnet_loss(backbone, trained, *batch, dtype) * (share_weight / accum)
+                loss = controlnet_loss(backbone, trained, *batch, dtype, config.snr_gamma) * (share_weight / accum)
                 loss.backward()
             step_loss += loss.detach().float()
         step_loss = group.global_loss(step_loss / group.world_size)

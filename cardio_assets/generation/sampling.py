@@ -135,6 +135,7 @@ class Sampler:
                 width=res,
                 num_inference_steps=cfg.sampler_steps,
                 guidance_scale=cfg.guidance_scale,
+                controlnet_conditioning_scale=cfg.controlnet_scale,
                 generator=generators,
                 output_type="np",
                 eta=0.0,
