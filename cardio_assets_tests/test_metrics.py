@@ -25,6 +25,7 @@ from cardio_assets.metrics.realism import (
     fid_kid,
     inception_extractor,
     intra_prompt_diversity,
+    memorisation_check,
     module_extractor,
     realism_table,
     sanity_holds,
@@ -346,3 +347,29 @@ def test_matching_weights_give_a_draw_the_reference_mix():
     assert (weights[100:] == 0).all()
     draw = np.random.default_rng(0).choice(len(balanced), size=20, replace=False, p=weights)
     assert sum(balanced[i] == "hf" for i in draw) <= 6  # about 2 expected, never the balanced 10
+
+
+class _MemorisingFeatures(nn.Module):
+    """_SmallFeatures plus a feature that lights up on a faint mark only its training images carry
+    (the top-left pixel of the first channel): it tells the images it trained on from all others."""
+
+    def forward(self, x):
+        return torch.cat([_SmallFeatures()(x), 200.0 * x[:, :1, 0, 0]], dim=1)
+
+
+def test_memorisation_check_tells_an_extractor_that_memorised_its_training_frames(tmp_path):
+    seen, unseen = _image_set(8, False, 0), _image_set(8, False, 5)
+    for s in (seen, unseen):
+        s.images += 0.05 * np.random.default_rng(3).random(s.images.shape, dtype=np.float32)
+    seen.images[:, 0, 0, 0] = 0.2  # a faint mark on the frames the extractor trained on
+    unseen.images[:, 0, 0, 0] = 0.0
+    general = memorisation_check(seen, unseen, module_extractor(_SmallFeatures(), "general"), n=140, kid_subsets=5)
+    memorised = memorisation_check(seen, unseen, module_extractor(_MemorisingFeatures(), "memorising"), n=140, kid_subsets=5)
+    for table in (general, memorised):
+        assert tuple(table.columns) == SANITY_COLUMNS and (table["n"] == 140).all()
+    general_floor, general_unseen = general["fid"]
+    memorised_floor, memorised_unseen = memorised["fid"]
+    assert general_unseen < 2 * max(general_floor, 1.0)
+    assert memorised_unseen > 10 * max(memorised_floor, 1.0)
+    paths = write_realism_report(pd.DataFrame(columns=REALISM_COLUMNS), tmp_path / "realism", memorisation=memorised)
+    assert "memorised" in paths["report"].read_text() and paths["extractor_memorisation_csv"].exists()

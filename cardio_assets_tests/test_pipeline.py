@@ -230,6 +230,9 @@ def test_reports_are_written_with_all_sections(smoke_run):
     realism = (reports / "realism" / "realism_report.md").read_text()
     assert "FID" in realism and "trained here on real frames" in realism
     assert "## The held-out scanners" in realism
+    # the extractor trained on the training frames Table 1 compares: its memorisation is measured
+    memorisation = pd.read_csv(reports / "realism" / "extractor_memorisation.csv")
+    assert len(memorisation) == 2 and memorisation["n"].ge(2).all() and memorisation["fid"].notna().all()
     shift = pd.read_csv(reports / "realism" / "scanner_shift.csv")
     assert "real, training scanners - real, held-out scanners" in set(shift["comparison"]) and (shift["n"] > 0).all()
 

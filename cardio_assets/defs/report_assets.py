@@ -30,6 +30,7 @@ from cardio_assets.metrics.realism import (
     diversity_table,
     extractor_sanity,
     inception_extractor,
+    memorisation_check,
     module_extractor,
     realism_table,
     scanner_shift_table,
@@ -137,7 +138,7 @@ def realism_report(context: AssetExecutionContext, settings: PipelineSettings, g
                    synthetic_frames: dict, attribute_predictors: dict, controlnet: dict) -> pd.DataFrame:
     """Table 1: FID/KID between real subgroups and real vs synthetic of a subgroup; intra-prompt diversity."""
     profile = settings.get_profile()
-    accuracy = None
+    accuracy = memorisation = None
     if settings.inception_weights:
         extractor = inception_extractor(settings.inception_weights)
     else:
@@ -150,6 +151,11 @@ def realism_report(context: AssetExecutionContext, settings: PipelineSettings, g
     table = realism_table(real, synthetic, extractor, n=profile.fid_images, repeats=profile.fid_repeats, seed=settings.seed, log=context.log.info)
     sanity = extractor_sanity(real, extractor, n=profile.fid_images, seed=settings.seed)
     context.log.info(f"feature extractor sanity (FID): {dict(zip(sanity['check'], sanity['fid'].round(2)))}")
+    if accuracy is not None:  # the extractor trained on the real training frames that Table 1 compares
+        seen, _ = gather(frames, splits=("train",), central_only=True)
+        unseen, _ = gather(frames, splits=("test",))
+        memorisation = memorisation_check(seen, unseen, extractor, n=profile.fid_images, seed=settings.seed)
+        context.log.info(f"feature extractor memorisation (FID): {dict(zip(memorisation['check'], memorisation['fid'].round(2)))}")
     diversity = _diversity(settings, gpu, frames, controlnet, profile)
     held_out, _ = gather(frames, splits=("ood_test", "ood_heldout"))
     shift = None
@@ -159,7 +165,7 @@ def realism_report(context: AssetExecutionContext, settings: PipelineSettings, g
                                     repeats=profile.fid_repeats, seed=settings.seed)
         context.log.info(f"scanner shift (FID): {dict(zip(shift['comparison'], shift['fid_mean'].round(2)))}")
     paths = write_realism_report(table, settings.reports_dir() / "realism", diversity=diversity, extractor_description=extractor.description,
-                                 sanity=sanity, extractor_accuracy=accuracy, scanner_shift=shift)
+                                 sanity=sanity, extractor_accuracy=accuracy, scanner_shift=shift, memorisation=memorisation)
     context.add_output_metadata({
         "report": MetadataValue.path(str(paths["report"])),
         "table_1": table_metadata(table1(table)),
@@ -167,6 +173,7 @@ def realism_report(context: AssetExecutionContext, settings: PipelineSettings, g
         "feature_extractor_sanity": table_metadata(sanity),
         "intra_prompt_ms_ssim": float(diversity["ms_ssim"].mean()) if len(diversity) else float("nan"),
         **({"scanner_shift": table_metadata(shift)} if shift is not None else {}),
+        **({"feature_extractor_memorisation": table_metadata(memorisation)} if memorisation is not None else {}),
     })
     return table
 

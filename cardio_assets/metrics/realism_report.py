@@ -48,13 +48,15 @@ def write_realism_report(realism: pd.DataFrame, out_dir, diversity: pd.DataFrame
                          extractor_description: str | None = None,
                          title: str = "Realism of the synthetic frames",
                          sanity: pd.DataFrame | None = None, extractor_accuracy: pd.DataFrame | None = None,
-                         scanner_shift: pd.DataFrame | None = None) -> dict[str, Path]:
+                         scanner_shift: pd.DataFrame | None = None,
+                         memorisation: pd.DataFrame | None = None) -> dict[str, Path]:
     """Markdown (Table 1 shape, KID beside FID, diversity) + CSVs in `out_dir`; returns {name: path}.
 
     sanity: `realism.extractor_sanity`'s table; extractor_accuracy: the attribute predictors'
     validation balanced accuracy per attribute, with the phantom's ceiling where known (the
     extractor is their penultimate layer when no InceptionV3 weights are configured).
     scanner_shift: `realism.scanner_shift_table`, where a vendor or site is held out.
+    memorisation: `realism.memorisation_check`, for an extractor trained on the real frames compared.
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -65,7 +67,7 @@ def write_realism_report(realism: pd.DataFrame, out_dir, diversity: pd.DataFrame
           f"FID and KID were computed with torch-fidelity on features of: **{extractor_description or 'unknown'}**.",
           "Values from a feature extractor other than the standard InceptionV3 compare with each other, not with "
           "published FIDs.", ""]
-    md += _extractor_checks(sanity, extractor_accuracy, out, paths)
+    md += _extractor_checks(sanity, extractor_accuracy, out, paths, memorisation)
     md += _table1_section(realism, out, paths)
     md += _diversity_section(diversity, out, paths)
     md += _scanner_shift_section(scanner_shift, out, paths)
@@ -86,13 +88,17 @@ def _scanner_shift_section(shift: pd.DataFrame | None, out: Path, paths: dict[st
 
 
 def _extractor_checks(sanity: pd.DataFrame | None, accuracy: pd.DataFrame | None, out: Path,
-                      paths: dict[str, Path]) -> list[str]:
+                      paths: dict[str, Path], memorisation: pd.DataFrame | None = None) -> list[str]:
     md = []
     if sanity is not None and len(sanity):
         verdict = "as expected" if sanity_holds(sanity) else "NOT as expected: read Table 1 with care"
         md += [f"Sanity of the extractor (FID against real frames of one half of the patients; {verdict}):", "",
                markdown_table(sanity, index=False), ""]
         paths["extractor_sanity_csv"] = write_csv(sanity, out / "extractor_sanity.csv")
+    if memorisation is not None and len(memorisation):
+        md += ["Has the extractor memorised the real frames it trained on, which Table 1 compares? (central frames; "
+               "the unseen ones are the test split's)", "", markdown_table(memorisation, index=False), ""]
+        paths["extractor_memorisation_csv"] = write_csv(memorisation, out / "extractor_memorisation.csv")
     if accuracy is not None and len(accuracy):
         md += ["The extractor's own training task (attribute predictors, validation balanced accuracy; the phantom's "
                "ceiling is what a classifier given each patient's exact image parameters reaches, cross-validated):", "",
