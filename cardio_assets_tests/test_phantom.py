@@ -321,3 +321,24 @@ def test_attribute_ceiling_is_high_for_what_the_parameters_carry_and_chance_for_
     assert table.loc[0, "share_of_ceiling"] == pytest.approx(0.9 / 0.95)
     assert np.isnan(table.loc[1, "share_of_ceiling"])  # no ceiling: no share
     assert phantom_attribute_ceiling({"source": "acdc", "parts": []}) == {}  # real data has no ground truth
+
+
+def test_the_phantoms_ceiling_leaves_out_the_held_out_scanner(tmp_path):
+    import pandas as pd
+
+    from cardio_assets.cohort.ood import OodPolicy
+    from cardio_assets.phantom.ceiling import phantom_attribute_ceiling
+
+    rng = np.random.default_rng(1)
+    n = 600
+    male = rng.random(n) < 0.5
+    vendor = np.where(np.arange(n) < 400, "A", "D")
+    # on scanner D the heart's size is blurred beyond use: sex is hard to tell there
+    radius = np.where(male, 26.0, 22.0) + rng.normal(0, np.where(vendor == "D", 8.0, 0.5))
+    pd.DataFrame({"eid": np.arange(n), "sex": np.where(male, "male", "female"), "age": rng.uniform(45.0, 82.0, n),
+                  "bmi": rng.uniform(19.0, 35.0, n), "hf": (rng.random(n) < 0.3).astype(int), "cell": "x",
+                  "subset": "study", "site": "site-1", "vendor": vendor, "lv_radius_mm": radius}).to_csv(tmp_path / "truth.csv", index=False)
+    source = {"source": "phantom", "parts": [{"subset": "study", "root": str(tmp_path)}]}
+    every_scanner = phantom_attribute_ceiling(source)["sex"]
+    training_scanners = phantom_attribute_ceiling(source, OodPolicy.parse("vendor=D"))["sex"]
+    assert training_scanners > 0.95 > every_scanner

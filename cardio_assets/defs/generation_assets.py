@@ -142,7 +142,7 @@ def attribute_predictors(context: AssetExecutionContext, settings: PipelineSetti
         lr=profile.attribute_lr, schedule=profile.attribute_schedule,
         log=context.log.info,
     )
-    ceiling = phantom_attribute_ceiling(cohort_source)
+    ceiling = phantom_attribute_ceiling(cohort_source, settings.ood_policy())
     accuracy = accuracy_against_ceiling(predictor.validation, ceiling)
     if ceiling:
         context.log.info(f"attribute predictors against the phantom's ceiling: {accuracy.round(3).to_dict('records')}")

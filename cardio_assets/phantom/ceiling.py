@@ -22,9 +22,10 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from cardio_assets.cohort.cells import age_band, bmi_band
+from cardio_assets.cohort.ood import OodPolicy
 
 # what the patient *is* (the targets) and labels derived from them: not image evidence
-NOT_FEATURES = ("eid", "sex", "age", "bmi", "hf", "cell", "subset", "icd10", "phenotype")
+NOT_FEATURES = ("eid", "sex", "age", "bmi", "hf", "cell", "subset", "icd10", "phenotype", "site", "vendor")
 
 
 def attribute_targets(truth: pd.DataFrame) -> dict[str, np.ndarray]:
@@ -60,13 +61,17 @@ def attribute_ceiling(truth: pd.DataFrame, folds: int = 5) -> dict[str, float]:
     return out
 
 
-def phantom_attribute_ceiling(cohort_source: dict) -> dict[str, float]:
+def phantom_attribute_ceiling(cohort_source: dict, held_out: OodPolicy | None = None) -> dict[str, float]:
     """`attribute_ceiling` of the study cohort when the source is the phantom; {} for real data
-    (no ground truth)."""
+    (no ground truth). `held_out`: the vendor or site no model trains on; its patients are left
+    out, so the ceiling is of the scanners the predictors learn from."""
     if cohort_source.get("source") != "phantom":
         return {}
     study = next(part for part in cohort_source["parts"] if part["subset"] == "study")
-    return attribute_ceiling(pd.read_csv(Path(study["root"]) / "truth.csv"))
+    truth = pd.read_csv(Path(study["root"]) / "truth.csv", dtype={"vendor": str, "site": str})
+    if held_out is not None:
+        truth = truth[~held_out.held_out(truth)]
+    return attribute_ceiling(truth)
 
 
 def accuracy_against_ceiling(validation: dict[str, float], ceiling: dict[str, float]) -> pd.DataFrame:
