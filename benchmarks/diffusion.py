@@ -41,6 +41,7 @@ from cardio_assets.generation.backbone import (  # noqa: E402
     save_backbone,
 )
 from cardio_assets.generation.config import SD21_BASE_UNET  # noqa: E402
+from cardio_assets.generation.control import control_channels  # noqa: E402
 from cardio_assets.generation.tokenizer import build_prompt_tokenizer  # noqa: E402
 from cardio_assets.generation.toy import toy_dataset  # noqa: E402
 
@@ -79,7 +80,8 @@ def bare_training(backbone_dir, config, steps, device, dtype) -> float:
     from cardio_assets.generation.backbone import load_backbone
 
     bb = load_backbone(backbone_dir, device=device, dtype=dtype)
-    net = ControlNetModel.from_unet(bb.unet, conditioning_embedding_out_channels=config.controlnet_cond_channels).to(device)
+    net = ControlNetModel.from_unet(bb.unet, conditioning_embedding_out_channels=config.controlnet_cond_channels,
+                                    conditioning_channels=control_channels(config.control_encoding)).to(device)
     if config.gradient_checkpointing:
         net.enable_gradient_checkpointing()
         bb.unet.enable_gradient_checkpointing()
@@ -88,7 +90,7 @@ def bare_training(backbone_dir, config, steps, device, dtype) -> float:
     seq = bb.tokenizer.model_max_length
     z = torch.randn(B, C, L, L, device=device)
     h = torch.randn(B, seq, bb.unet.config.cross_attention_dim, device=device, dtype=dtype)
-    cond = torch.rand(B, 3, config.resolution, config.resolution, device=device, dtype=dtype)
+    cond = torch.rand(B, control_channels(config.control_encoding), config.resolution, config.resolution, device=device, dtype=dtype)
     t = torch.randint(0, 1000, (B,), device=device)
 
     def step():
@@ -119,7 +121,7 @@ def bare_sampling(sampler: Sampler, config, n_images, device, dtype) -> float:
     seq = pipe.tokenizer.model_max_length
     z = torch.randn(2 * B, C, L, L, device=device, dtype=dtype)
     h = torch.randn(2 * B, seq, pipe.unet.config.cross_attention_dim, device=device, dtype=dtype)
-    cond = torch.rand(2 * B, 3, config.resolution, config.resolution, device=device, dtype=dtype)
+    cond = torch.rand(2 * B, control_channels(config.control_encoding), config.resolution, config.resolution, device=device, dtype=dtype)
     t = torch.full((2 * B,), 500, device=device)
 
     def batch():
@@ -146,9 +148,11 @@ def main(argv=None) -> dict:
     ap.add_argument("--train-images", type=int, default=256)
     ap.add_argument("--backbone-folder", default=None)
     ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--dtype", default="auto", help="auto | float32 | bfloat16 (bf16 autocast also on the CPU)")
     args = ap.parse_args(argv)
 
-    config = DiffusionConfig.preset(args.profile, cpu_threads=args.threads, log_every_seconds=1e9, checkpoint_every=10**9)
+    config = DiffusionConfig.preset(args.profile, cpu_threads=args.threads, log_every_seconds=1e9, checkpoint_every=10**9,
+                                    dtype=args.dtype)
     if args.threads:
         torch.set_num_threads(args.threads)
     device = resolve_device(config.device)

@@ -49,6 +49,25 @@ def resolve_dtype(name: str | torch.dtype | None = "auto", device: torch.device 
         raise ValueError(f"unknown dtype {name!r}; expected 'auto' or one of {sorted(_DTYPES)}") from None
 
 
+def native_bf16(device: torch.device) -> bool:
+    """Whether `device` multiplies bf16 natively: CUDA GPUs with bf16, CPUs with Intel AMX tiles.
+    Elsewhere a CPU emulates bf16 and runs it slower than fp32."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    if device.type == "cpu":
+        probe = getattr(torch.cpu, "_is_amx_tile_supported", None)  # torch >= 2.2
+        return bool(probe is not None and probe())
+    return False
+
+
+def resolve_autocast_dtype(name: str | torch.dtype | None, device: torch.device) -> torch.dtype:
+    """The autocast dtype of a network that trains in fp32 weights: `"auto"` is bf16 where the
+    device runs it natively (`native_bf16`), fp32 elsewhere; any other name as `resolve_dtype`."""
+    if name is None or name == "auto":
+        return torch.bfloat16 if native_bf16(device) else torch.float32
+    return resolve_dtype(name, device)
+
+
 def configure_backend(tf32: bool = True, cpu_threads: int | None = None) -> None:
     """TF32 matmuls/convolutions on Ampere+ GPUs (a no-op for CPU math); cuDNN autotuning off
     so that runs are reproducible; optionally the number of CPU threads.

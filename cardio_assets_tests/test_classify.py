@@ -270,6 +270,38 @@ def test_a_fixed_seed_gives_the_same_model():
     assert not np.array_equal(predict(a, vx), predict(c, vx))
 
 
+def test_bf16_autocast_trains_in_fp32_weights_gives_fp32_outputs_and_is_reproducible():
+    x, y = _easy(64, 0.4, seed=0)
+    vx, vy = _easy(24, 0.4, seed=1)
+    tx, ty = _easy(40, 0.4, seed=2)
+    config = CONFIG.with_(dtype="bfloat16")
+    model, history = train_classifier((x, y), (vx, vy, None), config, seed=0, log=_quiet)
+    again, _ = train_classifier((x, y), (vx, vy, None), config, seed=0, log=_quiet)
+    assert history["compute_dtype"] == "bfloat16" and model.compute_dtype == torch.bfloat16
+    assert all(p.dtype == torch.float32 for p in model.parameters())
+    assert model(torch.from_numpy(tx[:4])).dtype == torch.float32
+    assert model.features(torch.from_numpy(tx[:4])).dtype == torch.float32
+    scores = predict(model, tx)
+    assert balanced_accuracy_at(scores, ty, choose_threshold(predict(model, vx), vy)) > 0.8
+    assert np.array_equal(scores, predict(again, tx))
+    # the same weights without autocast: bf16 changes the scores by rounding, not by meaning
+    model.compute_dtype = torch.float32
+    assert 0 < np.abs(predict(model, tx) - scores).max() < 0.05
+
+
+def test_auto_dtype_is_bf16_only_where_the_cpu_has_bf16_units_and_stored_runs_tell_them_apart(monkeypatch):
+    from cardio_assets.classify import run_store
+
+    auto = ClassifierConfig.smoke().with_(device="cpu")
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: True, raising=False)
+    assert auto.compute_dtype() == torch.bfloat16
+    assert run_store.run_key("real", 0, auto, "r", None) == run_store.run_key("real", 0, auto.with_(dtype="bfloat16"), "r", None)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False, raising=False)
+    assert auto.compute_dtype() == torch.float32
+    assert run_store.run_key("real", 0, auto, "r", None) != run_store.run_key("real", 0, auto.with_(dtype="bfloat16"), "r", None)
+    assert auto.with_(dtype="bfloat16").compute_dtype() == torch.bfloat16
+
+
 def test_undersampling_reaches_the_hf_fraction_at_patient_level():
     rows = []
     for p in range(40):
@@ -410,6 +442,9 @@ def test_attribute_predictor_learns_what_the_images_show_with_either_schedule():
     with tempfile.TemporaryDirectory() as folder:
         predictor.save(Path(folder))
         assert AttributePredictor.load(Path(folder), 32).qc_floors() == floors
+        predictor.model.compute_dtype = torch.bfloat16
+        predictor.save(Path(folder))
+        assert AttributePredictor.load(Path(folder), 32).model.compute_dtype == torch.bfloat16
         meta = json.loads((Path(folder) / "predictor.json").read_text())
         del meta["qc_floors"]  # as an older version saved it
         (Path(folder) / "predictor.json").write_text(json.dumps(meta))

@@ -31,7 +31,7 @@ from sklearn.metrics import balanced_accuracy_score
 from cardio_assets.classify.model import HFClassifier, build_classifier
 from cardio_assets.classify.train import Frames, augment
 from cardio_assets.cohort.cells import AGE_BANDS, BMI_BANDS, DIAGNOSES, SEXES
-from cardio_assets.compute import seed_everything
+from cardio_assets.compute import resolve_dtype, seed_everything
 
 ATTRIBUTES: dict[str, tuple[str, ...]] = {"sex": SEXES, "age_band": AGE_BANDS, "bmi_band": BMI_BANDS, "diagnosis": DIAGNOSES}
 QC_ATTRIBUTES = ("sex", "age_band", "bmi_band")  # the diagnosis is what the classifiers learn: not a QC gate
@@ -94,12 +94,15 @@ class AttributePredictor:
             "validation_balanced_accuracy": self.validation, "trusted": sorted(self.trusted),
             "qc_floors": self.floors, "qc_floor_quantile": QC_FLOOR_QUANTILE,
             "init": self.model.description,
+            "compute_dtype": str(self.model.compute_dtype).replace("torch.", ""),
         }, indent=2))
 
     @classmethod
     def load(cls, folder: Path, image_size: int) -> "AttributePredictor":
         meta = json.loads((folder / "predictor.json").read_text())
-        model = build_classifier(image_size, None, num_classes=_n_outputs())
+        # features and QC probabilities as the predictor computed them when it was calibrated
+        compute_dtype = resolve_dtype(meta.get("compute_dtype", "float32"))
+        model = build_classifier(image_size, None, num_classes=_n_outputs(), compute_dtype=compute_dtype)
         model.load_state_dict(load_file(str(folder / "model.safetensors")))
         if "qc_floors" not in meta:  # saved before the floors existed: QC would silently check no attribute
             raise ValueError(f"{folder / 'predictor.json'} has no qc_floors (saved by an older version): materialize attribute_predictors again")
@@ -123,6 +126,7 @@ def train_attribute_predictor(
     train_images: Frames, train_index: pd.DataFrame, val_images: Frames, val_index: pd.DataFrame,
     image_size: int, epochs: int, seed: int, pretrained_weights: str | None = None,
     batch_size: int = 64, lr: float = 1e-3, schedule: str = "constant", log=print,
+    compute_dtype: torch.dtype = torch.float32,
 ) -> AttributePredictor:
     """Multi-head ResNet-18; class-weighted cross-entropy per head (HF and some bands are rare).
 
@@ -133,7 +137,7 @@ def train_attribute_predictor(
     if schedule not in ("constant", "onecycle"):
         raise ValueError(f"schedule must be constant or onecycle, not {schedule!r}")
     seed_everything(seed, deterministic_cudnn=True)
-    model = build_classifier(image_size, pretrained_weights or None, num_classes=_n_outputs())
+    model = build_classifier(image_size, pretrained_weights or None, num_classes=_n_outputs(), compute_dtype=compute_dtype)
     targets = _targets(train_index)
     weights = {a: _class_weights(t, len(ATTRIBUTES[a])) for a, t in targets.items()}
     generator = torch.Generator().manual_seed(seed)

@@ -43,6 +43,7 @@ def data_fingerprint(image_set) -> str | None:
 def run_key(strategy: str, seed: int, config: ClassifierConfig, real_id: str, synthetic_id: str | None) -> str:
     """synthetic_id: the synthetic set's fingerprint for a strategy that trains on it, else None."""
     settings = {k: v for k, v in dataclasses.asdict(config).items() if k not in NOT_IN_KEY}
+    settings["dtype"] = str(config.compute_dtype())  # "auto" is bf16 on one machine, fp32 on another
     data = {"real": real_id, "synthetic": synthetic_id}
     text = json.dumps({"strategy": strategy, "seed": seed, "config": settings, "data": data}, sort_keys=True, default=str)
     return hashlib.sha1(text.encode()).hexdigest()[:16]
@@ -90,13 +91,13 @@ def save_run(root: Path, strategy: str, seed: int, key: str, predictions: pd.Dat
     return folder
 
 
-def load_trained(root: Path, strategy: str, seed: int, key: str, image_size: int) -> TrainedModel | None:
+def load_trained(root: Path, strategy: str, seed: int, key: str, config: ClassifierConfig) -> TrainedModel | None:
     """The model a stored run kept (`save_run(trained=...)`), or None."""
     folder = _folder(root, strategy, seed, key)
     if not (folder / "model.pt").exists():
         return None
     meta = json.loads((folder / "model.json").read_text())
-    model = build_classifier(image_size)
+    model = build_classifier(config.image_size, compute_dtype=config.compute_dtype())
     model.load_state_dict(torch.load(folder / "model.pt", map_location="cpu", weights_only=True))
     return TrainedModel(model, meta["history"], meta["histories"], meta["description"])
 

@@ -343,7 +343,7 @@ def run_strategies(names, real: ImageSet, synthetic: ImageSet | None, config: Cl
                     models_key = _synthetic_only_key(seed, build_training_set("synth_only", real.index, synthetic.index, config, seed).synthetic_rows)
                     only_key = run_store.run_key("synth_only", seed, config, real_id, synthetic_id)
                     if name != "synth_only" and models_key not in synthetic_models:  # synth_only ran in another step
-                        stored = run_store.load_trained(store, "synth_only", seed, only_key, config.image_size)
+                        stored = run_store.load_trained(store, "synth_only", seed, only_key, config)
                         if stored is not None:
                             synthetic_models[models_key] = stored
                 p = run_strategy(name, real, synthetic, config, seed, log, synthetic_models)

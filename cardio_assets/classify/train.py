@@ -299,8 +299,8 @@ def _training_data(train: tuple) -> tuple[Frames, np.ndarray]:
 
 def _initial_model(config: ClassifierConfig, init_state: dict | None, init_description: str | None) -> HFClassifier:
     if init_state is None:
-        return build_classifier(config.image_size, config.pretrained_weights)
-    model = build_classifier(config.image_size, None)
+        return build_classifier(config.image_size, config.pretrained_weights, compute_dtype=config.compute_dtype())
+    model = build_classifier(config.image_size, None, compute_dtype=config.compute_dtype())
     model.load_state_dict(init_state)
     model.description = init_description or "initialised from a given state"
     return model
@@ -411,6 +411,7 @@ def _train(train, val, config: ClassifierConfig, seed: int, init_state, log: Log
         lr_start=learning_rate,
         model_description=model.description,
         device=str(device),
+        compute_dtype=str(model.compute_dtype).replace("torch.", ""),
         seconds=time.perf_counter() - t_start,
     )
     log(f"best epoch {best_epoch + 1} (val balanced accuracy {history['best_val_balanced_accuracy']:.3f}), "
