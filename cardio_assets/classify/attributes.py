@@ -165,7 +165,7 @@ def train_attribute_predictor(
             optimizer.step()
             if scheduler is not None:
                 scheduler.step()
-            total += float(loss) * len(idx)
+            total += float(loss.detach()) * len(idx)
         log(f"attribute predictors: epoch {epoch + 1}/{epochs}, loss {total / n:.3f}")
     predictor = AttributePredictor(model.eval(), {})
     val = val_images.take(np.arange(len(val_images)))
