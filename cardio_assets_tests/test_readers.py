@@ -584,6 +584,17 @@ def test_ids_differing_in_case_or_spaces(tmp_path):
     assert rows[("2 ", "missing_metadata")].detail.endswith("(compare '2', which differs only in case or surrounding spaces)")
 
 
+def test_an_id_that_reads_as_a_missing_value_is_named_in_both_quarantine_rows(tmp_path):
+    """A patient whose id is "NA": exports write missing ids so, so its row is skipped, and both the
+    row's and the folder's quarantine rows say why rather than leave a puzzle."""
+    paths = write_ukbb_cohort(tmp_path, [{"id": "1"}, {"id": "NA"}])
+    result = scan_ukbb(paths.root, paths.metadata)
+    assert sorted(by_id(result)) == ["1"]
+    details = [q.detail for q in result.quarantine]
+    assert any("line 3 of metadata table" in d and "has no eid ('NA' reads as a missing value)" in d for d in details), details
+    assert any(f"patient folder {paths.root / 'NA'} has no row" in d for d in details), details
+
+
 def test_malformed_metadata_tables_raise_naming_the_file(tmp_path):
     paths = write_mms_cohort(tmp_path, [{"id": "A1"}])
     text = paths.metadata.read_text()

@@ -319,9 +319,12 @@ def table_rows_by_id(records: list[dict], id_column: str, id_name: str, source: 
         line = lines[index] if lines is not None else index + 2
         pid = str(record[id_column]).strip()
         if is_blank(pid):
+            # a placeholder ("NA", "nan", "-") is how exports write a missing id: say so, since a
+            # patient folder of that very name then finds no row
+            placeholder = f" ({pid!r} reads as a missing value)" if pid else ""
             quarantine.append(QuarantineRow(
                 "", source, table_name, "missing_metadata",
-                f"line {line} of metadata table {table_name} has no {id_name}; the row is skipped",
+                f"line {line} of metadata table {table_name} has no {id_name}{placeholder}; the row is skipped",
             ))
             continue
         rows.append((line, pid, record if values is None else values(record)))
