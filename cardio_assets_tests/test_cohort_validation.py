@@ -143,6 +143,7 @@ def test_broken_and_odd_nifti_files_quarantine_only_their_patient(tmp_path):
         "z10": ("unreadable_image", "image", "voxel sizes (pixdim 1-3) are 0, 1.8, 8;"),
         "z11": ("unreadable_image", "image", "not real numbers"),  # complex voxels
         "z12": ("unreadable_image", "image", "not real numbers"),  # RGB voxels: crashed the run
+        "z13": ("nonfinite_voxels", "image", "beyond float32's range"),  # float64 values a float32 frame cannot hold
     }
     kept = ["k1", "k2", "k3"]  # k2: float labels off by rounding noise; k3: a negative pixdim
     paths = write_ukbb_cohort(tmp_path, [{"id": pid} for pid in kept + list(cases)])
@@ -171,6 +172,7 @@ def test_broken_and_odd_nifti_files_quarantine_only_their_patient(tmp_path):
     rgb = np.zeros(cine.shape, dtype=[("R", "u1"), ("G", "u1"), ("B", "u1")])
     rgb["R"] = np.clip(cine, 0, 255)
     _resave(files["z12"]["image"], rgb)
+    _resave(files["z13"]["image"], cine.astype(np.float64) * 1e300)
 
     cohort, quarantine = _validate(scan_ukbb(paths.root, paths.metadata))
 

@@ -19,6 +19,8 @@ from cardio_assets.cohort.labels import LV, MYO, LabelError
 from cardio_assets.cohort.readers.base import PatientEntry, QuarantineRow
 from cardio_assets.cohort.volumes import VolumeError, load_cine, load_mask
 
+FLOAT32_MAX = float(np.finfo(np.float32).max)
+
 COHORT_COLUMNS = [
     "patient_id", "source", "subset", "vendor", "site", "sex", "age", "bmi", "diagnosis", "cell", "no_cell_reason",
     "age_band", "bmi_band", "image_path", "ed_mask_path", "ed_mask_frame", "es_mask_path",
@@ -46,6 +48,10 @@ def validate_entry(entry: PatientEntry) -> dict | QuarantineRow:
     if np.issubdtype(cine.dtype, np.floating) and not np.isfinite(cine).all():
         n_bad = int((~np.isfinite(cine)).sum())
         return bad(entry.image_path, "nonfinite_voxels", f"{n_bad} NaN/inf voxels in {entry.image_path}")
+    if np.issubdtype(cine.dtype, np.floating) and cine.size and np.abs(cine).max() > FLOAT32_MAX:
+        # the frames are float32: such a voxel would turn into inf there
+        return bad(entry.image_path, "nonfinite_voxels",
+                   f"voxel values up to {float(np.abs(cine).max()):.3g} in {entry.image_path}, beyond float32's range (frames are float32)")
     if cine.size and cine.min() == cine.max():  # an empty export: ES could only be guessed, wrongly
         return bad(entry.image_path, "blank_image", f"every voxel of the cine {entry.image_path} is {cine.flat[0]}")
     n_frames = cine.shape[3]
