@@ -300,6 +300,7 @@ def test_auto_dtype_is_bf16_only_where_the_cpu_has_bf16_units_and_stored_runs_te
     assert auto.compute_dtype() == torch.float32
     assert run_store.run_key("real", 0, auto, "r", None) != run_store.run_key("real", 0, auto.with_(dtype="bfloat16"), "r", None)
     assert auto.with_(dtype="bfloat16").compute_dtype() == torch.bfloat16
+    assert auto.with_(dtype="float16").compute_dtype() == torch.float32  # no fp16 training without a gradient scaler
 
 
 def test_undersampling_reaches_the_hf_fraction_at_patient_level():

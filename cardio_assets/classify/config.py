@@ -63,7 +63,10 @@ class ClassifierConfig:
         """The torch dtype `dtype` resolves to on this machine's device."""
         from cardio_assets.compute import resolve_autocast_dtype, resolve_device
 
-        return resolve_autocast_dtype(self.dtype, resolve_device(self.device or "auto"))
+        import torch
+
+        dtype = resolve_autocast_dtype(self.dtype, resolve_device(self.device or "auto"))
+        return torch.float32 if dtype == torch.float16 else dtype  # fp16 training would need a gradient scaler
 
     def with_(self, **changes) -> "ClassifierConfig":
         return replace(self, **changes)
