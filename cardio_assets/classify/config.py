@@ -61,9 +61,9 @@ class ClassifierConfig:
 
     def compute_dtype(self):
         """The torch dtype `dtype` resolves to on this machine's device."""
-        from cardio_assets.compute import resolve_autocast_dtype, resolve_device
-
         import torch
+
+        from cardio_assets.compute import resolve_autocast_dtype, resolve_device
 
         dtype = resolve_autocast_dtype(self.dtype, resolve_device(self.device or "auto"))
         return torch.float32 if dtype == torch.float16 else dtype  # fp16 training would need a gradient scaler
