@@ -44,3 +44,20 @@ def test_settings_are_read_from_the_environment_when_a_run_starts(monkeypatch, t
     launchpad = {"resources": {"settings": {"config": {"seed": 3, "data_lake": "other"}}}}
     assert materialize([probe], resources={"settings": settings}, run_config=launchpad).success
     assert seen == {"profile": "demo", "seed": 3, "data_lake": str(tmp_path / "other")}
+
+
+def test_the_gpu_resource_gives_both_model_families_its_device_and_dtype():
+    import torch
+
+    from cardio_assets.classify.config import ClassifierConfig
+    from cardio_assets.defs.gpu import GpuResource
+    from cardio_assets.generation.config import DiffusionConfig
+
+    cpu_fp32 = GpuResource(device="cpu", dtype="float32", cpu_threads=1)
+    classifier = cpu_fp32.apply(ClassifierConfig.smoke())
+    diffusion = cpu_fp32.apply(DiffusionConfig.smoke())
+    assert (classifier.device, classifier.dtype, classifier.torch_threads) == ("cpu", "float32", 1)
+    assert (diffusion.device, diffusion.dtype, diffusion.cpu_threads) == ("cpu", "float32", 1)
+    assert classifier.compute_dtype() == torch.float32
+    assert GpuResource(device="cpu", dtype="bfloat16").apply(ClassifierConfig.smoke()).compute_dtype() == torch.bfloat16
+    assert GpuResource().apply(ClassifierConfig.smoke()).dtype == "auto"

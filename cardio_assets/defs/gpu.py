@@ -52,10 +52,7 @@ class GpuResource(ConfigurableResource):
     def apply(self, config):
         """A copy of a Diffusion/Classifier config with this resource's device settings."""
         names = {f.name for f in dataclasses.fields(config)}
-        # the classifier config spells "auto" as None
-        changes = {"device": None if self.device == "auto" and "dtype" not in names else self.device}
-        if "dtype" in names:
-            changes["dtype"] = self.dtype
+        changes = {"device": self.device, "dtype": self.dtype}  # both configs resolve "auto" (compute.py)
         if "tf32" in names:
             changes["tf32"] = self.tf32
         if "cpu_threads" in names and self.cpu_threads:
