@@ -31,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from cardio_assets.classify.config import ClassifierConfig  # noqa: E402
 from cardio_assets.classify.model import build_classifier  # noqa: E402
 from cardio_assets.classify.train import predict, train_classifier  # noqa: E402
-from cardio_assets.compute import native_bf16, resolve_device  # noqa: E402
+from cardio_assets.compute import dtype_name, native_bf16, resolve_device  # noqa: E402
 
 
 def bare_train_rate(size: int, batch: int, channels_last: bool, steps: int = 8, dtype=torch.float32) -> float:
@@ -79,7 +79,7 @@ def main(argv=None) -> dict:
 
     out: dict = {"images": args.images, "size": args.size, "batch": args.batch, "threads": torch.get_num_threads()}
     dtype = config.compute_dtype()
-    out["compute_dtype"] = str(dtype).replace("torch.", "")
+    out["compute_dtype"] = dtype_name(dtype)
     out["native_bf16"] = native_bf16(resolve_device("auto"))
     variants = {"channels_last": (True, torch.float32), "contiguous": (False, torch.float32), "channels_last_bf16": (True, torch.bfloat16)}
     out["bare_train_images_per_s"] = {name: round(bare_train_rate(args.size, args.batch, last, dtype=dt), 1)

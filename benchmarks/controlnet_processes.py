@@ -23,8 +23,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import torch
-
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.diffusion import build_random_backbone  # noqa: E402
@@ -62,7 +60,6 @@ def main(argv=None) -> dict:
     out["loop_speedup"] = round(many["loop_steps_per_s"] / one["loop_steps_per_s"], 3)
     out["loadavg_end"] = os.getloadavg()[0]
     print(json.dumps(out), flush=True)
-    torch.set_num_threads(cores)
     return out
 
 

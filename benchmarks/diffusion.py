@@ -31,7 +31,7 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from cardio_assets.compute import autocast_context, resolve_device, resolve_dtype  # noqa: E402
+from cardio_assets.compute import autocast_context, dtype_name, resolve_device, resolve_dtype  # noqa: E402
 from cardio_assets.generation import DiffusionConfig, Sampler, train_controlnet  # noqa: E402
 from cardio_assets.generation.backbone import (  # noqa: E402
     make_noise_scheduler,
@@ -160,7 +160,7 @@ def main(argv=None) -> dict:
     train_steps = args.train_steps or {"smoke": 10, "demo": 20, "paper": 20}[args.profile]
     n_sample = args.sample_images or 2 * config.sample_batch_size
     images, labels, prompts, _ = toy_dataset(args.train_images, config.resolution, seed=0)
-    result = {"profile": args.profile, "device": str(device), "dtype": str(dtype).replace("torch.", ""),
+    result = {"profile": args.profile, "device": str(device), "dtype": dtype_name(dtype),
               "threads": torch.get_num_threads(), "loadavg_start": os.getloadavg()[0]}
 
     with tempfile.TemporaryDirectory() as tmp:

@@ -49,6 +49,11 @@ def resolve_dtype(name: str | torch.dtype | None = "auto", device: torch.device 
         raise ValueError(f"unknown dtype {name!r}; expected 'auto' or one of {sorted(_DTYPES)}") from None
 
 
+def dtype_name(dtype: torch.dtype) -> str:
+    """"bfloat16" for torch.bfloat16: the name `resolve_dtype` reads back, for records and JSON."""
+    return str(dtype).removeprefix("torch.")
+
+
 def native_bf16(device: torch.device) -> bool:
     """Whether `device` multiplies bf16 natively: CUDA GPUs with bf16, CPUs with Intel AMX tiles.
     Elsewhere a CPU emulates bf16 and runs it slower than fp32."""

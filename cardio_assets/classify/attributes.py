@@ -31,7 +31,7 @@ from sklearn.metrics import balanced_accuracy_score
 from cardio_assets.classify.model import HFClassifier, build_classifier
 from cardio_assets.classify.train import Frames, augment
 from cardio_assets.cohort.cells import AGE_BANDS, BMI_BANDS, DIAGNOSES, SEXES
-from cardio_assets.compute import resolve_dtype, seed_everything
+from cardio_assets.compute import dtype_name, resolve_dtype, seed_everything
 
 ATTRIBUTES: dict[str, tuple[str, ...]] = {"sex": SEXES, "age_band": AGE_BANDS, "bmi_band": BMI_BANDS, "diagnosis": DIAGNOSES}
 QC_ATTRIBUTES = ("sex", "age_band", "bmi_band")  # the diagnosis is what the classifiers learn: not a QC gate
@@ -94,7 +94,7 @@ class AttributePredictor:
             "validation_balanced_accuracy": self.validation, "trusted": sorted(self.trusted),
             "qc_floors": self.floors, "qc_floor_quantile": QC_FLOOR_QUANTILE,
             "init": self.model.description,
-            "compute_dtype": str(self.model.compute_dtype).replace("torch.", ""),
+            "compute_dtype": dtype_name(self.model.compute_dtype),
         }, indent=2))
 
     @classmethod

@@ -27,7 +27,7 @@ from sklearn.metrics import balanced_accuracy_score, roc_auc_score
 
 from cardio_assets.classify.config import ClassifierConfig
 from cardio_assets.classify.model import HFClassifier, build_classifier
-from cardio_assets.compute import resolve_device, seed_everything
+from cardio_assets.compute import dtype_name, resolve_device, seed_everything
 
 Log = Callable[[str], None]
 EpochBatches = Callable[[np.random.Generator], list[np.ndarray]]
@@ -411,7 +411,7 @@ def _train(train, val, config: ClassifierConfig, seed: int, init_state, log: Log
         lr_start=learning_rate,
         model_description=model.description,
         device=str(device),
-        compute_dtype=str(model.compute_dtype).replace("torch.", ""),
+        compute_dtype=dtype_name(model.compute_dtype),
         seconds=time.perf_counter() - t_start,
     )
     log(f"best epoch {best_epoch + 1} (val balanced accuracy {history['best_val_balanced_accuracy']:.3f}), "

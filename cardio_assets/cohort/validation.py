@@ -45,13 +45,14 @@ def validate_entry(entry: PatientEntry) -> dict | QuarantineRow:
         cine, affine, zooms = load_cine(entry.image_path)
     except VolumeError as exc:
         return bad(entry.image_path, "unreadable_image", str(exc))
-    if np.issubdtype(cine.dtype, np.floating) and not np.isfinite(cine).all():
+    if np.issubdtype(cine.dtype, np.floating) and cine.size:
         n_bad = int((~np.isfinite(cine)).sum())
-        return bad(entry.image_path, "nonfinite_voxels", f"{n_bad} NaN/inf voxels in {entry.image_path}")
-    if np.issubdtype(cine.dtype, np.floating) and cine.size and np.abs(cine).max() > FLOAT32_MAX:
-        # the frames are float32: such a voxel would turn into inf there
-        return bad(entry.image_path, "nonfinite_voxels",
-                   f"voxel values up to {float(np.abs(cine).max()):.3g} in {entry.image_path}, beyond float32's range (frames are float32)")
+        if n_bad:
+            return bad(entry.image_path, "nonfinite_voxels", f"{n_bad} NaN/inf voxels in {entry.image_path}")
+        peak = float(np.abs(cine).max())
+        if peak > FLOAT32_MAX:  # the frames are float32: such a voxel would turn into inf there
+            return bad(entry.image_path, "nonfinite_voxels",
+                       f"voxel values up to {peak:.3g} in {entry.image_path}, beyond float32's range (frames are float32)")
     if cine.size and cine.min() == cine.max():  # an empty export: ES could only be guessed, wrongly
         return bad(entry.image_path, "blank_image", f"every voxel of the cine {entry.image_path} is {cine.flat[0]}")
     n_frames = cine.shape[3]

@@ -2,8 +2,8 @@
 
 `device="auto"` picks CUDA when present, else the CPU; `dtype="auto"` is bf16 on CUDA and
 fp32 on the CPU for the diffusion models, and bf16 on CUDA and on CPUs with AMX for the
-ResNet-18s (`ClassifierConfig.compute_dtype`; float16 leaves them in fp32). Nothing touches CUDA until a heavy asset asks for its device. The heavy
-assets also carry the Dagster pool "gpu", which the instance config (dagster.yaml) limits
+ResNet-18s (`ClassifierConfig.compute_dtype`; float16 leaves them in fp32). Nothing touches
+CUDA until a heavy asset asks for its device. The heavy assets also carry the Dagster pool "gpu", which the instance config (dagster.yaml) limits
 to one at a time, so two partitions never fight over one GPU.
 """
 

@@ -28,7 +28,15 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
-from cardio_assets.compute import autocast_context, configure_backend, resolve_device, resolve_dtype, seed_everything, set_memory_format
+from cardio_assets.compute import (
+    autocast_context,
+    configure_backend,
+    dtype_name,
+    resolve_device,
+    resolve_dtype,
+    seed_everything,
+    set_memory_format,
+)
 from cardio_assets.generation.backbone import RECORD_NAME, diffusion_loss, diffusion_target, load_backbone
 from cardio_assets.generation.checkpoint import NAME as CHECKPOINT_NAME
 from cardio_assets.generation.checkpoint import (
@@ -320,7 +328,7 @@ def _training_record(
         "config": config.to_dict(),
         "device": str(device),
         "data_parallel_processes": world_size,
-        "dtype": str(dtype).replace("torch.", ""),
+        "dtype": dtype_name(dtype),
         "seconds": round(seconds, 3),
         "seconds_total": round(seconds_before + loop_seconds + cache_seconds, 3),
         "cache_seconds": round(cache_seconds, 3),
