@@ -234,6 +234,30 @@ def test_fid_of_a_set_with_itself_is_near_zero_and_with_noise_large():
     assert halves["fid_mean"] < other["fid_mean"]
 
 
+def test_a_feature_bank_gives_torch_fidelitys_values_and_extracts_each_image_once():
+    import torch_fidelity
+
+    from cardio_assets.metrics.realism import FeatureBank, UInt8Frames
+
+    extractor = module_extractor(_SmallFeatures(), "4x4 pooling test extractor")
+    real, other = _smooth_images(40, seed=0), _smooth_images(40, seed=3)
+    direct = torch_fidelity.calculate_metrics(
+        input1=UInt8Frames(real), input2=UInt8Frames(other), fid=True, kid=True, kid_subsets=10, kid_subset_size=40,
+        cuda=False, cache=False, save_cpu_ram=True, verbose=False, **extractor.kwargs())
+    bank = FeatureBank(real, extractor)
+    banked = fid_kid(bank, other, extractor, n=40, repeats=1, kid_subsets=10)
+    assert banked["fid_mean"] == pytest.approx(direct["frechet_inception_distance"], rel=1e-5)
+    assert banked["kid_mean"] == pytest.approx(direct["kernel_inception_distance_mean"], rel=1e-5)
+    # views share the cache: rows drawn again are not extracted again
+    view = bank.subset(np.arange(10, 30))
+    assert bank.extracted == 40
+    fid_kid(view, None, extractor, n=10, repeats=3, kid_subsets=5)
+    assert bank.extracted == 40
+    assert torch.equal(view.features([0, 1]), bank.features([10, 11]))
+    with pytest.raises(ValueError, match="FeatureBank"):
+        fid_kid(bank, other, module_extractor(_SmallFeatures(), "another test extractor"), n=8, repeats=1, kid_subsets=2)
+
+
 def test_a_trained_classifier_serves_as_fid_feature_extractor(tmp_path):
     from cardio_assets.classify.model import build_classifier
 

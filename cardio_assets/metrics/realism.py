@@ -1,8 +1,9 @@
 """Realism of the synthetic frames: FID and KID per subgroup (the paper's Table 1), and the
 diversity of images made from one prompt and one mask.
 
-FID and KID are computed by torch-fidelity (`calculate_metrics`) on two torch Datasets that
-return uint8 (3, H, W) tensors. The feature extractor is either
+FID and KID are computed by torch-fidelity's functions on features its extractor computes from
+uint8 (3, H, W) tensors, each image's features once per report (`FeatureBank`). The feature
+extractor is either
 - torch-fidelity's InceptionV3 from a local weights file (`inception_extractor(path)`;
   nothing is downloaded), or
 - any torch module registered with torch-fidelity (`module_extractor(module, description)`),
@@ -37,7 +38,10 @@ import torch_fidelity
 from torch import nn
 from torch.utils.data import Dataset
 from torch_fidelity.feature_extractor_base import FeatureExtractorBase
+from torch_fidelity.metric_fid import KEY_METRIC_FID, fid_features_to_statistics, fid_statistics_to_metric
+from torch_fidelity.metric_kid import KEY_METRIC_KID_MEAN, kid_features_to_metric
 from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY
+from torch_fidelity.utils import create_feature_extractor, get_featuresdict_from_dataset, resolve_feature_layer_for_metric
 
 from cardio_assets.classify.train import Frames, as_frames
 from cardio_assets.cohort.cells import AGE_BAND_LABELS, BMI_BAND_LABELS, SEX_LABELS
@@ -152,14 +156,79 @@ def classifier_extractor(classifier, description: str | None = None) -> FeatureE
 # --------------------------------------------------------------------------- FID / KID
 
 
-def _fidelity(a: Dataset, b: Dataset, extractor: FeatureExtractor, n: int, kid_subsets: int,
-              batch_size: int, cuda: bool | None) -> dict:
-    cuda = torch.cuda.is_available() if cuda is None else cuda
-    out = torch_fidelity.calculate_metrics(
-        input1=a, input2=b, fid=True, kid=True, kid_subset_size=min(1000, n), kid_subsets=kid_subsets,
-        batch_size=batch_size, cuda=cuda, cache=False, save_cpu_ram=True, verbose=False, **extractor.kwargs(),
-    )
-    return {"fid": float(out["frechet_inception_distance"]), "kid": float(out["kernel_inception_distance_mean"])}
+class FeatureBank:
+    """Features of an image set's rows by one extractor, each row pushed through the network once.
+
+    Table 1 and the extractor checks draw overlapping subsets of the same frames dozens of times
+    (24 comparisons x repeats); handing each draw to `torch_fidelity.calculate_metrics` would
+    extract every drawn image again (two thirds of the realism report's time on the demo). The
+    features come from torch-fidelity's own extractor and batching (`create_feature_extractor`,
+    `get_featuresdict_from_dataset`) and go to its own FID and KID functions, so the values are
+    the ones `calculate_metrics` gives, up to the floating-point effect of batching rows otherwise.
+    `subset(positions)` is a view that shares the cache.
+    """
+
+    def __init__(self, images, extractor: FeatureExtractor, batch_size: int = 64, cuda: bool | None = None):
+        self._store = _FeatureStore(as_frames(images), extractor, batch_size,
+                                    torch.cuda.is_available() if cuda is None else cuda)
+        self._rows = np.arange(len(self._store.frames))
+
+    def __len__(self) -> int:
+        return len(self._rows)
+
+    @property
+    def extracted(self) -> int:
+        """Rows pushed through the network so far (over all views of this bank)."""
+        return int(self._store.done.sum())
+
+    def subset(self, positions) -> "FeatureBank":
+        view = copy.copy(self)
+        view._rows = self._rows[np.asarray(positions, dtype=np.int64)]
+        return view
+
+    def features(self, positions) -> torch.Tensor:
+        """(len(positions), D) float32 features of these rows, extracting those not seen yet."""
+        return torch.from_numpy(self._store.features(self._rows[np.asarray(positions, dtype=np.int64)]))
+
+
+class _FeatureStore:
+    def __init__(self, frames: Frames, extractor: FeatureExtractor, batch_size: int, cuda: bool):
+        self.frames, self.extractor, self.batch_size, self.cuda = frames, extractor, batch_size, cuda
+        self.done = np.zeros(len(frames), dtype=bool)
+        self.values: np.ndarray | None = None
+        self._network = self._layer = None
+
+    def features(self, rows: np.ndarray) -> np.ndarray:
+        missing = np.unique(rows[~self.done[rows]])
+        if len(missing):
+            new = self._extract(missing)
+            if self.values is None:  # zero pages cost nothing until written: only drawn rows take memory
+                self.values = np.zeros((len(self.frames), new.shape[1]), dtype=np.float32)
+            self.values[missing] = new
+            self.done[missing] = True
+        return self.values[rows]
+
+    def _extract(self, rows: np.ndarray) -> np.ndarray:
+        if self._network is None:
+            kwargs = self.extractor.kwargs()
+            layer, kid_layer = (resolve_feature_layer_for_metric(m, **kwargs) for m in ("fid", "kid"))
+            if layer != kid_layer:
+                raise ValueError(f"extractor {self.extractor.name!r} gives FID and KID different layers ({layer}, {kid_layer})")
+            name = kwargs.pop("feature_extractor")
+            self._network = create_feature_extractor(name, [layer], cuda=self.cuda, verbose=False, **kwargs)
+            self._layer = layer
+        out = get_featuresdict_from_dataset(UInt8Frames(self.frames, rows), self._network, self.batch_size,
+                                            self.cuda, save_cpu_ram=True, verbose=False)
+        return out[self._layer].to(torch.float32).numpy()
+
+
+def _fidelity(features_a: torch.Tensor, features_b: torch.Tensor, n: int, kid_subsets: int) -> dict:
+    """torch-fidelity's FID and KID (its defaults: polynomial kernel, rng seed 2020) of two feature sets."""
+    stats = [fid_features_to_statistics(f) for f in (features_a, features_b)]
+    fid = fid_statistics_to_metric(stats[0], stats[1], verbose=False)[KEY_METRIC_FID]
+    kid = kid_features_to_metric(features_a, features_b, kid_subsets=kid_subsets, kid_subset_size=min(1000, n),
+                                 verbose=False)[KEY_METRIC_KID_MEAN]
+    return {"fid": float(fid), "kid": float(kid)}
 
 
 def fid_kid(images_a, images_b, extractor: FeatureExtractor, n: int = 500, repeats: int = 3, seed: int = 0,
@@ -167,21 +236,23 @@ def fid_kid(images_a, images_b, extractor: FeatureExtractor, n: int = 500, repea
             weights_b: np.ndarray | None = None) -> dict:
     """FID and KID between two image sets, mean (std) over `repeats` draws of n images each.
 
+    images_a, images_b: image arrays, `Frames`, or `FeatureBank`s of `extractor` (pass banks
+    when the same images take part in several comparisons: each is then extracted once).
     With `images_b is None`, set a is compared with itself: its items are split into two
     disjoint halves at every repeat, by `groups_a` (e.g. patient ids) when given.
     weights_b: draw set b's images with these probabilities (without replacement; n is capped
     by the number of images of nonzero weight), e.g. to give it set a's mix of cells.
     """
     rng = np.random.default_rng(seed)
-    frames_a = as_frames(images_a)
+    bank_a = _bank(images_a, extractor, batch_size, cuda)
     same = images_b is None
-    frames_b = frames_a if same else as_frames(images_b)
+    bank_b = bank_a if same else _bank(images_b, extractor, batch_size, cuda)
     fids, kids, used = [], [], 0
     for _ in range(repeats):
         if same:
-            pos_a, pos_b = _disjoint_halves(len(frames_a), groups_a, rng)
+            pos_a, pos_b = _disjoint_halves(len(bank_a), groups_a, rng)
         else:
-            pos_a, pos_b = np.arange(len(frames_a)), np.arange(len(frames_b))
+            pos_a, pos_b = np.arange(len(bank_a)), np.arange(len(bank_b))
         p_b = None
         if weights_b is not None:
             pos_b = pos_b[np.asarray(weights_b)[pos_b] > 0]
@@ -192,8 +263,7 @@ def fid_kid(images_a, images_b, extractor: FeatureExtractor, n: int = 500, repea
             break
         pos_a = rng.choice(pos_a, size=m, replace=False)
         pos_b = rng.choice(pos_b, size=m, replace=False, p=p_b)
-        r = _fidelity(UInt8Frames(frames_a, pos_a), UInt8Frames(frames_b, pos_b), extractor, m, kid_subsets,
-                      batch_size, cuda)
+        r = _fidelity(bank_a.features(pos_a), bank_b.features(pos_b), m, kid_subsets)
         fids.append(r["fid"])
         kids.append(r["kid"])
         used = m
@@ -205,6 +275,14 @@ def fid_kid(images_a, images_b, extractor: FeatureExtractor, n: int = 500, repea
         "kid_std": float(np.std(kids, ddof=1)) if len(kids) > 1 else (0.0 if kids else float("nan")),
         "extractor": extractor.description,
     }
+
+
+def _bank(images, extractor: FeatureExtractor, batch_size: int, cuda: bool | None) -> FeatureBank:
+    if isinstance(images, FeatureBank):
+        if images._store.extractor != extractor:
+            raise ValueError(f"a FeatureBank of {images._store.extractor.name!r} passed for extractor {extractor.name!r}")
+        return images
+    return FeatureBank(images, extractor, batch_size, cuda)
 
 
 def _disjoint_halves(n: int, groups, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
@@ -262,7 +340,8 @@ def realism_table(real, synthetic, extractor: FeatureExtractor, n: int = 500, re
     real_rows = np.arange(len(real_index))
     if real_splits is not None and "split" in real_index:
         real_rows = np.flatnonzero(real_index["split"].isin(real_splits).to_numpy())
-    real_frames = as_frames(real.images)
+    real_bank = FeatureBank(real.images, extractor, batch_size)
+    synthetic_bank = None if synthetic is None else FeatureBank(synthetic.images, extractor, batch_size)
     rows = []
     for i, (title, column, (a, b), (label_a, label_b)) in enumerate(TABLE1_ATTRIBUTES):
         labels = {a: label_a, b: label_b}
@@ -271,11 +350,11 @@ def realism_table(real, synthetic, extractor: FeatureExtractor, n: int = 500, re
             rx = real_rows[real_index[column].to_numpy()[real_rows] == x]
             ry = real_rows[real_index[column].to_numpy()[real_rows] == y]
             if x == y:
-                res = fid_kid(real_frames.subset(rx), None, extractor, n, repeats, seed=[seed, i, j, 0],
+                res = fid_kid(real_bank.subset(rx), None, extractor, n, repeats, seed=[seed, i, j, 0],
                               groups_a=real_index["patient_id"].to_numpy()[rx], kid_subsets=kid_subsets,
                               batch_size=batch_size)
             else:
-                res = fid_kid(real_frames.subset(rx), real_frames.subset(ry), extractor, n, repeats,
+                res = fid_kid(real_bank.subset(rx), real_bank.subset(ry), extractor, n, repeats,
                               seed=[seed, i, j, 0], kid_subsets=kid_subsets, batch_size=batch_size)
             rows.append({"attribute": title, "comparison": comparison, "kind": REAL_REAL, **res})
             log(f"FID {title} {comparison} real-real: {res['fid_mean']:.2f} ({res['fid_std']:.2f}), n={res['n']}")
@@ -286,7 +365,7 @@ def realism_table(real, synthetic, extractor: FeatureExtractor, n: int = 500, re
                 # few young): drawn with the real side's mix of the other attributes, the comparison
                 # measures the images, not the mix
                 weights = matching_weights(_other_attributes(real_index.iloc[rx], column), _other_attributes(s_index.iloc[sy], column))
-                res = fid_kid(real_frames.subset(rx), as_frames(synthetic.images).subset(sy), extractor, n, repeats,
+                res = fid_kid(real_bank.subset(rx), synthetic_bank.subset(sy), extractor, n, repeats,
                               seed=[seed, i, j, 1], kid_subsets=kid_subsets, batch_size=batch_size, weights_b=weights)
                 rows.append({"attribute": title, "comparison": comparison, "kind": REAL_SYNTHETIC, **res})
                 log(f"FID {title} {comparison} real-synthetic: {res['fid_mean']:.2f} ({res['fid_std']:.2f}), "
@@ -326,9 +405,9 @@ def extractor_sanity(real, extractor: FeatureExtractor, n: int = 500, seed: int 
         ("the same, ED and ES channels swapped", "clearly above the floor"): b[:, [1, 0, 1]],
         ("uniform noise", "far above the floor"): rng.random(b.shape, dtype=np.float32),
     }
-    out = []
+    out, bank_a = [], FeatureBank(a, extractor, batch_size)
     for (check, expectation), images in others.items():
-        r = fid_kid(a, images, extractor, n=m, repeats=1, seed=[seed, 7], kid_subsets=kid_subsets, batch_size=batch_size)
+        r = fid_kid(bank_a, images, extractor, n=m, repeats=1, seed=[seed, 7], kid_subsets=kid_subsets, batch_size=batch_size)
         out.append({"check": check, "expectation": expectation, "n": r["n"], "fid": r["fid_mean"], "kid": r["kid_mean"]})
     return pd.DataFrame(out, columns=list(SANITY_COLUMNS))
 
@@ -349,10 +428,11 @@ def memorisation_check(seen, unseen, extractor: FeatureExtractor, n: int = 500, 
     other image, real or synthetic, and inflates every real-vs-synthetic FID over its floor.
     """
     groups = seen.index["patient_id"].to_numpy()
-    floor = fid_kid(seen.images, None, extractor, n, repeats=1, seed=[seed, 8], groups_a=groups,
+    seen_bank = FeatureBank(seen.images, extractor, batch_size)
+    floor = fid_kid(seen_bank, None, extractor, n, repeats=1, seed=[seed, 8], groups_a=groups,
                     kid_subsets=kid_subsets, batch_size=batch_size)
     m = floor["n"]  # the unseen comparison at the floor's size: FID's bias depends on n
-    across = fid_kid(seen.images, unseen.images, extractor, m, repeats=1, seed=[seed, 8, 1],
+    across = fid_kid(seen_bank, unseen.images, extractor, m, repeats=1, seed=[seed, 8, 1],
                      kid_subsets=kid_subsets, batch_size=batch_size)
     rows = [{"check": check, "expectation": expectation, "n": r["n"], "fid": r["fid_mean"], "kid": r["kid_mean"]}
             for (check, expectation), r in zip(MEMORISATION_CHECKS, (floor, across))]
@@ -438,13 +518,14 @@ def scanner_shift_table(real_in, real_out, synthetic, extractor: FeatureExtracto
     synthetic frames against each: synthetic frames closer to the held-out scanners than the
     training scanners are would be a sign the generator covers part of the shift."""
     sets = {"real, training scanners": real_in, "real, held-out scanners": real_out, "synthetic": synthetic}
+    banks = {name: FeatureBank(images.images, extractor, batch_size) for name, images in sets.items() if images is not None}
     pairs = [("real, training scanners", None), ("real, training scanners", "real, held-out scanners")]
     if synthetic is not None:
         pairs += [("synthetic", "real, training scanners"), ("synthetic", "real, held-out scanners")]
     rows = []
     for k, (a, b) in enumerate(pairs):
         groups = sets[a].index["patient_id"].to_numpy() if b is None else None
-        res = fid_kid(sets[a].images, None if b is None else sets[b].images, extractor, n, repeats, seed=[seed, 7, k],
+        res = fid_kid(banks[a], None if b is None else banks[b], extractor, n, repeats, seed=[seed, 7, k],
                       groups_a=groups, kid_subsets=kid_subsets, batch_size=batch_size)
         rows.append({"comparison": f"{a} - {a if b is None else b}", **{c: res[c] for c in SHIFT_COLUMNS[1:]}})
     return pd.DataFrame(rows, columns=list(SHIFT_COLUMNS))
