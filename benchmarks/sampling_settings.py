@@ -99,7 +99,7 @@ def main(argv=None) -> dict:
     probe_index = index.iloc[probe].reset_index(drop=True)
     models = args.lake / "models"
     predictor = AttributePredictor.load(models / "attribute_predictors", images.shape[-1])
-    check = make_check(thresholds, probabilities=predictor.probabilities_one, floors=predictor.qc_floors())
+    check = make_check(thresholds, probabilities=predictor.probabilities, floors=predictor.qc_floors())
     extractor = module_extractor(PenultimateFeatures(predictor.model), "attribute predictors' penultimate layer")
     test_images, _, test_index = frames_of(args.lake, "test")
     real = ImageSet(images, index)
@@ -113,9 +113,10 @@ def main(argv=None) -> dict:
         t0 = time.perf_counter()
         generated = sampler.generate(controls[probe], probe_index["prompt"].tolist(), list(range(len(probe))), log=None)
         seconds = time.perf_counter() - t0
-        passed = np.mean([not check(g, QCItem(cell=r.cell, index=i, prompt=r.prompt, labels=controls[probe[i]],
-                                              expected={"sex": r.sex, "age_band": r.age_band, "bmi_band": r.bmi_band}))
-                          for i, (g, r) in enumerate(zip(generated, probe_index.itertuples()))])
+        items = [QCItem(cell=r.cell, index=i, prompt=r.prompt, labels=controls[probe[i]],
+                        expected={"sex": r.sex, "age_band": r.age_band, "bmi_band": r.bmi_band})
+                 for i, r in enumerate(probe_index.itertuples())]
+        passed = np.mean([not fails for fails in check(generated, items)])
         table = realism_table(real, ImageSet(generated, probe_index), extractor, n=profile.fid_images,
                               repeats=profile.fid_repeats, seed=args.seed, log=lambda *_: None)
         rr = table[table["kind"] == REAL_REAL].set_index(["attribute", "comparison"])["fid_mean"]

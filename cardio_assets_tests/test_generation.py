@@ -416,7 +416,7 @@ def test_generate_with_qc_retries_then_drops(mask):
     assert any("not brighter than myocardium" in f for f in drop["failure_modes"])
 
     # attribute predictors: an image whose prompted class stays under its floor fails every attempt
-    check = make_check(probabilities=lambda img: {"sex": {"male": 0.9, "female": 0.1}}, floors={"sex": {"female": 0.2}})
+    check = make_check(probabilities=lambda imgs: [{"sex": {"male": 0.9, "female": 0.1}}] * len(imgs), floors={"sex": {"female": 0.2}})
     items[0].expected["sex"] = "female"
     acc, rej = generate_with_qc(lambda c, p, s: np.stack([painted(x) for x in c]), check, items[:1], log=quiet)
     assert not acc and rej[0]["failure_modes"] == ["attribute: sex: p(female) below the real frames' floor"]

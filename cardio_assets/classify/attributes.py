@@ -65,9 +65,6 @@ class AttributePredictor:
             out += [{a: ATTRIBUTES[a][picks[a][i]] for a in ATTRIBUTES} for i in range(len(x))]
         return out
 
-    def predict_one(self, image: np.ndarray) -> dict[str, str]:
-        return self.predict(image[None])[0]
-
     @torch.no_grad()
     def probabilities(self, images: np.ndarray, batch_size: int = 256) -> list[dict[str, dict[str, float]]]:
         """Per image, {attribute: {class: probability}} (softmax of each head)."""
@@ -78,9 +75,6 @@ class AttributePredictor:
             probs = {a: F.softmax(logits, dim=1).numpy() for a, logits in _split(self.model(x)).items()}
             out += [{a: dict(zip(ATTRIBUTES[a], map(float, probs[a][i]))) for a in ATTRIBUTES} for i in range(len(x))]
         return out
-
-    def probabilities_one(self, image: np.ndarray) -> dict[str, dict[str, float]]:
-        return self.probabilities(image[None])[0]
 
     def qc_floors(self) -> dict[str, dict[str, float]]:
         """The floors of the trusted attributes: what QC checks."""

@@ -206,7 +206,7 @@ def synthesize_cell(context: AssetExecutionContext, settings: PipelineSettings, 
         fetched(folder)
     predictor = AttributePredictor.load(Path(attribute_predictors["folder"]), attribute_predictors["image_size"])
     floors = {} if label_only else predictor.qc_floors()
-    check = make_check(thresholds, probabilities=predictor.probabilities_one, floors=floors)
+    check = make_check(thresholds, probabilities=predictor.probabilities, floors=floors)
     sampler = Sampler(controlnet["backbone"], controlnet["folder"], config)
     accepted, rejected = generate_with_qc(
         lambda c, p, s: sampler.generate(c, p, s, log=context.log.info), check, items, max_attempts=3,

@@ -199,16 +199,19 @@ class QCItem:
 
 def make_check(
     thresholds: QCThresholds = QCThresholds(),
-    probabilities: Callable[[np.ndarray], dict[str, dict[str, float]]] | None = None,
+    probabilities: Callable[[np.ndarray], list[dict[str, dict[str, float]]]] | None = None,
     floors: dict[str, dict[str, float]] | None = None,
-) -> Callable[[np.ndarray, QCItem], list[str]]:
+) -> Callable[[np.ndarray, Sequence[QCItem]], list[list[str]]]:
     """A check_fn for `generate_with_qc`: mask adherence, then the attribute floors (of the
-    trusted predictors) against `probabilities(image)`."""
+    trusted predictors) against `probabilities(images)` (one dict per image, e.g.
+    `AttributePredictor.probabilities`), computed for the whole batch at once."""
 
-    def check(image: np.ndarray, item: QCItem) -> list[str]:
-        failures = [f"mask: {f}" for f in mask_adherence(image, item.labels, thresholds)["failures"]]
+    def check(images: np.ndarray, items: Sequence[QCItem]) -> list[list[str]]:
+        failures = [[f"mask: {f}" for f in mask_adherence(image, item.labels, thresholds)["failures"]]
+                    for image, item in zip(images, items)]
         if probabilities is not None and floors:
-            failures += [f"attribute: {f}" for f in attribute_agreement(probabilities(image), item.expected, floors)]
+            for fails, probs, item in zip(failures, probabilities(images), items):
+                fails += [f"attribute: {f}" for f in attribute_agreement(probs, item.expected, floors)]
         return failures
 
     return check
@@ -216,7 +219,7 @@ def make_check(
 
 def generate_with_qc(
     generate_fn: Callable[[np.ndarray, list[str], list[int]], np.ndarray],
-    check_fn: Callable[[np.ndarray, QCItem], list[str]],
+    check_fn: Callable[[np.ndarray, Sequence[QCItem]], list[list[str]]],
     items: Sequence[QCItem],
     max_attempts: int = 3,
     log: Callable[[str], None] = print,
@@ -226,7 +229,7 @@ def generate_with_qc(
 
     generate_fn(controls (n,3,H,W) uint8, prompts, seeds) -> images (n,3,H,W) in [0,1] (e.g.
     `Sampler.generate` or `functools.partial(generate, backbone_dir, controlnet_dir, config=cfg)`).
-    check_fn(image, item) -> failure modes ([] = pass).
+    check_fn(images, items) -> failure modes per image ([] = pass), for one attempt's batch.
     Returns (accepted, rejected): one record per item with cell, index, prompt, source,
     attempts, seeds tried, the accepted seed, failure modes per attempt, and for accepted items
     the image.
@@ -243,12 +246,13 @@ def generate_with_qc(
         seeds = [sample_seed(items[i].cell, items[i].index, attempt, base_seed) for i in pending]
         controls = np.stack([np.asarray(items[i].labels) for i in pending])
         images = generate_fn(controls, [items[i].prompt for i in pending], seeds)
+        checked = check_fn(images, [items[i] for i in pending])
         still = []
         for k, i in enumerate(pending):
             rec = records[i]
             rec["attempts"] = attempt + 1
             rec["seeds"].append(seeds[k])
-            fails = list(check_fn(images[k], items[i]))
+            fails = list(checked[k])
             rec["failures"].append(fails)
             if fails:
                 still.append(i)
