@@ -22,6 +22,7 @@ from cardio_assets.generation import (
     QCThresholds,
     Sampler,
     attribute_agreement,
+    calibration_rows,
     control_image,
     generate,
     generate_with_qc,
@@ -390,6 +391,22 @@ def test_attribute_agreement_checks_the_prompted_class_against_its_floor():
     assert attribute_agreement(probabilities, {"bmi_band": "normal"}, floors) == []
     assert attribute_agreement({}, expected, {"sex": {"male": 0.4}}) == ["sex: no prediction (expected 'male')"]
     assert attribute_agreement(probabilities, {"bmi_band": "overweight"}, floors) == []  # no floor for that class
+
+
+def test_qc_thresholds_are_calibrated_on_the_prompted_bmi_band():
+    import pandas as pd
+
+    index = pd.DataFrame({"bmi_band": ["normal"] * 300 + ["obese"] * 150 + ["overweight"] * 20})
+    rows, described = calibration_rows(index, "obese", n=100, seed=0)
+    assert len(rows) == 100 and set(index["bmi_band"].iloc[rows]) == {"obese"}
+    assert list(rows) == sorted(rows) and np.array_equal(rows, calibration_rows(index, "obese", n=100, seed=0)[0])
+    assert "BMI band obese (100 of 150)" in described
+    rows, _ = calibration_rows(index, "normal", n=500, seed=0)
+    assert len(rows) == 300  # capped by what the band holds
+    # too few frames of the band for a 2% quantile: every band, and the description says so
+    rows, described = calibration_rows(index, "overweight", n=100, seed=0)
+    assert len(rows) == 100 and len(set(index["bmi_band"].iloc[rows])) > 1
+    assert "every BMI band" in described and "overweight has 20 < 100" in described
 
 
 def test_generate_with_qc_retries_then_drops(mask):

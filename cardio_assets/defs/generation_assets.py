@@ -31,6 +31,7 @@ from cardio_assets.defs.versions import CODE_VERSION
 from cardio_assets.generation import (
     Sampler,
     calibrate_thresholds,
+    calibration_rows,
     generate_with_qc,
     load_backbone,
     make_check,
@@ -197,10 +198,11 @@ def synthesize_cell(context: AssetExecutionContext, settings: PipelineSettings, 
         items = [dataclasses.replace(it, prompt=label_prompt(it.expected["diagnosis"])) for it in items]
     if from_cell != cell:
         context.log.warning(f"{cell} has no training patient: borrowing masks from {from_cell}")
-    # calibrated on the population the masks are drawn from: every training image (central and
-    # neighbouring slices and frames), not only the central ones, whose contrast is the highest
+    # calibrated on the population the masks are drawn from: training images (central and
+    # neighbouring slices and frames, not only the central ones, whose contrast is the highest)
+    # of the prompted BMI band (generation/qc.py says why)
     real, real_controls = gather(frames, splits=("train",))
-    sample = np.random.default_rng(settings.seed).permutation(len(real))[:500]
+    sample, calibrated_on = calibration_rows(real.index, Cell.parse(cell).bmi_band, 500, settings.seed)
     thresholds, _ = calibrate_thresholds(real.frames().take(sample), real_controls.frames().take(sample).astype(np.uint8))
     for folder in (attribute_predictors["folder"], controlnet["folder"], controlnet["backbone"]):
         fetched(folder)
@@ -227,6 +229,8 @@ def synthesize_cell(context: AssetExecutionContext, settings: PipelineSettings, 
     frames_metadata = {
         "requested": len(items), "accepted": len(accepted), "qc_pass_rate": pass_rate,
         "borrowed_masks_from": from_cell if from_cell != cell else "",
+        "qc_thresholds": MetadataValue.json(dataclasses.asdict(thresholds)),
+        "qc_thresholds_calibrated_on": calibrated_on,
         "qc_trusted_attributes": MetadataValue.json(sorted(set(floors))),
         "qc_attribute_floors": MetadataValue.json(floors),
         "checkpoint_hash": controlnet["checkpoint_hash"],
