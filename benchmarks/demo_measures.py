@@ -14,6 +14,9 @@ Prints one JSON line with the measures the generator is judged by:
   and the phantom's noise floor beside them (`noise_floor.py`: a noisy frame against the same
   frame rendered without noise; a VAE that drops the noise cannot score above it on noisy frames);
 - fid_ratio: real-vs-synthetic FID over the real-real lower bound, per Table 1 comparison;
+- vae_fid_ratio: per Table 1 group, FID of real frames of one half of its patients against the VAE's
+  reconstructions of the other half's frames, over the FID of the same two halves as they are: what
+  decoding through the VAE alone costs, the part of fid_ratio no diffusion model can remove;
 - near_copies: kept images within the memorization distance of a real training image.
 """
 
@@ -31,12 +34,22 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.noise_floor import noise_floor  # noqa: E402
+from cardio_assets.classify.attributes import AttributePredictor  # noqa: E402
+from cardio_assets.classify.model import PenultimateFeatures  # noqa: E402
 from cardio_assets.cohort.cells import CELL_KEYS  # noqa: E402
+from cardio_assets.defs.images import gather  # noqa: E402
 from cardio_assets.generation import QCThresholds, mask_adherence  # noqa: E402
 from cardio_assets.generation.backbone import load_backbone  # noqa: E402
 from cardio_assets.generation.control import to_model_space  # noqa: E402
 from cardio_assets.lake.values import read_value  # noqa: E402
-from cardio_assets.metrics.realism import REAL_REAL, REAL_SYNTHETIC  # noqa: E402
+from cardio_assets.metrics.realism import (  # noqa: E402
+    REAL_REAL,
+    REAL_SYNTHETIC,
+    TABLE1_ATTRIBUTES,
+    FeatureBank,
+    fid_kid,
+    module_extractor,
+)
 from cardio_assets.metrics.shift import shift_values  # noqa: E402
 
 LOOSE = QCThresholds(min_contrast=-1.0, min_dice=0.0)  # measure, do not judge
@@ -50,11 +63,47 @@ def dice_medians(images: np.ndarray, controls: np.ndarray) -> tuple[float, float
 
 
 @torch.no_grad()
+def reconstruct(backbone, images: np.ndarray, batch_size: int = 128) -> np.ndarray:
+    """Encode-decode through the backbone's VAE (latent means), float [0, 1]."""
+    out = []
+    for start in range(0, len(images), batch_size):
+        x = to_model_space(images[start:start + batch_size], backbone.resolution)
+        out.append(((backbone.vae.decode(backbone.vae.encode(x).latent_dist.mean).sample.clamp(-1, 1) + 1) / 2).numpy())
+    return np.concatenate(out)
+
+
+def vae_fid_ratios(lake: Path, n: int = 200, seed: int = 0) -> dict[str, float]:
+    """Per Table 1 group: FID(real half A, VAE reconstructions of half B) / FID(A, B), halves by patient,
+    with the realism report's extractor (the attribute predictors' penultimate layer)."""
+    frames = {k: read_value(lake / "frames" / k) for k in CELL_KEYS}
+    real, _ = gather(frames, splits=("train",))
+    index, images = real.index.reset_index(drop=True), real.frames()
+    predictor = AttributePredictor.load(lake / "models" / "attribute_predictors", images.image_shape[-1])
+    extractor = module_extractor(PenultimateFeatures(predictor.model), "attribute predictors' penultimate layer")
+    backbone = load_backbone(lake / "models" / "diffusion_backbone", device="cpu")
+    rng = np.random.default_rng(seed)
+    out = {}
+    for _, column, values, labels in TABLE1_ATTRIBUTES:
+        for value, label in zip(values, labels):
+            rows = np.flatnonzero(index[column].to_numpy() == value)
+            patients = index["patient_id"].to_numpy()[rows]
+            chosen = set(rng.permutation(pd.unique(patients))[: len(pd.unique(patients)) // 2])
+            in_a = np.array([p in chosen for p in patients])
+            m = min(n, in_a.sum(), (~in_a).sum())
+            a = images.take(np.sort(rng.choice(rows[in_a], m, replace=False))).astype(np.float32)
+            b = images.take(np.sort(rng.choice(rows[~in_a], m, replace=False))).astype(np.float32)
+            bank = FeatureBank(a, extractor)
+            floor = fid_kid(bank, b, extractor, n=m, repeats=1, kid_subsets=10)["fid_mean"]
+            through_vae = fid_kid(bank, reconstruct(backbone, b), extractor, n=m, repeats=1, kid_subsets=10)["fid_mean"]
+            out[label] = round(through_vae / floor, 2)
+    return out
+
+
+@torch.no_grad()
 def vae_psnr(backbone_dir: Path, images: np.ndarray) -> tuple[float, float]:
     backbone = load_backbone(backbone_dir, device="cpu")
-    x = to_model_space(images, backbone.resolution)
-    recon = ((backbone.vae.decode(backbone.vae.encode(x).latent_dist.mean).sample.clamp(-1, 1) + 1) / 2).numpy()
-    ref = ((x + 1) / 2).numpy()
+    recon = reconstruct(backbone, images)
+    ref = ((to_model_space(images, backbone.resolution) + 1) / 2).numpy()
     return tuple(round(float(10 * np.log10(1 / np.mean((recon[:, c] - ref[:, c]) ** 2))), 2) for c in (0, 1))
 
 
@@ -105,6 +154,8 @@ def main(argv=None) -> dict:
         out["vae_psnr_ed"], out["vae_psnr_es"] = vae_psnr(backbone, real_images[:256])
         floor = noise_floor(args.profile)
         out["noise_floor_psnr_ed"], out["noise_floor_psnr_es"] = floor["noise_floor_psnr_ed"], floor["noise_floor_psnr_es"]
+        if (lake / "models" / "attribute_predictors").exists():
+            out["vae_fid_ratio"] = vae_fid_ratios(lake)
     print(json.dumps(out))
     return out
 
