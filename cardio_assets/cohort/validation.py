@@ -10,12 +10,13 @@ from __future__ import annotations
 import json
 import math
 from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from cardio_assets.cohort.cells import AGE_RANGE, BMI_RANGE, age_band, bmi_band, cell_key_or_none
-from cardio_assets.cohort.labels import LV, MYO, LabelError
+from cardio_assets.cohort.labels import LV, MYO, RV, LabelError
 from cardio_assets.cohort.readers.base import PatientEntry, QuarantineRow
 from cardio_assets.cohort.volumes import VolumeError, load_cine, load_mask
 
@@ -80,7 +81,23 @@ def validate_entry(entry: PatientEntry) -> dict | QuarantineRow:
             return bad(ref.path, "orientation_mismatch", f"{phase} mask affine differs from the cine's (different orientation or spacing)")
         if not (mask == LV).any():
             return bad(ref.path, f"empty_{phase.lower()}_mask", f"{phase} mask has no LV cavity voxels")
+        problem = label_convention_problem(mask)
+        if problem:
+            return bad(ref.path, "labels_in_another_convention",
+                       f"{phase} mask {ref.path}: {problem}; read with the label map {entry.label_map} "
+                       f"(source label -> canonical 1 LV, 2 MYO, 3 RV)")
         masks[phase] = mask
+
+    # ED is the largest LV cavity and ES the smallest: the other way round, ED and ES are swapped
+    # (in the metadata, or the two mask files), and every ED channel would show ES
+    n_ed, n_es = int((masks["ED"] == LV).sum()), int((masks["ES"] == LV).sum())
+    if n_es > n_ed:
+        swapped = entry.metadata_ref if entry.es_frame is not None and entry.metadata_ref else entry.es_mask.path
+        return bad(swapped, "es_cavity_larger_than_ed",
+                   f"the ES mask {entry.es_mask.path} has a larger LV cavity ({n_es} voxels) than the ED mask "
+                   f"{entry.ed_mask.path} ({n_ed}); ED and ES look swapped (ED frame {entry.ed_frame}, "
+                   f"ES frame {entry.es_frame if entry.es_frame is not None else 'from the images'}"
+                   f"{', ' + entry.metadata_ref if entry.es_frame is not None and entry.metadata_ref else ''})")
 
     found = _es_frame(entry, cine, masks, bad)
     if isinstance(found, QuarantineRow):
@@ -125,6 +142,45 @@ def validate_entry(entry: PatientEntry) -> dict | QuarantineRow:
     }
 
 
+# The LV cavity is ringed by myocardium: in real short-axis segmentations nearly all of its
+# in-plane border is myocardium (less only where basal slices open into the outflow tract),
+# while the RV touches the myocardium only along the septum. Labels of another convention
+# (ACDC's 1 RV 2 MYO 3 LV read as 1 LV 2 MYO 3 RV, or LV and MYO swapped) read the same
+# set of values and would pass every other check, giving the RV (or the ring) as the LV.
+MIN_LV_BORDER_MYO = 0.5
+
+
+def _border_myo_share(mask: np.ndarray, label: int) -> float | None:
+    """Share of the in-plane border voxels around `label` (4-neighbours outside it) that are
+    myocardium; None when the label is absent."""
+    region = mask == label
+    if not region.any():
+        return None
+    border = np.zeros_like(region)
+    border[1:] |= region[:-1]
+    border[:-1] |= region[1:]
+    border[:, 1:] |= region[:, :-1]
+    border[:, :-1] |= region[:, 1:]
+    border &= ~region
+    n = int(border.sum())
+    return float((mask[border] == MYO).sum()) / n if n else 0.0
+
+
+def label_convention_problem(mask: np.ndarray) -> str | None:
+    """Why a canonical label map does not look like 1 LV cavity, 2 MYO, 3 RV, else None."""
+    lv, rv = _border_myo_share(mask, LV), _border_myo_share(mask, RV)
+    if lv is None:
+        return None
+    if rv is not None and rv > lv:
+        return (f"the myocardium rings label {RV} (RV; {rv:.0%} of its border) more than label {LV} "
+                f"(LV cavity; {lv:.0%}): the LV and RV labels look swapped, as in a segmentation in "
+                f"another label convention (e.g. ACDC's 1 RV, 2 MYO, 3 LV)")
+    if lv < MIN_LV_BORDER_MYO:
+        return (f"myocardium is only {lv:.0%} of the border of label {LV} (LV cavity; expected most of it): "
+                f"the labels look like another convention (e.g. LV cavity and myocardium swapped)")
+    return None
+
+
 def no_cell_reasons(entry: PatientEntry) -> list[str]:
     """Why a patient has no cell: the attributes it lacks ("no age", ...). A patient is
     kept without a cell (it can still serve where no cell is needed) and counted."""
@@ -161,9 +217,26 @@ def _es_frame(entry: PatientEntry, cine: np.ndarray, masks: dict, bad) -> tuple[
                        f"(Dice {dice[entry.ed_frame]:.2f}, best {dice.max():.2f}), so ES cannot be told from ED")
     else:
         es_frame, es_from = int(entry.es_frame), "metadata"  # in range: checked with the cine
+        # a table's es_frame next to a separate ES mask file (UK Biobank layout) can name
+        # another frame than the one the mask was drawn on (1-based, or another export): the
+        # G channel would then show another phase than its control mask
+        if not _es_mask_is_of_es_frame(entry) and dice[es_frame] < dice.max() - ES_TIE_DICE:
+            where = entry.metadata_ref or "metadata"
+            return bad(where, "es_frame_disagrees_with_mask",
+                       f"ES frame {es_frame} ({where}) agrees with the ES mask {es_path} less (Dice "
+                       f"{dice[es_frame]:.2f}) than frame {best} does (Dice {dice[best]:.2f}); the ES frame "
+                       f"is not the one the mask was drawn on (frames are 0-based)")
     if es_frame == entry.ed_frame:
         return bad(entry.image_path, "es_equals_ed", f"ES frame {es_frame} is the ED frame; the ES channel would repeat ED")
     return es_frame, es_from, float(dice[es_frame])
+
+
+def _es_mask_is_of_es_frame(entry: PatientEntry) -> bool:
+    """The reader took the ES mask from the ES frame itself, so the two cannot disagree: a
+    frame of a 4D label file (M&Ms) or the ``_frameXX_gt`` file of frame ES (ACDC)."""
+    if entry.es_mask.frame is not None:
+        return entry.es_mask.frame == entry.es_frame
+    return f"_frame{entry.es_frame + 1:02d}_gt." in Path(entry.es_mask.path).name
 
 
 # ES is the frame whose blood pool agrees best with the ES mask's LV cavity (Dice).

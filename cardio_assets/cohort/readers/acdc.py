@@ -144,9 +144,11 @@ def _read_info(pid: str, folder: Path, quarantine: list[QuarantineRow]) -> dict 
     """The parsed Info.cfg of a patient folder, or None with the patient quarantined."""
     cfg = _info_file(folder)
     if not cfg.is_file():
+        # a folder of that name (an unpacking accident) is named as such: "has no Info.cfg"
+        # would contradict what the reader sees in the folder
+        why = f"has {cfg.name}, but it is a folder, not a file" if cfg.is_dir() else f"has no {INFO_FILE}"
         quarantine.append(QuarantineRow(
-            pid, SOURCE, str(cfg), "missing_metadata",
-            f"patient folder {folder} has no {INFO_FILE}",
+            pid, SOURCE, str(cfg), "missing_metadata", f"patient folder {folder} {why}",
         ))
         return None
     try:

@@ -189,12 +189,24 @@ def bmi_from_height_weight(height, weight) -> float | None:
 
 
 def find_nifti(folder: Path, stem: str) -> Path | None:
-    """``folder/stem.nii.gz`` or ``folder/stem.nii``, whichever exists first; else None."""
+    """``folder/stem.nii.gz`` or ``folder/stem.nii``, whichever exists first; else the one
+    file whose name differs from those only in letter case (``sa.NII.GZ``, as some Windows
+    tools and DICOM converters write it; nibabel reads the extension in any case); else None."""
     for suffix in NIFTI_SUFFIXES:
         candidate = folder / f"{stem}{suffix}"
         if candidate.is_file():
             return candidate
-    return None
+    others = _case_variants(folder, stem)
+    return others[0] if len(others) == 1 else None
+
+
+def _case_variants(folder: Path, stem: str) -> list[Path]:
+    """The files in `folder` named ``stem.nii.gz`` / ``stem.nii`` but for letter case, sorted."""
+    wanted = {f"{stem}{suffix}".casefold() for suffix in NIFTI_SUFFIXES}
+    try:
+        return sorted(p for p in folder.iterdir() if p.name.casefold() in wanted and p.is_file())
+    except OSError:  # the folder itself unreadable: reported as the file not found
+        return []
 
 
 def _same_values(a: dict, b: dict) -> bool:
@@ -368,11 +380,18 @@ def duplicate_folder_row(pid: str, source: str, other: Path, first: Path) -> Qua
 def missing_nifti(folder: Path, stem: str) -> tuple[Path, str]:
     """(the path to report, why it cannot be used) for a ``stem`` NIfTI `find_nifti` did not
     find: "does not exist", or, for a link whose target is gone (a moved or unmounted data
-    folder), where the link points, so the reader sees what to fix."""
+    folder), where the link points, or that a folder has the file's name, or that several
+    files match it but for letter case, so the reader sees what to fix."""
     for suffix in NIFTI_SUFFIXES:
         candidate = folder / f"{stem}{suffix}"
         if candidate.is_symlink():
             return candidate, f"is a symbolic link to {os.readlink(candidate)}, which is not a readable file"
+        if candidate.is_dir():  # e.g. an archive unpacked into a folder of the file's name
+            return candidate, "is a folder, not a NIfTI file"
+    variants = _case_variants(folder, stem)
+    if len(variants) > 1:  # which one is meant is unknowable
+        names = ", ".join(p.name for p in variants)
+        return folder / f"{stem}.nii.gz", f"does not exist, and several files differ from it only in letter case ({names})"
     return folder / f"{stem}.nii.gz", "does not exist"
 
 

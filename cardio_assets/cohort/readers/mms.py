@@ -101,7 +101,8 @@ def _patient_folders(root: Path, codes: set[str]) -> dict[str, list[Path]]:
             continue
         name = folder.name
         prefix = f"{name}_sa"
-        if name in codes or any(f.startswith(prefix) and ".nii" in f for f in filenames):
+        # the extension in any case: `find_nifti` reads ``<code>_sa.NII.GZ`` too
+        if name in codes or any(f.startswith(prefix) and ".nii" in f.lower() for f in filenames):
             found.setdefault(name, []).append(folder)
     return found
 
