@@ -46,6 +46,16 @@ def test_settings_are_read_from_the_environment_when_a_run_starts(monkeypatch, t
     assert seen == {"profile": "demo", "seed": 3, "data_lake": str(tmp_path / "other")}
 
 
+def test_model_folders_are_stored_relative_to_the_lake_and_found_where_the_lake_now_is(tmp_path):
+    first = PipelineSettings(data_lake=str(tmp_path / "lake"))
+    stored = first.lake_relative(first.models_dir() / "controlnet" / "controlnet")
+    assert stored == "models/controlnet/controlnet"
+    assert first.lake_relative(tmp_path / "sd-2-1-base") == str(tmp_path / "sd-2-1-base")  # outside the lake: as given
+    moved = PipelineSettings(data_lake=str(tmp_path / "elsewhere" / "lake"))
+    assert moved.lake_path(stored) == tmp_path / "elsewhere" / "lake" / "models" / "controlnet" / "controlnet"
+    assert moved.lake_path(str(tmp_path / "sd-2-1-base")) == tmp_path / "sd-2-1-base"
+
+
 def test_the_gpu_resource_gives_both_model_families_its_device_and_dtype():
     import torch
 

@@ -197,6 +197,11 @@ def test_a_step_on_a_fresh_machine_reads_what_it_needs_from_object_storage(smoke
         assert again.failed == []
         pd.testing.assert_frame_equal(read_value(tmp_path / "empty_copy" / "synthetic_qc_log" / synthetic_key),
                                       read_value(summary.data_lake / "synthetic_qc_log" / synthetic_key))
+        # the models came from the bucket into this copy: asset values name them relative to the lake,
+        # not at the first copy's path (which another machine does not have)
+        for model in ("diffusion_backbone", "controlnet/controlnet", "attribute_predictors"):
+            assert any((tmp_path / "empty_copy" / "models" / model).iterdir()), model
+        assert read_value(summary.data_lake / "controlnet")["folder"] == "models/controlnet/controlnet"
     finally:
         mirror.detach(tmp_path / "empty_copy")
     # every asset value and every model is in the bucket, not only in the working copy

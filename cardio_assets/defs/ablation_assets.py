@@ -44,7 +44,7 @@ def label_only_controlnet(context: AssetExecutionContext, settings: PipelineSett
                                                            LABEL_ONLY_CONTROLNET, context.log.info)
     context.add_output_metadata({"steps": record.get("steps"), "checkpoint_hash": checkpoint_hash,
                                  "prompts": MetadataValue.json(sorted(set(prompts)))})
-    return {"folder": str(out_dir / "controlnet"), "backbone": diffusion_backbone["folder"], "checkpoint_hash": checkpoint_hash,
+    return {"folder": settings.lake_relative(out_dir / "controlnet"), "backbone": diffusion_backbone["folder"], "checkpoint_hash": checkpoint_hash,
             "record": record}
 
 

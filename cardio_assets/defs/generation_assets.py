@@ -56,7 +56,7 @@ def diffusion_backbone(context: AssetExecutionContext, settings: PipelineSetting
     if settings.sd_backbone_dir:
         backbone = load_backbone(settings.sd_backbone_dir, device="cpu")  # fails loudly if the folder is not SD
         context.log.info(f"using the local backbone {settings.sd_backbone_dir} ({backbone.resolution} px), frozen")
-        return {"folder": settings.sd_backbone_dir, "trained_here": False, "resolution": backbone.resolution}
+        return {"folder": settings.lake_relative(settings.sd_backbone_dir), "trained_here": False, "resolution": backbone.resolution}
     images, _ = gather(frames, splits=("train",))
     folder = settings.models_dir() / "diffusion_backbone"
     context.log.info(f"no local backbone configured: training the {config.name} profile's small backbone on {len(images)} training frames")
@@ -65,7 +65,7 @@ def diffusion_backbone(context: AssetExecutionContext, settings: PipelineSetting
                                       cells=images.index["cell"].tolist())
         write_training_patients(tmp, patient_roles("diffusion_backbone", "diffusion_backbone", images.index["patient_id"]))
     context.add_output_metadata({"trained_here": True, "seconds": record.get("seconds"), "device": gpu.describe()})
-    return {"folder": str(folder), "trained_here": True, "resolution": config.resolution, "record": record}
+    return {"folder": settings.lake_relative(folder), "trained_here": True, "resolution": config.resolution, "record": record}
 
 
 @asset(code_version=CODE_VERSION, group_name="generator", pool=GPU_POOL, op_tags=gpu_op_tags(gpus=data_parallel_from_env()),
@@ -76,7 +76,7 @@ def controlnet(context: AssetExecutionContext, settings: PipelineSettings, gpu: 
     images, controls = gather(frames, splits=("train",))
     out_dir, record, checkpoint_hash = train_controlnet_on(settings, gpu, images, controls, images.index["prompt"].tolist(),
                                                            diffusion_backbone, "controlnet", context.log.info)
-    grids = sample_figures(settings, config, diffusion_backbone["folder"], out_dir / "controlnet", images, controls)
+    grids = sample_figures(settings, config, settings.lake_path(diffusion_backbone["folder"]), out_dir / "controlnet", images, controls)
     context.add_output_metadata({
         "steps": record.get("steps"),
         "final_loss": float(np.mean([p[1] for p in record.get("loss_curve", [])[-10:]])) if record.get("loss_curve") else None,
@@ -87,7 +87,8 @@ def controlnet(context: AssetExecutionContext, settings: PipelineSettings, gpu: 
         "seeds_varied": MetadataValue.md(png_markdown(grids[1], "one prompt, several seeds (paper Fig. 4)")),
         "grid_files": MetadataValue.json([str(g) for g in grids]),
     })
-    return {"folder": str(out_dir / "controlnet"), "backbone": diffusion_backbone["folder"], "checkpoint_hash": checkpoint_hash, "record": record}
+    return {"folder": settings.lake_relative(out_dir / "controlnet"), "backbone": diffusion_backbone["folder"],
+            "checkpoint_hash": checkpoint_hash, "record": record}
 
 
 def train_controlnet_on(settings: PipelineSettings, gpu: GpuResource, images: ImageSet, controls: ImageSet, prompts: list[str],
@@ -95,9 +96,9 @@ def train_controlnet_on(settings: PipelineSettings, gpu: GpuResource, images: Im
     """Train (or resume) a ControlNet into models/<name>: (its folder, training record, weights hash)."""
     config = gpu.apply(settings.get_profile().diffusion)
     out_dir = fetched(settings.models_dir() / name)  # a checkpoint another machine left: resume it
-    fetched(diffusion_backbone["folder"])
+    backbone_dir = fetched(settings.lake_path(diffusion_backbone["folder"]))
     record = train_controlnet_data_parallel(
-        gpu.data_parallel, diffusion_backbone["folder"], images.frames(), controls.frames(), prompts,
+        gpu.data_parallel, backbone_dir, images.frames(), controls.frames(), prompts,
         config, out_dir, log=log, cells=images.index["cell"].tolist(),
     )
     write_training_patients(out_dir, patient_roles(name, name, images.index["patient_id"]))
@@ -157,7 +158,7 @@ def attribute_predictors(context: AssetExecutionContext, settings: PipelineSetti
         "trusted_for_qc": MetadataValue.json(sorted(predictor.trusted)),
         "init": predictor.model.description,
     })
-    return {"folder": str(folder), "image_size": profile.classifier.image_size, "validation": predictor.validation,
+    return {"folder": settings.lake_relative(folder), "image_size": profile.classifier.image_size, "validation": predictor.validation,
             "trusted": sorted(predictor.trusted), "ceiling": ceiling}
 
 
@@ -204,12 +205,12 @@ def synthesize_cell(context: AssetExecutionContext, settings: PipelineSettings, 
     real, real_controls = gather(frames, splits=("train",))
     sample, calibrated_on = calibration_rows(real.index, Cell.parse(cell).bmi_band, 500, settings.seed)
     thresholds, _ = calibrate_thresholds(real.frames().take(sample), real_controls.frames().take(sample).astype(np.uint8))
-    for folder in (attribute_predictors["folder"], controlnet["folder"], controlnet["backbone"]):
-        fetched(folder)
-    predictor = AttributePredictor.load(Path(attribute_predictors["folder"]), attribute_predictors["image_size"])
+    predictor_dir, controlnet_dir, backbone_dir = (
+        fetched(settings.lake_path(stored)) for stored in (attribute_predictors["folder"], controlnet["folder"], controlnet["backbone"]))
+    predictor = AttributePredictor.load(predictor_dir, attribute_predictors["image_size"])
     floors = {} if label_only else predictor.qc_floors()
     check = make_check(thresholds, probabilities=predictor.probabilities, floors=floors)
-    sampler = Sampler(controlnet["backbone"], controlnet["folder"], config)
+    sampler = Sampler(backbone_dir, controlnet_dir, config)
     accepted, rejected = generate_with_qc(
         lambda c, p, s: sampler.generate(c, p, s, log=context.log.info), check, items, max_attempts=3,
         log=context.log.info, base_seed=settings.seed,

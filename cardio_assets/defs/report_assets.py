@@ -143,7 +143,7 @@ def realism_report(context: AssetExecutionContext, settings: PipelineSettings, g
         extractor = inception_extractor(settings.inception_weights)
     else:
         accuracy = accuracy_against_ceiling(attribute_predictors["validation"], attribute_predictors.get("ceiling", {}))
-        predictor = AttributePredictor.load(fetched(Path(attribute_predictors["folder"])), attribute_predictors["image_size"])
+        predictor = AttributePredictor.load(fetched(settings.lake_path(attribute_predictors["folder"])), attribute_predictors["image_size"])
         extractor = module_extractor(PenultimateFeatures(predictor.model),
                                      "penultimate layer of the attribute predictors' ResNet-18, trained here on real frames (no InceptionV3 weights configured)")
     real, _ = gather(frames, splits=("train",))
@@ -186,7 +186,7 @@ def _diversity(settings, gpu, frames, controlnet, profile) -> pd.DataFrame:
     masks = controls.frames().take(rows).astype(np.uint8)
     prompts = real.index["prompt"].iloc[rows].tolist()
     k = profile.diversity_seeds
-    sampler = Sampler(fetched(controlnet["backbone"]), fetched(controlnet["folder"]), config)
+    sampler = Sampler(fetched(settings.lake_path(controlnet["backbone"])), fetched(settings.lake_path(controlnet["folder"])), config)
     images = sampler.generate(np.repeat(masks, k, axis=0), [p for p in prompts for _ in range(k)],
                               [settings.seed + 1000 + j for _ in prompts for j in range(k)], log=None)
     index = pd.DataFrame({"prompt": [p for p in prompts for _ in range(k)], "mask_id": np.repeat(np.arange(len(prompts)), k),

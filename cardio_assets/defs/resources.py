@@ -114,6 +114,20 @@ class PipelineSettings(ConfigurableResource):
         mirror.attach(cache, self.data_lake, options)
         return cache
 
+    def lake_relative(self, folder: str | Path) -> str:
+        """A folder as an asset value stores it: relative to the lake when inside it, so that a lake
+        copied or moved elsewhere, or worked on through another machine's local copy, finds its own
+        models there and not at the place they were first written (which may still hold an older lake);
+        a folder outside the lake (local Stable Diffusion weights) stays as given."""
+        path, root = Path(folder).resolve(), self.lake_dir().resolve()
+        return path.relative_to(root).as_posix() if path == root or root in path.parents else str(folder)
+
+    def lake_path(self, stored: str | Path) -> Path:
+        """The folder an asset value names (`lake_relative`), on this machine: a relative one under the
+        lake, an absolute one (outside the lake, or written before values were relative) as it is."""
+        path = Path(stored)
+        return path if path.is_absolute() else self.lake_dir() / path
+
     def models_dir(self) -> Path:
         """Model folders (save_pretrained layouts, checkpoints) live beside the asset values."""
         return self.lake_dir() / "models"
