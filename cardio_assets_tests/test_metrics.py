@@ -131,6 +131,28 @@ def test_bootstrap_ci_contains_its_estimate_and_is_seeded():
         assert row["std"] >= 0 and row["n_seeds"] == 2
 
 
+def test_the_ci_holds_the_spread_between_training_runs_not_only_the_patients():
+    """Two seeds of one strategy that disagree (one finds every HF patient, one none) on many
+    patients: a patient-only bootstrap of their average is narrow around 0.75; resampling the
+    runs too reaches both runs' own values."""
+    cells = [c for c in ALL_CELLS if c.sex == "male"]
+    rows = []
+    for i in range(720):
+        cell = cells[i % len(cells)]
+        y = int(cell.diagnosis == "hf")
+        rows += [_row(f"p{i}", cell.key, y, 1 if y else 0, seed=0),  # perfect: BA 1.0
+                 _row(f"p{i}", cell.key, y, 0, seed=1)]  # says healthy to all: BA 0.5
+    predictions = pd.DataFrame(rows)[list(PREDICTION_COLUMNS)]
+    row = _get(fairness_metrics(predictions, bootstrap_n=400, attributes=("overall",)),
+               attribute="overall", metric="balanced_accuracy")
+    assert row["mean"] == pytest.approx(0.75) and row["std"] == pytest.approx(np.std([1.0, 0.5], ddof=1))
+    # a quarter of the resamples draw seed 0 twice (BA 1.0), a quarter seed 1 twice (0.5)
+    assert row["ci_low"] == pytest.approx(0.5) and row["ci_high"] == pytest.approx(1.0)
+    one_run = _get(fairness_metrics(predictions[predictions["seed"] == 0].assign(seed=0), bootstrap_n=400,
+                                    attributes=("overall",)), attribute="overall", metric="balanced_accuracy")
+    assert one_run["ci_low"] == one_run["ci_high"] == 1.0  # one perfect run: nothing to resample
+
+
 def test_vectorised_bootstrap_agrees_with_metricframe_on_the_sample_itself():
     run = _random_predictions(strategies=("real",), seeds=(0,))
     run = run[run["evaluation_set"] == "test"]

@@ -12,9 +12,10 @@ Definitions
 - per attribute (`summary.ATTRIBUTE_METRICS`): gap = best minus worst group balanced
   accuracy; worst-group balanced accuracy; underdiagnosis gap = worst minus best group FNR;
   AUROC gap; on the seed-averaged group values.
-- mean and std over the seeds of a strategy; 95% CI over `bootstrap_n` resamples of the
-  evaluation patients (seeded), resampled within each of the 36 cells (`bootstrap`,
-  `summary`).
+- mean and std over the seeds of a strategy; 95% CI over `bootstrap_n` two-level resamples
+  (seeded): the evaluation patients, resampled within each of the 36 cells (`bootstrap`), and
+  the strategy's training runs (seeds), drawn with replacement (`seed_resamples`), so the CI
+  holds the variation between equivalent training runs as well as the patients' (`summary`).
 - paired comparison with the reference strategy (`real`) on the same resamples (`paired`).
 """
 
@@ -51,7 +52,7 @@ def fairness_metrics(predictions: pd.DataFrame, bootstrap_n: int = 1000, seed: i
     for e, evaluation_set in enumerate(sorted(predictions["evaluation_set"].unique())):
         sub = predictions[predictions["evaluation_set"] == evaluation_set]
         rng = np.random.default_rng([seed, e])
-        rows += _evaluation_set_rows(sub, evaluation_set, bootstrap_n, rng, reference, attributes)
+        rows += _evaluation_set_rows(sub, evaluation_set, bootstrap_n, rng, reference, attributes, (seed, e))
     out = pd.DataFrame(rows, columns=list(FAIRNESS_COLUMNS))
     return out
 
@@ -78,8 +79,15 @@ class _RunValues:
     boot: dict[str, dict[str, np.ndarray]]  # attribute -> metric -> (B, K)
 
 
+def seed_resamples(n_seeds: int, n_resamples: int, key: tuple[int, ...]) -> np.ndarray:
+    """(n_resamples, n_seeds) positions of the seeds each resample averages: a strategy's runs
+    drawn with replacement. The draw depends only on `key` and the seed count, so strategies
+    with the same seeds draw the same runs: their paired differences stay paired by seed."""
+    return np.random.default_rng([*key, n_seeds]).integers(0, n_seeds, size=(n_resamples, n_seeds))
+
+
 def _evaluation_set_rows(sub: pd.DataFrame, evaluation_set: str, bootstrap_n: int, rng: np.random.Generator,
-                         reference: str, attributes) -> list[dict]:
+                         reference: str, attributes, key: tuple[int, ...]) -> list[dict]:
     patients = _evaluation_patients(sub, evaluation_set, bootstrap_n, rng, attributes)
     values = {(strategy, int(run_seed)): _run_values(run, patients, attributes)
               for (strategy, run_seed), run in sub.groupby(["strategy", "seed"], sort=True)}
@@ -87,7 +95,7 @@ def _evaluation_set_rows(sub: pd.DataFrame, evaluation_set: str, bootstrap_n: in
     rows: list[dict] = []
     summaries: dict[str, StrategySummary] = {}
     for strategy in strategies:
-        summaries[strategy] = _summarise(strategy, values, attributes)
+        summaries[strategy] = _summarise(strategy, values, attributes, bootstrap_n, key)
         rows += _strategy_rows(strategy, summaries[strategy], patients, attributes)
     if reference in summaries:
         for strategy in strategies:
@@ -131,16 +139,22 @@ def _run_values(run: pd.DataFrame, patients: _Patients, attributes) -> _RunValue
     return _RunValues(point, boot)
 
 
-def _summarise(strategy: str, values: dict[tuple[str, int], _RunValues], attributes) -> StrategySummary:
-    """Stack a strategy's runs over seeds: per-seed points and seed-averaged resamples."""
+def _summarise(strategy: str, values: dict[tuple[str, int], _RunValues], attributes, bootstrap_n: int,
+               key: tuple[int, ...]) -> StrategySummary:
+    """Stack a strategy's runs over seeds: per-seed points, and resamples that average the
+    runs each resample drew (`seed_resamples`) on that resample's patients."""
     seeds = sorted(sd for s, sd in values if s == strategy)
+    runs = seed_resamples(len(seeds), bootstrap_n, key)[:, :, None]  # (B, S, 1)
+    resample = np.arange(bootstrap_n)[:, None, None]
     summary = StrategySummary(seeds, {})
     for attribute in attributes:
         summary.values[attribute] = {}
         for metric in GROUP_METRICS:
             pts = np.stack([values[(strategy, sd)].point[attribute][metric].to_numpy(dtype=float) for sd in seeds])
-            boots = np.stack([values[(strategy, sd)].boot[attribute][metric] for sd in seeds])
-            summary.values[attribute][metric] = (pts, nanmean(boots, axis=0))  # (S, K), (B, K)
+            boots = np.stack([values[(strategy, sd)].boot[attribute][metric] for sd in seeds])  # (S, B, K)
+            k = np.arange(boots.shape[2])[None, None, :]
+            drawn = boots[runs, resample, k]  # (B, S, K): resample b's patients scored by the runs it drew
+            summary.values[attribute][metric] = (pts, nanmean(drawn, axis=1))  # (S, K), (B, K)
     return summary
 
 

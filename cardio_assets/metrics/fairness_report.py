@@ -88,7 +88,8 @@ def _introduction(r: _Report) -> list[str]:
     n_seeds = r.fairness.groupby("strategy")["n_seeds"].max().to_dict() if len(r.fairness) else {}
     return [
         "Balanced accuracy = (TPR + TNR) / 2. Values are mean ± std over seeds (runs); brackets hold 95% "
-        "confidence intervals from bootstrap resamples of patients (within cells, seeded). The decision "
+        "confidence intervals from bootstrap resamples of patients (within cells) and of each strategy's training "
+        "runs (its seeds, with replacement), seeded: with few seeds the run-to-run part is understated. The decision "
         "threshold of each run was chosen on its validation set. "
         + ", ".join(f"{r.labels[s]}: {int(n_seeds.get(s, 0))} seed(s)" for s in r.strategies) + ".",
         "",
@@ -111,7 +112,7 @@ def _models_used(runs: pd.DataFrame | None) -> list[str]:
 
 def _table2_section(r: _Report) -> list[str]:
     md = ["## Table 2: balanced accuracy per group", "",
-          "Mean ± std over seeds [95% bootstrap CI over patients].", ""]
+          "Mean ± std over seeds [95% bootstrap CI over patients and runs].", ""]
     for e in r.evaluation_sets:
         t2 = table2(r.fairness, e, r.strategies, labels=r.labels, with_ci=True)
         r.paths[f"table2_{e}"] = write_csv(t2, r.out / f"table2_{e}.csv", index=True)

@@ -1,8 +1,10 @@
 """From per-seed values and bootstrap resamples to the rows of the long fairness table.
 
 - mean and std: over the seeds (runs) of a strategy (std with ddof=1; 0 for one seed).
-- 95% CI: 2.5 and 97.5 percentiles over the bootstrap resamples, each resample scored
-  for every seed and averaged over seeds, like the mean.
+- 95% CI: 2.5 and 97.5 percentiles over the bootstrap resamples; a resample draws patients
+  (within cells) and the strategy's seeds (with replacement), and averages the drawn seeds'
+  values on the drawn patients, like the mean. With few seeds the run-to-run part is
+  understated (a bootstrap of S runs has (S - 1) / S of their variance): read the std too.
 - per attribute (`ATTRIBUTE_METRICS`): gap = best minus worst group value; worst-group
   balanced accuracy. They are computed on the seed-averaged group values (as the paper's
   "gap 37% smaller" is computed from Table 2's means); `std` is their spread over seeds.
@@ -34,7 +36,7 @@ def fairness_row(strategy, evaluation_set, attribute, group, n_patients, n_hf, m
 @dataclass
 class StrategySummary:
     """A strategy's values on one evaluation set: for every attribute and group metric, the
-    per-seed group values (S, K) and the seed-averaged bootstrap resamples (B, K)."""
+    per-seed group values (S, K) and the bootstrap resamples of patients and seeds (B, K)."""
 
     seeds: list[int]
     values: dict[str, dict[str, tuple[np.ndarray, np.ndarray]]]  # attribute -> metric -> (points, resamples)
