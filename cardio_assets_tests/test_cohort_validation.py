@@ -135,8 +135,9 @@ def test_broken_and_odd_nifti_files_quarantine_only_their_patient(tmp_path):
         "z02": ("unreadable_image", "image", "not a gzip file"),  # text named .nii.gz
         "z03": ("unreadable_image", "image", "not a gzip file"),  # an uncompressed .nii named .nii.gz
         "z04": ("unreadable_image", "image", "expected a 4D cine"),  # 3-D cine
-        "z05": ("unreadable_image", "image", "expected a 4D cine"),  # 5-D cine
-        "z06": ("unreadable_ed_mask", "ed_mask", "expected a 3D label map"),  # 5-D mask
+        # 5-D with a real 5th axis (a trailing size-1 axis is dropped instead: test_readers_real_world)
+        "z05": ("unreadable_image", "image", "expected a 4D cine"),  # 5-D cine, 2 channels
+        "z06": ("unreadable_ed_mask", "ed_mask", "expected a 3D label map"),  # 5-D mask (x, y, z, 1, 2)
         "z07": ("labels_outside_canonical_set", "ed_mask", "non-integer labels such as [0.5]"),
         "z08": ("labels_outside_canonical_set", "ed_mask", "labels [-1] outside"),
         "z09": ("blank_image", "image", "every voxel of the cine"),  # all zeros
@@ -154,8 +155,8 @@ def test_broken_and_odd_nifti_files_quarantine_only_their_patient(tmp_path):
     nib.save(nib.Nifti1Image(cine, nib.load(files["z03"]["image"]).affine), tmp_path / "plain.nii")
     files["z03"]["image"].write_bytes((tmp_path / "plain.nii").read_bytes())
     _resave(files["z04"]["image"], cine[..., 0])
-    _resave(files["z05"]["image"], cine[..., None])
-    _resave(files["z06"]["ed_mask"], _voxels(files["z06"]["ed_mask"])[..., None, None])
+    _resave(files["z05"]["image"], np.stack([cine] * 2, axis=-1))
+    _resave(files["z06"]["ed_mask"], np.stack([_voxels(files["z06"]["ed_mask"])[..., None]] * 2, axis=-1))
     noisy = _voxels(files["k2"]["ed_mask"]).astype(np.float32)
     noisy[noisy == 1] = np.float32(1.0000001)
     _resave(files["k2"]["ed_mask"], noisy)

@@ -1,9 +1,13 @@
 """Cohorts as outside data arrives: segmentations in another label convention, ED and ES
 swapped, a table's ES frame that is not the mask's, upper-case extensions, folders where
-files belong. Each patient is read right or quarantined naming the patient, the file and
+files belong, accented ids in another Unicode normalisation than their folders, macOS zip
+leftovers (``__MACOSX``, ``._name``, ``.DS_Store``), volumes with trailing size-1 axes. Each patient is read right or quarantined naming the patient, the file and
 the problem; the others go on."""
 
 from __future__ import annotations
+
+import shutil
+import unicodedata
 
 import nibabel as nib
 import numpy as np
@@ -154,3 +158,157 @@ def test_a_folder_where_a_file_belongs_is_named_as_a_folder(tmp_path):
     assert u_row.detail == f"patient 2: the cine file {cine} is a folder, not a NIfTI file"
     assert (a_row.reason, a_row.file) == ("missing_metadata", str(cfg))
     assert a_row.detail == f"patient folder {cfg.parent} has Info.cfg, but it is a folder, not a file"
+
+
+def _nfd(text):
+    return unicodedata.normalize("NFD", text)
+
+
+def _nfc(text):
+    return unicodedata.normalize("NFC", text)
+
+
+def _rename_to(path, name):
+    """Rename `path` to `name` in the same folder (a name as macOS would store it, say)."""
+    target = path.with_name(name)
+    path.rename(target)
+    return target
+
+
+def _mms_folder_to_nfd(folder):
+    """An M&Ms patient folder as a Mac stores it: the folder's and its files' names in NFD."""
+    for file in folder.iterdir():
+        _rename_to(file, _nfd(file.name))
+    return _rename_to(folder, _nfd(folder.name))
+
+
+def test_ids_differing_only_in_unicode_normalisation_pair_rows_with_folders(tmp_path):
+    """An accented id typed in the table as one code point (NFC) while macOS stored the folder
+    name as "e" plus a combining accent (NFD), or the other way round, left the row without its
+    folder ("no_images") and the folder without its row ("missing_metadata")."""
+    jose, zoe = _nfc("José"), _nfc("Zoë")
+    assert _nfd(jose) != jose and _nfd(zoe) != zoe  # the two encodings really differ
+    ukbb = write_ukbb_cohort(tmp_path / "u", [{"id": jose}, {"id": _nfd(zoe)}])
+    jose_folder = _rename_to(ukbb.patients[jose]["folder"], _nfd(jose))  # row NFC, folder NFD
+    _rename_to(ukbb.patients[_nfd(zoe)]["folder"], zoe)  # row NFD, folder NFC
+    mms = write_mms_cohort(tmp_path / "m", [{"id": jose}])
+    mms_folder = _mms_folder_to_nfd(mms.patients[jose]["folder"])
+
+    u_cohort, u_quarantine = _validate(scan_ukbb(ukbb.root, ukbb.metadata))
+    m_cohort, m_quarantine = _validate(scan_mms(mms.root, mms.metadata))
+
+    assert u_quarantine.empty and m_quarantine.empty
+    assert u_cohort["patient_id"].tolist() == [jose, zoe] and m_cohort["patient_id"].tolist() == [jose]
+    # the files are read where they are: nothing is renamed on disk
+    assert u_cohort["image_path"].iloc[0] == str((jose_folder / "sa.nii.gz").absolute())
+    assert m_cohort["image_path"].iloc[0] == str((mms_folder / _nfd(f"{jose}_sa.nii.gz")).absolute())
+
+
+def test_ids_differing_only_in_unicode_normalisation_are_duplicates(tmp_path):
+    """Two folders whose names are the same text in NFC and NFD (copied from a Mac next to a
+    copy made elsewhere) are one patient's two folders: the first is used, the second is
+    quarantined as a duplicate, as folders found twice are. Two table rows so are one row
+    typed twice."""
+    zoe = _nfc("Zoë")
+    ukbb = write_ukbb_cohort(tmp_path / "u", [{"id": zoe}])
+    mms = write_mms_cohort(tmp_path / "m", [{"id": zoe, "split": "Training"}, {"id": zoe, "split": "Testing",
+                                                                               "missing": ["metadata"]}])
+    u_nfc = ukbb.patients[zoe]["folder"]
+    u_nfd = ukbb.root / _nfd(zoe)
+    shutil.copytree(u_nfc, u_nfd)
+    m_nfd = _mms_folder_to_nfd(mms.root / "Testing" / zoe)
+    m_nfc = mms.root / "Training" / zoe
+
+    u, m = scan_ukbb(ukbb.root, ukbb.metadata), scan_mms(mms.root, mms.metadata)
+
+    # sorted, NFD ("e" + accent) comes before NFC ("ë"); the M&Ms walk takes Testing first
+    for result, first, second in ((u, u_nfd, u_nfc), (m, m_nfd, m_nfc)):
+        [entry] = result.entries
+        assert entry.patient_id == zoe and entry.image_path.startswith(str(first.absolute()))
+        [row] = result.quarantine
+        assert (row.patient_id, row.reason, row.file) == (zoe, "duplicate_id", str(second))
+        assert f"has a second folder {second}; the first, {first}, is used" in row.detail
+
+    rows = write_ukbb_cohort(tmp_path / "rows", [{"id": zoe, "duplicate": True}])
+    header, first_row, copy = rows.metadata.read_text(encoding="utf-8").splitlines()
+    assert copy == first_row
+    rows.metadata.write_text("\n".join([header, first_row, _nfd(copy)]) + "\n", encoding="utf-8")
+    result = scan_ukbb(rows.root, rows.metadata)
+    assert [e.patient_id for e in result.entries] == [zoe]
+    [row] = result.quarantine
+    assert (row.patient_id, row.reason) == (zoe, "duplicate_id")
+    assert "the copies are identical, so line 2 is kept and the copy on line 3 is quarantined" in row.detail
+
+
+def _macos_leftovers(folder, names):
+    """What macOS adds next to the files of `folder` on a non-Mac volume: a ``._name``
+    AppleDouble file per name (resource fork bytes, not NIfTI) and a ``.DS_Store``."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for name in names:
+        (folder / f"._{name}").write_bytes(b"\x00\x05\x16\x07\x00\x02\x00\x00Mac OS X        ")
+    (folder / ".DS_Store").write_bytes(b"\x00\x00\x00\x01Bud1")
+
+
+def _unzipped_on_a_mac(root, patient_folders):
+    """`root` as unzipping a Mac-made archive leaves it: ``__MACOSX/`` holding a copy of the
+    tree made of ``._name`` files, and ``._name`` / ``.DS_Store`` files beside the real ones."""
+    _macos_leftovers(root, [p.name for p in root.iterdir()])
+    for folder in patient_folders:
+        names = [p.name for p in folder.iterdir() if not p.name.startswith(".")]
+        _macos_leftovers(root / "__MACOSX" / folder.relative_to(root), names)
+        _macos_leftovers(folder, names)
+        _macos_leftovers(root / "__MACOSX" / folder.parent.relative_to(root), [folder.name])
+
+
+def test_macos_zip_leftovers_are_ignored_in_every_layout(tmp_path):
+    """Unzipping an archive made on a Mac leaves ``__MACOSX/`` beside the data (a copy of the
+    folder tree made of ``._name`` AppleDouble files): it was read as a patient folder without
+    a row (UK Biobank), or as each patient's second folder (M&Ms: duplicate_id; ACDC, where it
+    sorts first, its ``._`` copy was used and the real folder quarantined)."""
+    ukbb = write_ukbb_cohort(tmp_path / "u", [{"id": "1"}, {"id": "2"}])
+    mms = write_mms_cohort(tmp_path / "m", [{"id": "A1"}, {"id": "A2", "split": "Training/Labeled"}])
+    acdc = write_acdc_cohort(tmp_path / "a", [{"id": 1}, {"id": 2, "split": "testing"}])
+    for paths in (ukbb, mms, acdc):
+        _unzipped_on_a_mac(paths.root, [files["folder"] for files in paths.patients.values()])
+    assert (acdc.root / "__MACOSX" / "training" / "patient001" / "._Info.cfg").is_file()
+
+    for scan, ids in ((scan_ukbb(ukbb.root, ukbb.metadata), ["1", "2"]), (scan_mms(mms.root, mms.metadata), ["A1", "A2"]),
+                      (scan_acdc(acdc.root), ["patient001", "patient002"])):
+        assert scan.quarantine == []
+        assert all("__MACOSX" not in e.image_path and "/._" not in e.image_path for e in scan.entries)
+        cohort, quarantine = _validate(scan)
+        assert cohort["patient_id"].tolist() == ids and quarantine.empty
+
+
+def test_trailing_singleton_axes_are_dropped_not_quarantined(tmp_path):
+    """A cine saved as (x, y, z, t, 1) or a 3D mask as (x, y, z, 1, 1) (vector-image writers,
+    some converters) holds the same voxels as the 4D / 3D file, but was quarantined as
+    unreadable. Only trailing size-1 axes go: another extra axis is still named as wrong."""
+    ukbb = write_ukbb_cohort(tmp_path / "u", [{"id": "1"}, {"id": "2"}, {"id": "3"}])
+    mms = write_mms_cohort(tmp_path / "m", [{"id": "A1"}])
+    files = ukbb.patients
+    _resave(files["1"]["image"], _voxels(files["1"]["image"])[..., None])
+    _resave(files["1"]["ed_mask"], _voxels(files["1"]["ed_mask"])[..., None, None])
+    _resave(files["1"]["es_mask"], _voxels(files["1"]["es_mask"])[..., None])
+    two_channels = np.stack([_voxels(files["2"]["image"])] * 2, axis=-1)
+    _resave(files["2"]["image"], two_channels)
+    _resave(files["3"]["ed_mask"], np.stack([_voxels(files["3"]["ed_mask"])[..., None]] * 2, axis=-1))
+    labels = mms.patients["A1"]["labels"]
+    _resave(labels, _voxels(labels)[..., None])
+
+    u_cohort, u_quarantine = _validate(scan_ukbb(ukbb.root, ukbb.metadata))
+    m_cohort, m_quarantine = _validate(scan_mms(mms.root, mms.metadata))
+
+    assert m_quarantine.empty and m_cohort["patient_id"].tolist() == ["A1"]
+    assert u_cohort["patient_id"].tolist() == ["1"]
+    assert u_cohort[["n_x", "n_y", "n_slices", "n_frames"]].values.tolist() == [[24, 24, 4, 8]]
+    for cohort in (u_cohort, m_cohort):
+        frames = frames_for_row({**cohort.iloc[0].to_dict()}, training=False, spec=FrameSpec(crop_px=24, size=24))
+        assert frames.images.shape == (1, 3, 24, 24)
+    rows = _rows(u_quarantine)
+    assert sorted(rows) == ["2", "3"]
+    cine, ed_mask = rows["2"].iloc[0], rows["3"].iloc[0]
+    assert (cine["reason"], cine["file"]) == ("unreadable_image", str(files["2"]["image"]))
+    assert "expected a 4D cine (x, y, z, t), found shape (24, 24, 4, 8, 2)" in cine["detail"]
+    assert (ed_mask["reason"], ed_mask["file"]) == ("unreadable_ed_mask", str(files["3"]["ed_mask"]))
+    assert "expected a 3D label map, found shape (24, 24, 4, 1, 2)" in ed_mask["detail"]

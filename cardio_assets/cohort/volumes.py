@@ -26,13 +26,34 @@ LABEL_ROUNDING_TOLERANCE = 1e-3
 
 
 def load_cine(path: str) -> tuple[np.ndarray, np.ndarray, tuple[float, ...]]:
-    """4D cine (x, y, z, t) in its stored dtype, its affine and voxel sizes."""
+    """4D cine (x, y, z, t) in its stored dtype, its affine and voxel sizes.
+
+    Trailing size-1 axes past the 4th (x, y, z, t, 1) are dropped (`_squeeze_trailing`)."""
     img = _open(path)
-    if img.ndim != 4:
+    if len(_trailing_squeezed_shape(img.shape, 4)) != 4:  # checked before reading the voxels
         raise VolumeError(f"{path}: expected a 4D cine (x, y, z, t), found shape {img.shape}")
     _check_voxel_sizes(img, path)
-    data = _read(img, path)
+    data = _squeeze_trailing(_read(img, path), 4)
     return data, img.affine, tuple(float(z) for z in img.header.get_zooms()[:3])
+
+
+def _trailing_squeezed_shape(shape: tuple[int, ...], ndim: int) -> tuple[int, ...]:
+    """`shape` without its trailing size-1 axes beyond the first `ndim` axes."""
+    shape = tuple(shape)
+    while len(shape) > ndim and shape[-1] == 1:
+        shape = shape[:-1]
+    return shape
+
+
+def _squeeze_trailing(data: np.ndarray, ndim: int) -> np.ndarray:
+    """`data` without trailing size-1 axes beyond the first `ndim`.
+
+    Some converters and toolkits (SimpleITK, DICOM-to-NIfTI tools, vector-image writers) save a
+    3D mask as (x, y, z, 1, 1) or a cine as (x, y, z, t, 1): the same voxels, an extra empty
+    axis. Only trailing size-1 axes go; any other extra axis (x, y, z, t, 2: two channels, or
+    a size-1 axis before a larger one) is left for the caller to reject, as which voxels
+    are meant is unknowable."""
+    return data.reshape(_trailing_squeezed_shape(data.shape, ndim))
 
 
 def _check_voxel_sizes(img: nib.Nifti1Image, path: str) -> None:
@@ -54,17 +75,21 @@ def _check_voxel_sizes(img: nib.Nifti1Image, path: str) -> None:
 
 
 def load_mask(ref: MaskRef, label_map: dict[int, int]) -> tuple[np.ndarray, np.ndarray]:
-    """Canonical uint8 label map (x, y, z) of one phase and its affine."""
+    """Canonical uint8 label map (x, y, z) of one phase and its affine.
+
+    Trailing size-1 axes past the expected ones are dropped (`_squeeze_trailing`): a 3D mask
+    stored as (x, y, z, 1) or (x, y, z, 1, 1), a 4D label file as (x, y, z, t, 1)."""
     img = _open(ref.path)
     data = _read(img, ref.path)
     if ref.frame is not None:
+        data = _squeeze_trailing(data, 4)
         if data.ndim != 4:
             raise VolumeError(f"{ref.path}: expected a 4D label file to take frame {ref.frame} from, found shape {data.shape}")
         if not 0 <= ref.frame < data.shape[3]:
             raise VolumeError(f"{ref.path}: frame {ref.frame} outside 0..{data.shape[3] - 1}")
         data = data[..., ref.frame]
-    elif data.ndim == 4 and data.shape[3] == 1:
-        data = data[..., 0]
+    else:
+        data = _squeeze_trailing(data, 3)
     if data.ndim != 3:
         raise VolumeError(f"{ref.path}: expected a 3D label map, found shape {data.shape}")
     if np.issubdtype(data.dtype, np.floating):

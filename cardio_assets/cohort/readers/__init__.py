@@ -11,9 +11,14 @@ could not use. Quarantine reason codes:
   fields than the header);
 - ``duplicate_id``: an id twice in the metadata, ids differing only in case counting as
   one (identical copies: the first is kept; conflicting copies: all quarantined) or a
-  patient folder found twice (first kept);
+  patient folder found twice (first kept). Ids are compared in Unicode NFC, so an accented
+  id written as one code point in a table and decomposed (NFD, as macOS stores names) in a
+  folder name is one patient;
 - ``no_images``: a metadata row whose patient folder is absent;
 - ``bad_metadata``: a malformed ACDC Info.cfg.
+
+Every folder scan skips hidden entries (``.DS_Store``, ``._name`` AppleDouble files) and
+``__MACOSX`` zip leftovers (`base.is_ignored_entry`).
 
 Opening the volumes, checking voxels, labels, shapes and orientation, and finding ES is
 done afterwards for every source by `cardio_assets.cohort.validation`. Each entry carries

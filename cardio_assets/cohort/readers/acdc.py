@@ -40,6 +40,7 @@ from cardio_assets.cohort.readers.base import (
     duplicate_folder_row,
     find_nifti,
     find_nifti_or_quarantine,
+    is_ignored_entry,
     metadata_ref,
     missing_nifti,
     parse_frame,
@@ -115,7 +116,7 @@ def _patient_folders(root: Path) -> dict[str, list[Path]]:
     if PATIENT_DIR.match(root.name):
         found[_patient_id(root.name)] = [root]
     for dirpath, dirnames, _ in os.walk(root):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        dirnames[:] = sorted(d for d in dirnames if not is_ignored_entry(d))
         for d in dirnames:
             if PATIENT_DIR.match(d):
                 found.setdefault(_patient_id(d), []).append(Path(dirpath) / d)
@@ -136,7 +137,8 @@ def _info_file(folder: Path) -> Path:
     exact = folder / INFO_FILE
     if exact.is_file():
         return exact
-    others = [p for p in folder.iterdir() if p.name.lower() == INFO_FILE.lower() and p.is_file()]
+    others = [p for p in folder.iterdir()
+              if not is_ignored_entry(p.name) and p.name.lower() == INFO_FILE.lower() and p.is_file()]
     return others[0] if len(others) == 1 else exact
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import os
 import re
+import unicodedata
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -188,10 +189,34 @@ def bmi_from_height_weight(height, weight) -> float | None:
     return float(weight) / (metres * metres)
 
 
+def normalise_id(text: str) -> str:
+    """`text` in Unicode NFC, the form ids are compared and paired in.
+
+    One name has two encodings when it holds an accent: "é" as one code point (NFC, as most
+    tools and Windows write it) or as "e" plus a combining accent (NFD, as macOS file systems
+    store names). A table row and a folder, or two folders, that differ only so name the same
+    patient. Only the comparison key changes: paths are kept as found on disk."""
+    return unicodedata.normalize("NFC", text)
+
+
+# macOS leaves these behind: ``__MACOSX/`` in a zip it made (a copy of the folder tree holding
+# ``._name`` AppleDouble resource forks), ``._name`` files next to the real ones on non-Mac
+# volumes, and ``.DS_Store``. Read as data they would be second patient folders (duplicate_id)
+# or unreadable "NIfTI" files.
+MACOS_ARCHIVE_FOLDER = "__MACOSX"
+
+
+def is_ignored_entry(name: str) -> bool:
+    """True for a folder or file name no reader scan should look at: hidden entries (any name
+    starting with ".", which covers ``.DS_Store`` and ``._name``) and ``__MACOSX``."""
+    return name.startswith(".") or name == MACOS_ARCHIVE_FOLDER
+
+
 def find_nifti(folder: Path, stem: str) -> Path | None:
     """``folder/stem.nii.gz`` or ``folder/stem.nii``, whichever exists first; else the one
     file whose name differs from those only in letter case (``sa.NII.GZ``, as some Windows
-    tools and DICOM converters write it; nibabel reads the extension in any case); else None."""
+    tools and DICOM converters write it; nibabel reads the extension in any case) or in
+    Unicode normalisation (an accented id stored in NFD by macOS); else None."""
     for suffix in NIFTI_SUFFIXES:
         candidate = folder / f"{stem}{suffix}"
         if candidate.is_file():
@@ -201,18 +226,21 @@ def find_nifti(folder: Path, stem: str) -> Path | None:
 
 
 def _case_variants(folder: Path, stem: str) -> list[Path]:
-    """The files in `folder` named ``stem.nii.gz`` / ``stem.nii`` but for letter case, sorted."""
-    wanted = {f"{stem}{suffix}".casefold() for suffix in NIFTI_SUFFIXES}
+    """The files in `folder` named ``stem.nii.gz`` / ``stem.nii`` but for letter case and
+    Unicode normalisation, sorted; ignored entries (`is_ignored_entry`) left out."""
+    wanted = {normalise_id(f"{stem}{suffix}").casefold() for suffix in NIFTI_SUFFIXES}
     try:
-        return sorted(p for p in folder.iterdir() if p.name.casefold() in wanted and p.is_file())
+        return sorted(p for p in folder.iterdir()
+                      if not is_ignored_entry(p.name) and normalise_id(p.name).casefold() in wanted and p.is_file())
     except OSError:  # the folder itself unreadable: reported as the file not found
         return []
 
 
 def _same_values(a: dict, b: dict) -> bool:
-    """Two copies of a row agree: equal once each value is stripped (a copy pasted with a
-    stray space around its id or a value is still the same row)."""
-    strip = lambda values: {k: str(v).strip() for k, v in values.items()}  # noqa: E731
+    """Two copies of a row agree: equal once each value is stripped and in NFC (a copy pasted
+    with a stray space around its id or a value, or with its accents in NFD, is still the
+    same row)."""
+    strip = lambda values: {k: normalise_id(str(v).strip()) for k, v in values.items()}  # noqa: E731
     return strip(a) == strip(b)
 
 
@@ -223,7 +251,8 @@ def split_duplicates(
 
     `rows` are ``(line number, patient id, raw values)`` in table order. Ids that differ
     only in case (``A1`` and ``a1``) are the same id: one patient typed twice, or two that
-    a case-insensitive file system or a spreadsheet would merge. Policy:
+    a case-insensitive file system or a spreadsheet would merge; so are ids that differ only
+    in Unicode normalisation (`normalise_id`), the same text. Policy:
 
     - every copy identical: the first is kept, each later copy is quarantined
       (``duplicate_id``), so nothing is lost and the table's mistake is visible;
@@ -234,7 +263,7 @@ def split_duplicates(
     """
     by_id: dict[str, list[tuple[int, str, dict]]] = {}
     for line, pid, values in rows:
-        by_id.setdefault(pid.casefold(), []).append((line, pid, values))
+        by_id.setdefault(normalise_id(pid).casefold(), []).append((line, pid, values))
     kept: dict[str, tuple[int, dict]] = {}
     quarantine: list[QuarantineRow] = []
     for copies in by_id.values():
@@ -329,7 +358,7 @@ def table_rows_by_id(records: list[dict], id_column: str, id_name: str, source: 
     rows: list[tuple[int, str, dict]] = []
     for index, record in enumerate(records):
         line = lines[index] if lines is not None else index + 2
-        pid = str(record[id_column]).strip()
+        pid = normalise_id(str(record[id_column]).strip())  # paired with folder names in NFC
         if is_blank(pid):
             # a placeholder ("NA", "nan", "-") is how exports write a missing id: say so, since a
             # patient folder of that very name then finds no row
@@ -356,7 +385,7 @@ def quarantine_bad_rows(table, header: list[str], id_column: str, source: str, t
     ids: set[str] = set()
     bad_rows = table.attrs.get("bad_rows", [])
     for fields, line in zip(bad_rows, table.attrs.get("bad_row_lines") or [None] * len(bad_rows)):
-        pid = fields[position].strip() if position < len(fields) else ""
+        pid = normalise_id(fields[position].strip()) if position < len(fields) else ""
         where = f"line {line} of metadata table {table_name}" if line else f"a row of metadata table {table_name}"
         quarantine.append(QuarantineRow(
             pid, source, table_name, "missing_metadata",

@@ -15,6 +15,10 @@ unnamed index column is ignored. ``External code``, ``ED``, ``ES`` and ``Patholo
 required columns; Age, Sex, Height, Weight, Vendor, VendorName and Centre are optional
 (None when absent).
 
+Codes and folder names are paired in Unicode NFC (`normalise_id`): an accented code stored
+decomposed by macOS is the same patient, and two folders that differ only so are one
+patient's two folders (the first used, the other ``duplicate_id``).
+
 Pathology -> diagnosis follows `cardio_assets.cohort.readers.diagnosis.MMS_DIAGNOSIS_DEFAULT`
 (NOR healthy, DCM hf, the rest left out), overridable with `diagnosis_map`.
 """
@@ -37,8 +41,10 @@ from cardio_assets.cohort.readers.base import (
     find_nifti,
     find_nifti_or_quarantine,
     is_blank,
+    is_ignored_entry,
     metadata_ref,
     missing_nifti,
+    normalise_id,
     pair_rows_with_folders,
     parse_frame,
     parse_number,
@@ -92,17 +98,20 @@ def _detect_columns(columns: list[str], path: Path) -> dict[str, str | None]:
 
 def _patient_folders(root: Path, codes: set[str]) -> dict[str, list[Path]]:
     """Folders below `root` named like a patient: holding ``<name>_sa*.nii*`` or named as a
-    metadata code. Walked once, in sorted order, hidden folders skipped."""
+    metadata code (`codes` in NFC), by id: the name in NFC (`normalise_id`), so two folders
+    differing only in normalisation are one patient's two folders. Walked once, in sorted
+    order, hidden folders and files and ``__MACOSX`` skipped (`is_ignored_entry`)."""
     found: dict[str, list[Path]] = {}
     for dirpath, dirnames, filenames in os.walk(root):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        dirnames[:] = sorted(d for d in dirnames if not is_ignored_entry(d))
         folder = Path(dirpath)
         if folder == root:
             continue
-        name = folder.name
+        name = normalise_id(folder.name)
         prefix = f"{name}_sa"
+        files = [normalise_id(f) for f in filenames if not is_ignored_entry(f)]
         # the extension in any case: `find_nifti` reads ``<code>_sa.NII.GZ`` too
-        if name in codes or any(f.startswith(prefix) and ".nii" in f.lower() for f in filenames):
+        if name in codes or any(f.startswith(prefix) and ".nii" in f.lower() for f in files):
             found.setdefault(name, []).append(folder)
     return found
 

@@ -40,7 +40,9 @@ Siemens 1.5 T MAGNETOM Aera, so a UK Biobank source without the column is one ve
 
 A blank value (empty, NA) leaves that attribute None; a value that is present but
 unparsable quarantines the patient as ``missing_metadata``. Duplicate ids follow
-`split_duplicates` (identical copies: first kept; conflicting copies: all quarantined).
+`split_duplicates` (identical copies: first kept; conflicting copies: all quarantined). Ids
+and folder names are paired in Unicode NFC (`normalise_id`); two folders whose names differ
+only in normalisation are one patient's (the first used, the other ``duplicate_id``).
 """
 
 from __future__ import annotations
@@ -60,9 +62,12 @@ from cardio_assets.cohort.readers.base import (
     QuarantineRow,
     ScanResult,
     SourceMissingError,
+    duplicate_folder_row,
     find_nifti_or_quarantine,
     is_blank,
+    is_ignored_entry,
     metadata_ref,
+    normalise_id,
     pair_rows_with_folders,
     parse_frame,
     parse_number,
@@ -412,6 +417,23 @@ def _entry(pid: str, source: str, subset: str, files: dict[str, Path], attrs: di
     )
 
 
+def _patient_folders(root: Path, source: str, quarantine: list[QuarantineRow]) -> dict[str, Path]:
+    """The patient folders directly in `root` by id (the name in NFC, `normalise_id`), the
+    path as found. Hidden entries and ``__MACOSX`` are skipped (`is_ignored_entry`); of two
+    folders whose names differ only in Unicode normalisation the first (sorted) is used and
+    the other quarantined as ``duplicate_id``."""
+    folders: dict[str, Path] = {}
+    for path in sorted(root.iterdir()):
+        if is_ignored_entry(path.name) or not path.is_dir():
+            continue
+        pid = normalise_id(path.name)
+        if pid in folders:
+            quarantine.append(duplicate_folder_row(pid, source, path, folders[pid]))
+        else:
+            folders[pid] = path
+    return folders
+
+
 def scan_ukbb(
     root: str | Path, metadata_csv: str | Path, *, subset: str = "study", source: str = "ukbb",
     instance_fallback: bool = False,
@@ -428,9 +450,8 @@ def scan_ukbb(
         raise ValueError(f"subset must be 'study' or 'heldout', not {subset!r}")
     root = require_dir(root, f"{source} image folder (<eid>/sa.nii.gz)")
     csv = require_file(metadata_csv, f"{source} metadata table")
-    folders = {
-        p.name: p for p in sorted(root.iterdir()) if p.is_dir() and not p.name.startswith(".")
-    }
+    quarantine: list[QuarantineRow] = []
+    folders = _patient_folders(root, source, quarantine)
     if not folders:
         raise SourceMissingError(
             f"{source}: looked for patient folders <eid>/sa.nii.gz in {root.resolve()} "
@@ -443,7 +464,6 @@ def scan_ukbb(
     table = read_metadata_table(csv, usecols=lambda name: name in wanted)
     table_name = str(csv)
 
-    quarantine: list[QuarantineRow] = []
     unsplit = quarantine_bad_rows(table, header, cols.eid, source, table_name, quarantine)
     kept, fully_duplicated = table_rows_by_id(table.to_dict("records"), cols.eid, "eid", source, table_name, quarantine,
                                               lines=table.attrs["lines"])
