@@ -5,6 +5,9 @@
 Prints one JSON line with the measures the generator is judged by:
 - qc_pass: kept / requested within 3 attempts, overall and the lowest cell;
 - rare_cells_qc_pass: the same over the 9 cells with the fewest training patients;
+- qc_pass_per_attempt: the share passing at attempt k of the images that reached attempt k. A
+  falling share says the failures stick to their masks (a retry keeps the mask, new seed);
+- qc_failure_modes: how often each failure mode ended an image's last failing attempt;
 - synthetic_only_over_real: overall balanced accuracy of the synthetic-only classifier over the
   real-only one, on the real test split (mean over seeds);
 - dice_ed_median / dice_es_median: blood-pool Dice of the *kept* synthetic ED and ES frames
@@ -107,6 +110,20 @@ def vae_psnr(backbone_dir: Path, images: np.ndarray) -> tuple[float, float]:
     return tuple(round(float(10 * np.log10(1 / np.mean((recon[:, c] - ref[:, c]) ** 2))), 2) for c in (0, 1))
 
 
+def qc_pass_per_attempt(log: pd.DataFrame) -> list[float]:
+    """Of the images that reached attempt k, the share that passed at it (k = 1, 2, ...)."""
+    shares = []
+    for k in range(1, int(log["attempts"].max()) + 1):
+        reached = log["attempts"] >= k
+        shares.append(round(float((reached & (log["attempts"] == k) & log["qc_passed"]).sum() / reached.sum()), 3))
+    return shares
+
+
+def qc_failure_modes(log: pd.DataFrame) -> dict[str, int]:
+    modes = log.loc[~log["qc_passed"], "failure_modes"].astype(str).str.split(";").explode().str.strip()
+    return {m: int(n) for m, n in modes[modes != ""].value_counts().items()}
+
+
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--lake", type=Path, default=Path("data_lake"))
@@ -122,6 +139,8 @@ def main(argv=None) -> dict:
         "qc_pass_lowest_cell": [per_cell.idxmin(), round(float(per_cell.min()), 3)],
         "rare_cells_qc_pass": round(float(log[log["cell"].isin(rare)]["qc_passed"].mean()), 3),
         "near_copies": int(log["near_copy"].sum()),
+        "qc_pass_per_attempt": qc_pass_per_attempt(log),
+        "qc_failure_modes": qc_failure_modes(log),
     }
     fairness = read_value(lake / "fairness_report")
     overall = fairness[(fairness["metric"] == "balanced_accuracy") & (fairness["evaluation_set"] == "test")
