@@ -519,6 +519,29 @@ def test_min_snr_weighting_keeps_noisy_timesteps_and_down_weights_nearly_clean_o
         5.0 / compute_snr(sched, clean).item(), rel=1e-5)
 
 
+def test_heart_loss_weight_counts_errors_under_the_mask_more():
+    from cardio_assets.generation.backbone import diffusion_loss, make_noise_scheduler
+    from cardio_assets.generation.controlnet import heart_weights
+
+    sched, t = make_noise_scheduler(cfg()), torch.tensor([500])
+    labels = np.zeros((1, 3, 32, 32), dtype=np.uint8)
+    labels[0, :, 12:20, 12:20] = 1  # a heart of 8 x 8 pixels: latent pixels 3-4 at 8 x 8 latents
+    for encoding in ("grey", "onehot"):
+        cond = control_tensor(labels, 32, encoding)
+        w = heart_weights(cond, (8, 8), 3.0)
+        assert w.shape == (1, 1, 8, 8)
+        assert (w[0, 0, 2:6, 2:6] == 3.0).all() and w.sum().item() == 16 * 3 + 48  # dilated by one latent pixel
+    target = torch.zeros(1, 4, 8, 8)
+    on_heart, off_heart = target.clone(), target.clone()
+    on_heart[..., 3, 3], off_heart[..., 0, 0] = 1.0, 1.0  # the same error, on and off the heart
+    assert diffusion_loss(sched, on_heart, target, t).item() == diffusion_loss(sched, off_heart, target, t).item()
+    assert diffusion_loss(sched, on_heart, target, t, pixel_weights=w).item() == pytest.approx(
+        3 * diffusion_loss(sched, off_heart, target, t, pixel_weights=w).item())
+    # weights of one are the plain MSE
+    assert diffusion_loss(sched, on_heart, target, t, pixel_weights=torch.ones(1, 1, 8, 8)).item() == pytest.approx(
+        diffusion_loss(sched, on_heart, target, t).item())
+
+
 def test_controlnet_scale_weighs_the_masks_pull_on_the_image(backbone_dir, controlnet_dir, data):
     _, labels, prompts, _ = data
     assert not np.array_equal(labels[0], labels[1])

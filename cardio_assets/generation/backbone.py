@@ -166,17 +166,26 @@ def diffusion_target(noise_scheduler, latents, noise, timesteps):
     raise ValueError(f"unsupported prediction type {kind!r}")
 
 
-def diffusion_loss(noise_scheduler, pred, target, timesteps, snr_gamma: float | None = None) -> torch.Tensor:
+def diffusion_loss(noise_scheduler, pred, target, timesteps, snr_gamma: float | None = None,
+                   pixel_weights: torch.Tensor | None = None) -> torch.Tensor:
     """Mean squared error of the prediction, per-sample weighted by Min-SNR-gamma (Hang et al.
-    2023) when `snr_gamma` is set: min(SNR, gamma) / SNR for epsilon, / (SNR + 1) for v."""
-    if snr_gamma is None:
+    2023) when `snr_gamma` is set: min(SNR, gamma) / SNR for epsilon, / (SNR + 1) for v.
+    `pixel_weights` (N, 1, h, w) weigh latent pixels within each sample (a weighted mean)."""
+    if snr_gamma is None and pixel_weights is None:
         return F.mse_loss(pred.float(), target.float())
+    squared = F.mse_loss(pred.float(), target.float(), reduction="none")
+    if pixel_weights is None:
+        per_sample = squared.mean(dim=tuple(range(1, pred.ndim)))
+    else:
+        w = pixel_weights.float().expand_as(squared)
+        per_sample = (squared * w).sum(dim=(1, 2, 3)) / w.sum(dim=(1, 2, 3))
+    if snr_gamma is None:
+        return per_sample.mean()
     from diffusers.training_utils import compute_snr
 
     snr = compute_snr(noise_scheduler, timesteps)
     weight = torch.clamp(snr, max=snr_gamma)
     weight = weight / (snr + 1 if noise_scheduler.config.prediction_type == "v_prediction" else snr)
-    per_sample = F.mse_loss(pred.float(), target.float(), reduction="none").mean(dim=tuple(range(1, pred.ndim)))
     return (per_sample * weight).mean()
 
 

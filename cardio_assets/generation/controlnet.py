@@ -27,6 +27,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from cardio_assets.compute import (
     autocast_context,
@@ -62,8 +63,17 @@ class CheckpointMismatch(RuntimeError):
     """The checkpoint in out_dir was made with a different training configuration."""
 
 
+def heart_weights(cond: torch.Tensor, latent_size: tuple[int, int], heart_weight: float) -> torch.Tensor:
+    """(N, 1, h, w) loss weights: `heart_weight` on latent pixels that hold any labelled pixel of
+    the conditioning image (either encoding is 0 off the heart), dilated by one latent pixel so the
+    walls' outer edge counts; 1 elsewhere."""
+    heart = (cond.amax(dim=1, keepdim=True) > 0).float()
+    heart = F.max_pool2d(F.adaptive_max_pool2d(heart, latent_size), 3, stride=1, padding=1)
+    return 1.0 + (heart_weight - 1.0) * heart
+
+
 def controlnet_loss(backbone, controlnet, latents, noise, timesteps, hidden, cond, dtype=torch.float32,
-                    snr_gamma: float | None = None):
+                    snr_gamma: float | None = None, heart_weight: float = 1.0):
     """The diffusion loss of one batch through ControlNet + frozen UNet (scaled latents in)."""
     device = latents.device
     noisy = backbone.noise_scheduler.add_noise(latents, noise, timesteps)
@@ -79,7 +89,8 @@ def controlnet_loss(backbone, controlnet, latents, noise, timesteps, hidden, con
             down_block_additional_residuals=down,
             mid_block_additional_residual=mid,
         ).sample
-    return diffusion_loss(backbone.noise_scheduler, pred, target, timesteps, snr_gamma)
+    weights = None if heart_weight == 1.0 else heart_weights(cond, tuple(latents.shape[-2:]), heart_weight)
+    return diffusion_loss(backbone.noise_scheduler, pred, target, timesteps, snr_gamma, weights)
 
 
 def train_controlnet(
@@ -153,7 +164,7 @@ def train_controlnet(
         for micro in range(accum):
             batch = [x[share] for x in data.draw_batch(config, gen, device)]  # every process draws the global batch
             with group.no_sync(trained, last_micro_step=micro == accum - 1):
-                loss = controlnet_loss(backbone, trained, *batch, dtype, config.snr_gamma) * (share_weight / accum)
+                loss = controlnet_loss(backbone, trained, *batch, dtype, config.snr_gamma, config.heart_loss_weight) * (share_weight / accum)
                 loss.backward()
             step_loss += loss.detach().float()
         step_loss = group.global_loss(step_loss / group.world_size)
