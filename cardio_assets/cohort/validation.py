@@ -189,7 +189,9 @@ def no_cell_reasons(entry: PatientEntry) -> list[str]:
     for name, value in (("sex", entry.sex), ("age", entry.age), ("BMI", entry.bmi), ("diagnosis", entry.diagnosis)):
         if value is None:
             only_elsewhere = name.lower() in other_visit  # UK Biobank, instance fallback off
-            reasons.append(f"{name} only at another visit" if only_elsewhere else f"no {name}")
+            why = entry.extra.get("bmi_undefined") if name == "BMI" else None  # e.g. "height 0"
+            reasons.append(f"{name} only at another visit" if only_elsewhere else
+                           f"no {name} ({why})" if why else f"no {name}")
     return reasons
 
 

@@ -7,7 +7,9 @@ as float64 (nibabel's `get_fdata`): that would be four times the memory of int16
 
 from __future__ import annotations
 
+import gzip
 import math
+import zlib
 
 import nibabel as nib
 import numpy as np
@@ -106,17 +108,40 @@ def load_mask(ref: MaskRef, label_map: dict[int, int]) -> tuple[np.ndarray, np.n
 
 def _open(path: str) -> nib.Nifti1Image:
     try:
-        img = nib.load(path)
+        with open(path, "rb") as handle:  # nibabel's own message hides why a file cannot be opened
+            head = handle.read(348)
     except FileNotFoundError:
         raise VolumeError(f"{path}: file not found") from None
+    except OSError as exc:  # no read permission, a folder of that name...
+        raise VolumeError(f"{path}: cannot be opened ({exc.strerror or type(exc).__name__})") from None
+    try:
+        img = nib.load(path)
     except Exception as exc:  # nibabel raises many types for bad headers
-        raise VolumeError(f"{path}: unreadable NIfTI header ({type(exc).__name__}: {exc})") from None
+        raise VolumeError(f"{path}: unreadable NIfTI header ({type(exc).__name__}: {exc}){_likely_cause(path, head)}") from None
     dtype = img.get_data_dtype()
     if dtype.fields is not None or dtype.kind not in "biuf":
         # RGB or complex voxels: not a magnitude image or a label map (and RGB cannot be
         # compared with a threshold, which would stop the whole run)
         raise VolumeError(f"{path}: voxels are of type {dtype}, not real numbers")
     return img
+
+
+def _likely_cause(path: str, head: bytes) -> str:
+    """What nibabel's message leaves out about a file it could not open: an uncompressed NIfTI
+    named ``.nii.gz`` (its magic, not gzip's), or a gzip stream cut short or damaged before
+    its end (a copy interrupted), which nibabel can report as an unknown file type. Only run on a
+    file that failed to open, so decompressing it whole costs nothing on good files."""
+    if not head.startswith(b"\x1f\x8b"):
+        if str(path).lower().endswith(".gz") and head[344:347] == b"n+1":
+            return "; the file is an uncompressed NIfTI named .nii.gz: rename it to .nii or gzip it"
+        return ""
+    try:
+        with gzip.open(path, "rb") as stream:
+            while stream.read(1 << 20):
+                pass
+    except (OSError, EOFError, zlib.error) as exc:
+        return f"; its gzip stream is cut short or damaged ({type(exc).__name__}: {exc}): a truncated copy?"
+    return ""
 
 
 def _read(img: nib.Nifti1Image, path: str) -> np.ndarray:

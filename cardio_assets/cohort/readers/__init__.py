@@ -15,7 +15,10 @@ could not use. Quarantine reason codes:
   id written as one code point in a table and decomposed (NFD, as macOS stores names) in a
   folder name is one patient;
 - ``no_images``: a metadata row whose patient folder is absent;
-- ``bad_metadata``: a malformed ACDC Info.cfg.
+- ``bad_metadata``: a malformed ACDC Info.cfg;
+- ``unreadable_folder``: a patient folder whose files cannot be looked at (no read or search
+  permission), or a folder below the root that cannot be listed (no patient id: whatever
+  patients it holds are unseen, so the run says where).
 
 Every folder scan skips hidden entries (``.DS_Store``, ``._name`` AppleDouble files) and
 ``__MACOSX`` zip leftovers (`base.is_ignored_entry`).
@@ -51,6 +54,7 @@ QUARANTINE_REASONS: tuple[str, ...] = (
     "duplicate_id",
     "no_images",
     "bad_metadata",
+    "unreadable_folder",
 )
 
 __all__ = [

@@ -8,6 +8,8 @@ Layout, found anywhere below `root` (the release has ``training/`` and ``testing
     patientNNN/Info.cfg                        ``Key: value`` lines
 
 Info.cfg keys: ED, ES (1-based frame numbers), Group, Height (cm), NbFrame, Weight (kg).
+A Height or Weight that is blank or 0 ("not measured") leaves BMI None (a 0 is noted in
+``extra["bmi_undefined"]``); a negative one, or two that give no finite BMI, is ``bad_metadata``.
 ED and ES are required (a file without them, with a line that is not ``Key: value``, or
 with a key given twice with different values, is ``bad_metadata``); a folder without Info.cfg is ``missing_metadata``. Frames become
 0-based (``ed_frame = ED - 1``); the masks are the ``_gt`` files of frames ED and ES.
@@ -24,7 +26,6 @@ path order); later folders are quarantined as ``duplicate_id``.
 
 from __future__ import annotations
 
-import os
 import re
 from pathlib import Path
 
@@ -36,16 +37,21 @@ from cardio_assets.cohort.readers.base import (
     ScanResult,
     SourceMissingError,
     bmi_from_height_weight,
+    bmi_note,
     decode_text,
     duplicate_folder_row,
     find_nifti,
     find_nifti_or_quarantine,
+    is_blank,
     is_ignored_entry,
     metadata_ref,
     missing_nifti,
     parse_frame,
-    parse_number,
+    parse_measure,
     require_dir,
+    unreadable_below_rows,
+    unreadable_folder_row,
+    walk_folders,
 )
 from cardio_assets.cohort.readers.diagnosis import ACDC_DIAGNOSIS_DEFAULT, map_diagnosis, resolve_diagnosis_map
 
@@ -68,7 +74,7 @@ def read_info_cfg(path: Path) -> dict[str, str]:
     """``Key: value`` lines as a dict; ValueError on a line of another shape, or on a key
     given twice with different values (an edited file: which one holds is unknowable).
 
-    A byte-order mark, CRLF line ends, UTF-16 and Latin-1 text are read like plain UTF-8; the
+    A byte-order mark, CRLF line ends, UTF-16, Windows-1252 and Latin-1 text are read like plain UTF-8; the
     known keys are matched in any letter case ("ed: 1" is ED)."""
     try:
         text = decode_text(path.read_bytes())
@@ -105,18 +111,20 @@ def _parse_info(info: dict[str, str]) -> dict:
     nb_frames = parse_frame(info.get("NbFrame"), "NbFrame")
     if nb_frames is not None and max(ed, es) > nb_frames:
         raise ValueError(f"ED {ed} or ES {es} is beyond NbFrame {nb_frames}")
-    height = parse_number(info.get("Height"), "Height")
-    weight = parse_number(info.get("Weight"), "Weight")
-    group = info.get("Group", "").strip() or None
-    return dict(ed=ed, es=es, nb_frames=nb_frames, height=height, weight=weight, group=group)
+    height = parse_measure(info.get("Height"), "Height")
+    weight = parse_measure(info.get("Weight"), "Weight")
+    group = None if is_blank(info.get("Group")) else info["Group"].strip()
+    return dict(ed=ed, es=es, nb_frames=nb_frames, height=height, weight=weight, group=group,
+                bmi=bmi_from_height_weight(height, weight), bmi_undefined=bmi_note(height, weight))
 
 
-def _patient_folders(root: Path) -> dict[str, list[Path]]:
+def _patient_folders(root: Path, unreadable: list[Path]) -> dict[str, list[Path]]:
+    """``patientNNN`` folders below `root` by id; folders that could not be listed are
+    appended to `unreadable`."""
     found: dict[str, list[Path]] = {}
     if PATIENT_DIR.match(root.name):
         found[_patient_id(root.name)] = [root]
-    for dirpath, dirnames, _ in os.walk(root):
-        dirnames[:] = sorted(d for d in dirnames if not is_ignored_entry(d))
+    for dirpath, dirnames, _ in walk_folders(root, unreadable):
         for d in dirnames:
             if PATIENT_DIR.match(d):
                 found.setdefault(_patient_id(d), []).append(Path(dirpath) / d)
@@ -194,6 +202,8 @@ def _entry(pid: str, root: Path, folder: Path, info: dict, image: Path, masks: d
             extra[f"{phase.lower()}_image"] = str(frame_image.absolute())
     if excluded:
         extra["excluded_reason"] = excluded
+    if info["bmi_undefined"]:
+        extra["bmi_undefined"] = info["bmi_undefined"]
     return PatientEntry(
         patient_id=pid,
         source=SOURCE,
@@ -205,7 +215,7 @@ def _entry(pid: str, root: Path, folder: Path, info: dict, image: Path, masks: d
         es_frame=info["es"] - 1,
         sex=None,
         age=None,
-        bmi=bmi_from_height_weight(info["height"], info["weight"]),
+        bmi=info["bmi"],
         diagnosis=diagnosis,
         vendor=ACDC_VENDOR,
         site=ACDC_SITE,
@@ -222,17 +232,23 @@ def scan_acdc(root: str | Path, *, diagnosis_map: dict | None = None) -> ScanRes
     """
     mapping = resolve_diagnosis_map(ACDC_DIAGNOSIS_DEFAULT, diagnosis_map)
     root = require_dir(root, "ACDC folder (patientNNN/Info.cfg)")
-    found = _patient_folders(root)
+    unreadable: list[Path] = []
+    found = _patient_folders(root, unreadable)
     if not found:
+        unseen = f" (could not read {', '.join(map(str, sorted(set(unreadable))))})" if unreadable else ""
         raise SourceMissingError(
-            f"ACDC: looked below {root.resolve()} for patientNNN folders and found none"
+            f"ACDC: looked below {root.resolve()} for patientNNN folders and found none{unseen}"
         )
 
     entries: list[PatientEntry] = []
-    quarantine: list[QuarantineRow] = []
+    quarantine = unreadable_below_rows(unreadable, [f for folders in found.values() for f in folders], SOURCE)
     for pid in sorted(found):
         folder, *others = sorted(found[pid], key=str)
         quarantine.extend(duplicate_folder_row(pid, SOURCE, other, folder) for other in others)
+        cannot_read = unreadable_folder_row(pid, SOURCE, folder)
+        if cannot_read:
+            quarantine.append(cannot_read)
+            continue
         info = _read_info(pid, folder, quarantine)
         if info is None:
             continue

@@ -76,13 +76,18 @@ def require_dir(path: str | Path, what: str) -> Path:
 def require_file(path: str | Path, what: str) -> Path:
     p = Path(path)
     if not p.is_file():
-        raise SourceMissingError(f"{what}: looked for a file at {p.resolve()} and found none")
+        found = ("a folder" if p.is_dir() else
+                 f"a symbolic link to {os.readlink(p)}, which is not a readable file" if p.is_symlink() else "none")
+        raise SourceMissingError(f"{what}: looked for a file at {p.resolve()} and found {found}")
     return p
 
 
 # --- Parsing helpers shared by the readers (metadata cells are read as strings) ---------
 
-MISSING_TOKENS: frozenset[str] = frozenset({"", "na", "nan", "none", "null", "n/a", "-"})
+# what exports and people write for "no value": pandas' NA spellings, Excel's #N/A error, and
+# the "?" and "-" typed into a cell left unknown (compared stripped and lower-cased)
+MISSING_TOKENS: frozenset[str] = frozenset(
+    {"", "na", "nan", "none", "null", "n/a", "n.a.", "#n/a", "#na", "<na>", "-", "?"})
 NIFTI_SUFFIXES: tuple[str, ...] = (".nii.gz", ".nii")
 
 
@@ -99,19 +104,28 @@ def utf16_without_bom(head: bytes) -> str | None:
     return "utf-16-le" if head[1::2].count(0) > head[0::2].count(0) else "utf-16-be"
 
 
+# Tried in turn on text that is not UTF-8: Windows-1252 (what Excel and Notepad write on
+# Western-European Windows: "®", "™", "–", "€" live in bytes 0x80-0x9F, where Latin-1 has
+# invisible control characters), then Latin-1, which decodes every byte, so an accent never
+# stops a run.
+LEGACY_ENCODINGS: tuple[str, ...] = ("cp1252", "latin-1")
+
+
 def decode_text(data: bytes) -> str:
     """Text of a metadata file as real exports write it: UTF-8 with or without a byte-order
-    mark, UTF-16 with one (Excel's "Unicode text") or without, else Latin-1 (old Windows
-    exports; every byte decodes, so an accent never stops a run)."""
+    mark, UTF-16 with one (Excel's "Unicode text") or without, else Windows-1252 or Latin-1
+    (old Windows exports; `LEGACY_ENCODINGS`)."""
     if data.startswith((b"\xff\xfe", b"\xfe\xff")):
         return data.decode("utf-16")
     utf16 = utf16_without_bom(data[:512])
     if utf16:
         return data.decode(utf16, errors="replace")
-    try:
-        return data.decode("utf-8-sig")
-    except UnicodeDecodeError:
-        return data.decode("latin-1")
+    for encoding in ("utf-8-sig", *LEGACY_ENCODINGS):
+        try:
+            return data.decode(encoding)
+        except UnicodeDecodeError:
+            continue
+    raise AssertionError("unreachable: Latin-1 decodes every byte")
 
 
 def metadata_ref(path, line: int | None = None) -> str:
@@ -178,15 +192,36 @@ def parse_sex(value, what: str = "sex") -> str | None:
     return _SEX_WORDS[text]
 
 
+def parse_measure(value, what: str) -> float | None:
+    """A height or weight: a finite number >= 0, None when blank; ValueError (naming `what`)
+    when unparsable or negative. Zero is kept: exports write it for "not measured", and
+    `bmi_from_height_weight` then gives no BMI (the 0 stays in the entry's extra)."""
+    number = parse_number(value, what, positive=False)
+    if number is not None and number < 0:
+        raise ValueError(f"{what} {str(value).strip()!r} is negative")
+    return number
+
+
 def bmi_from_height_weight(height, weight) -> float | None:
     """BMI = kg / m^2 from height (cm; a value <= 3 is taken as metres) and weight (kg).
 
-    None when either is missing (None). Inputs are already-parsed positive floats.
-    """
-    if height is None or weight is None:
+    None when either is missing (None) or zero (not measured: a BMI of 0 or infinity would be
+    made up). Inputs are already-parsed non-negative floats (`parse_measure`). ValueError when
+    the two give no finite BMI (a height so small that its square is zero)."""
+    if not height or not weight:
         return None
     metres = height if height <= 3.0 else height / 100.0
-    return float(weight) / (metres * metres)
+    bmi = float(weight) / metres / metres
+    if not math.isfinite(bmi):
+        raise ValueError(f"height {height:g} and weight {weight:g} give no finite BMI")
+    return bmi
+
+
+def bmi_note(height, weight) -> str | None:
+    """Why `bmi_from_height_weight` gave no BMI when a height or weight of 0 ("not measured")
+    was recorded ("height 0"), for the entry's extra and its no-cell reason; None otherwise."""
+    zeros = [name for name, value in (("height", height), ("weight", weight)) if value == 0]
+    return f"{' and '.join(zeros)} 0" if zeros else None
 
 
 def normalise_id(text: str) -> str:
@@ -197,6 +232,70 @@ def normalise_id(text: str) -> str:
     store names). A table row and a folder, or two folders, that differ only so name the same
     patient. Only the comparison key changes: paths are kept as found on disk."""
     return unicodedata.normalize("NFC", text)
+
+
+# An id column Excel took for numbers comes back as floats: "1234567.0" for eid 1234567.
+_EXCEL_FLOAT_ID = re.compile(r"(\d+)\.0+")
+
+
+def table_id(value) -> str:
+    """The patient id of a metadata cell: stripped, in NFC (`normalise_id`), and a whole number
+    written as a float ("1234567.0", as Excel saves a numeric column) read as that number, so
+    it pairs with its folder ``1234567``. Leading zeros are kept ("001" stays "001")."""
+    text = normalise_id(str(value).strip())
+    excel = _EXCEL_FLOAT_ID.fullmatch(text)
+    return excel[1] if excel else text
+
+
+def is_empty_row(values) -> bool:
+    """True for a table row with nothing in it (every field empty or spaces): what a spreadsheet
+    exports for formatted rows below the data (",,,,"). Such a row is no patient and holds no
+    data, so readers skip it without a quarantine row."""
+    return all(not str(v).strip() for v in values)
+
+
+def folder_problem(folder: Path) -> str | None:
+    """Why the files of `folder` cannot be looked at ("Permission denied"), else None: its
+    listing (read permission) and its entries (search permission) are both needed."""
+    try:
+        os.listdir(folder)
+        os.stat(os.path.join(folder, os.curdir))
+    except OSError as exc:
+        return exc.strerror or type(exc).__name__
+    return None
+
+
+def unreadable_folder_row(pid: str, source: str, folder: Path) -> QuarantineRow | None:
+    """An ``unreadable_folder`` row for a patient folder whose files cannot be looked at (no
+    read or search permission), else None; the caller then skips the patient."""
+    why = folder_problem(folder)
+    if why is None:
+        return None
+    return QuarantineRow(pid, source, str(folder), "unreadable_folder",
+                         f"patient {pid}: the patient folder {folder} cannot be read ({why}); its files were not looked at")
+
+
+def walk_folders(root: Path, unreadable: list[Path]):
+    """`os.walk` of `root` in sorted order, ignored entries (`is_ignored_entry`) skipped; the
+    folders it could not list are appended to `unreadable` (os.walk skips them silently)."""
+    def note(exc: OSError) -> None:
+        if exc.filename:
+            unreadable.append(Path(exc.filename))
+
+    for dirpath, dirnames, filenames in os.walk(root, onerror=note):
+        dirnames[:] = sorted(d for d in dirnames if not is_ignored_entry(d))
+        yield dirpath, dirnames, [f for f in filenames if not is_ignored_entry(f)]
+
+
+def unreadable_below_rows(unreadable: list[Path], patient_folders, source: str) -> list[QuarantineRow]:
+    """``unreadable_folder`` rows (no patient id) for folders below a cohort's root that could not
+    be listed and are not patient folders themselves (those get a row per patient): any patients
+    inside them are unseen, so the run says where."""
+    known = {Path(f) for f in patient_folders}
+    return [QuarantineRow("", source, str(folder), "unreadable_folder",
+                          f"the folder {folder} cannot be read ({folder_problem(folder) or 'unreadable'}); "
+                          f"patients inside it, if any, were not seen")
+            for folder in sorted(set(unreadable)) if folder not in known]
 
 
 # macOS leaves these behind: ``__MACOSX/`` in a zip it made (a copy of the folder tree holding
@@ -358,7 +457,10 @@ def table_rows_by_id(records: list[dict], id_column: str, id_name: str, source: 
     rows: list[tuple[int, str, dict]] = []
     for index, record in enumerate(records):
         line = lines[index] if lines is not None else index + 2
-        pid = normalise_id(str(record[id_column]).strip())  # paired with folder names in NFC
+        if is_empty_row(record.values()):
+            continue
+        pid = table_id(record[id_column])  # paired with folder names in NFC
+        record = {**record, id_column: pid}  # copies "1234567" and "1234567.0" are identical
         if is_blank(pid):
             # a placeholder ("NA", "nan", "-") is how exports write a missing id: say so, since a
             # patient folder of that very name then finds no row
@@ -385,7 +487,9 @@ def quarantine_bad_rows(table, header: list[str], id_column: str, source: str, t
     ids: set[str] = set()
     bad_rows = table.attrs.get("bad_rows", [])
     for fields, line in zip(bad_rows, table.attrs.get("bad_row_lines") or [None] * len(bad_rows)):
-        pid = normalise_id(fields[position].strip()) if position < len(fields) else ""
+        if is_empty_row(fields):
+            continue
+        pid = table_id(fields[position]) if position < len(fields) else ""
         where = f"line {line} of metadata table {table_name}" if line else f"a row of metadata table {table_name}"
         quarantine.append(QuarantineRow(
             pid, source, table_name, "missing_metadata",

@@ -10,7 +10,7 @@ work)::
 Metadata CSV (the release's ``*_M&Ms_Dataset_information_diagnosis_opendataset.csv``):
 ``External code, VendorName, Vendor, Centre, ED, ES, Age, Pathology, Sex, Height,
 Weight``; ED and ES are 0-based frame indices, Sex is M/F, Height (cm) and Weight (kg)
-may be empty (BMI None then). Column names match case- and space-insensitively; an
+may be empty or 0, "not measured" (BMI None then; a 0 is noted in ``extra["bmi_undefined"]``). Column names match case- and space-insensitively; an
 unnamed index column is ignored. ``External code``, ``ED``, ``ES`` and ``Pathology`` are
 required columns; Age, Sex, Height, Weight, Vendor, VendorName and Centre are optional
 (None when absent).
@@ -25,7 +25,6 @@ Pathology -> diagnosis follows `cardio_assets.cohort.readers.diagnosis.MMS_DIAGN
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 from cardio_assets.cohort.labels import IDENTITY_MAP
@@ -37,16 +36,17 @@ from cardio_assets.cohort.readers.base import (
     ScanResult,
     SourceMissingError,
     bmi_from_height_weight,
+    bmi_note,
     duplicate_folder_row,
     find_nifti,
     find_nifti_or_quarantine,
     is_blank,
-    is_ignored_entry,
     metadata_ref,
     missing_nifti,
     normalise_id,
     pair_rows_with_folders,
     parse_frame,
+    parse_measure,
     parse_number,
     parse_or_quarantine,
     parse_sex,
@@ -54,6 +54,9 @@ from cardio_assets.cohort.readers.base import (
     require_dir,
     require_file,
     table_rows_by_id,
+    unreadable_below_rows,
+    unreadable_folder_row,
+    walk_folders,
 )
 from cardio_assets.cohort.readers.diagnosis import MMS_DIAGNOSIS_DEFAULT, map_diagnosis, resolve_diagnosis_map
 from cardio_assets.cohort.readers.ukbb import read_metadata_table
@@ -96,23 +99,27 @@ def _detect_columns(columns: list[str], path: Path) -> dict[str, str | None]:
     return found
 
 
-def _patient_folders(root: Path, codes: set[str]) -> dict[str, list[Path]]:
+def _patient_folders(root: Path, codes: set[str], unreadable: list[Path]) -> dict[str, list[Path]]:
     """Folders below `root` named like a patient: holding ``<name>_sa*.nii*`` or named as a
     metadata code (`codes` in NFC), by id: the name in NFC (`normalise_id`), so two folders
     differing only in normalisation are one patient's two folders. Walked once, in sorted
-    order, hidden folders and files and ``__MACOSX`` skipped (`is_ignored_entry`)."""
+    order, hidden folders and files and ``__MACOSX`` skipped (`is_ignored_entry`). Folders
+    that could not be listed are appended to `unreadable`; one named as a code is that
+    patient's folder (reported unreadable for the patient, not as absent)."""
     found: dict[str, list[Path]] = {}
-    for dirpath, dirnames, filenames in os.walk(root):
-        dirnames[:] = sorted(d for d in dirnames if not is_ignored_entry(d))
+    for dirpath, _, filenames in walk_folders(root, unreadable):
         folder = Path(dirpath)
         if folder == root:
             continue
         name = normalise_id(folder.name)
         prefix = f"{name}_sa"
-        files = [normalise_id(f) for f in filenames if not is_ignored_entry(f)]
+        files = [normalise_id(f) for f in filenames]
         # the extension in any case: `find_nifti` reads ``<code>_sa.NII.GZ`` too
         if name in codes or any(f.startswith(prefix) and ".nii" in f.lower() for f in files):
             found.setdefault(name, []).append(folder)
+    for folder in unreadable:  # os.walk does not enter these: a code's folder is known by its name
+        if normalise_id(folder.name) in codes and folder != root:
+            found.setdefault(normalise_id(folder.name), []).append(folder)
     return found
 
 
@@ -127,8 +134,8 @@ def _parse_row(record: dict, mapping: dict) -> dict:
         raise ValueError(f"ED and ES are the same frame ({ed})")
     sex = parse_sex(record.get("sex"), "Sex")
     age = parse_number(record.get("age"), "Age")
-    height = parse_number(record.get("height"), "Height")
-    weight = parse_number(record.get("weight"), "Weight")
+    height = parse_measure(record.get("height"), "Height")
+    weight = parse_measure(record.get("weight"), "Weight")
     pathology = record.get("pathology")
     pathology = None if is_blank(pathology) else str(pathology).strip()
     diagnosis, excluded = map_diagnosis(pathology, mapping)
@@ -147,6 +154,8 @@ def _parse_row(record: dict, mapping: dict) -> dict:
     }
     if excluded:
         extra["excluded_reason"] = excluded
+    if bmi_note(height, weight):
+        extra["bmi_undefined"] = bmi_note(height, weight)
     # the vendor letter (A-D) is what leave-one-vendor-out names; its name where the letter is blank
     return dict(ed_frame=ed, es_frame=es, sex=sex, age=age,
                 bmi=bmi_from_height_weight(height, weight), diagnosis=diagnosis,
@@ -154,13 +163,17 @@ def _parse_row(record: dict, mapping: dict) -> dict:
 
 
 def _first_folders(root: Path, codes: set[str], quarantine: list[QuarantineRow]) -> dict[str, Path]:
-    """The folder of each patient below `root`; a patient's later folders are quarantined."""
-    found = _patient_folders(root, codes)
+    """The folder of each patient below `root`; a patient's later folders are quarantined, and
+    so are folders that could not be listed (`unreadable_below_rows`)."""
+    unreadable: list[Path] = []
+    found = _patient_folders(root, codes, unreadable)
     if not found:
+        unseen = f" (could not read {', '.join(map(str, sorted(set(unreadable))))})" if unreadable else ""
         raise SourceMissingError(
             f"M&Ms: looked below {root.resolve()} for patient folders <code>/<code>_sa.nii.gz "
-            f"and found none"
+            f"and found none{unseen}"
         )
+    quarantine.extend(unreadable_below_rows(unreadable, [f for paths in found.values() for f in paths], SOURCE))
     folders: dict[str, Path] = {}
     for pid, paths in found.items():
         folders[pid] = paths[0]
@@ -242,6 +255,10 @@ def scan_mms(
         kept, folders, skip, SOURCE, table_name,
         lambda pid: (str(root), f"{pid}/{pid}_sa.nii.gz anywhere below {root}"), quarantine,
     ):
+        cannot_read = unreadable_folder_row(pid, SOURCE, folder)
+        if cannot_read:
+            quarantine.append(cannot_read)
+            continue
         problems: list[QuarantineRow] = []
         attrs = parse_or_quarantine(lambda r: _parse_row(r, mapping), record, pid, line, SOURCE, table_name, problems)
         image, labels = _find_files(folder, pid, problems)

@@ -10,14 +10,16 @@ Layout::
 (the frame that agrees best with the ES mask) unless the table has an ``es_frame``
 column (0-based).
 
-The metadata table is a CSV (comma, tab or semicolon separated; UTF-8 with or without a
-byte-order mark, UTF-16 with or without one, else Latin-1; CRLF or LF; decimal commas accepted;
-only the columns used are read) with one row per participant. Columns by UK
+The metadata table is a CSV (comma, tab or semicolon separated, or as a first ``sep=X`` line
+says; UTF-8 with or without a byte-order mark, UTF-16 with or without one, else Windows-1252 or
+Latin-1; CRLF or LF; decimal commas accepted; only the columns used are read; rows with nothing
+in them skipped) with one row per participant. Columns by UK
 Biobank field id, in any common export spelling (``31-0.0``, ``f.31.0.0``, ``p21003_i2``; the
 Research Analysis Platform's ``participant.p21003_i2`` and its field titles,
 ``Age when attended assessment centre | Instance 2``):
 
-- ``eid`` (also ``f.eid``, ``participant.eid``, ``Participant ID``), kept as a string (leading zeros survive);
+- ``eid`` (also ``f.eid``, ``participant.eid``, ``Participant ID``), kept as a string (leading zeros
+  survive; an eid Excel saved as a float, ``1234567.0``, is ``1234567``: `table_id`);
 - sex, field 31 (0 female, 1 male; instance 0 preferred);
 - age at imaging, field 21003, and BMI, field 21001, at instance 2 (the first imaging
   visit, when the cines were acquired). Another visit's value (age at recruitment is
@@ -38,7 +40,7 @@ Where the patient was scanned: ``site`` (or ``centre``), else field 54 at the im
 Siemens 1.5 T MAGNETOM Aera, so a UK Biobank source without the column is one vendor, as it is
 (the phantom, written in this layout, has both columns).
 
-A blank value (empty, NA) leaves that attribute None; a value that is present but
+A blank value (empty, NA, ``?``, ``#N/A``...: `MISSING_TOKENS`) leaves that attribute None; a value that is present but
 unparsable quarantines the patient as ``missing_metadata``. Duplicate ids follow
 `split_duplicates` (identical copies: first kept; conflicting copies: all quarantined). Ids
 and folder names are paired in Unicode NFC (`normalise_id`); two folders whose names differ
@@ -56,6 +58,7 @@ import pandas as pd
 
 from cardio_assets.cohort.labels import IDENTITY_MAP
 from cardio_assets.cohort.readers.base import (
+    LEGACY_ENCODINGS,
     MaskRef,
     MetadataFormatError,
     PatientEntry,
@@ -77,6 +80,7 @@ from cardio_assets.cohort.readers.base import (
     require_dir,
     require_file,
     table_rows_by_id,
+    unreadable_folder_row,
     utf16_without_bom,
 )
 
@@ -93,8 +97,8 @@ HF_ICD10_PREFIX = "I50"
 
 _FIELD_PATTERNS = (
     re.compile(r"^(?P<field>\d+)-(?P<instance>\d+)\.(?P<array>\d+)$"),  # 31-0.0
-    re.compile(r"^f\.(?P<field>\d+)\.(?P<instance>\d+)\.(?P<array>\d+)$"),  # f.31.0.0
-    re.compile(r"^p(?P<field>\d+)(?:_i(?P<instance>\d+))?(?:_a(?P<array>\d+))?$"),  # p21003_i2
+    re.compile(r"^f\.(?P<field>\d+)\.(?P<instance>\d+)\.(?P<array>\d+)$", re.IGNORECASE),  # f.31.0.0
+    re.compile(r"^p(?P<field>\d+)(?:_i(?P<instance>\d+))?(?:_a(?P<array>\d+))?$", re.IGNORECASE),  # p21003_i2
 )
 # the Research Analysis Platform's table exporter: "participant.p31" (entity prefix), or field
 # titles, "Body mass index (BMI) | Instance 2", "Diagnoses - ICD10" (an array in one column)
@@ -127,8 +131,8 @@ _HF_WORDS = {"hf": "hf", "heart failure": "hf", "1": "hf", "true": "hf", "yes": 
 
 def _encoding(path: Path) -> str:
     """UTF-16 when the file starts with its byte-order mark, or holds UTF-16's zero bytes
-    without one; else UTF-8 (a BOM dropped). `_read_csv` falls back to Latin-1 when the
-    bytes are not UTF-8."""
+    without one; else UTF-8 (a BOM dropped). `_read_csv` falls back to Windows-1252, then
+    Latin-1, when the bytes are not UTF-8."""
     with open(path, "rb") as handle:
         head = handle.read(512)
     if head.startswith((b"\xff\xfe", b"\xfe\xff")):
@@ -136,8 +140,24 @@ def _encoding(path: Path) -> str:
     return utf16_without_bom(head) or "utf-8-sig"
 
 
+# Excel's separator hint: a first line "sep=;" before the header (written by some exports so
+# that Excel in any locale splits the file; Excel reads it, and so do the readers)
+_SEP_LINE = re.compile(r"sep=(.)")
+
+
+def _sep_line(path: Path, encoding: str) -> str | None:
+    """The separator a first line ``sep=X`` names, else None."""
+    with open(path, encoding=encoding, errors="replace") as handle:
+        found = _SEP_LINE.fullmatch(handle.readline().strip("\r\n"))
+    return found[1] if found else None
+
+
 def _delimiter(path: Path, encoding: str) -> str:
-    """The header line's most frequent of ``,``, tab and ``;`` (comma on a tie)."""
+    """The separator a ``sep=X`` first line names, else the header line's most frequent of
+    ``,``, tab and ``;`` (comma on a tie)."""
+    named = _sep_line(path, encoding)
+    if named:
+        return named
     with open(path, encoding=encoding, errors="replace") as handle:
         header = handle.readline()
     counts = {sep: header.count(sep) for sep in (",", "\t", ";")}
@@ -147,19 +167,25 @@ def _delimiter(path: Path, encoding: str) -> str:
 
 def _read_csv(path: Path, **options) -> pd.DataFrame:
     """pandas.read_csv with the file's encoding and separator; an old Windows export that
-    is not UTF-8 is read as Latin-1 (every byte decodes), so an accent never stops a run."""
+    is not UTF-8 is read as Windows-1252, else Latin-1 (`LEGACY_ENCODINGS`; every byte
+    decodes in Latin-1), so an accent never stops a run."""
     encoding = _encoding(path)
     sep = _delimiter(path, encoding)
-    try:
-        return pd.read_csv(path, sep=sep, dtype=str, encoding=encoding, **options)
-    except UnicodeDecodeError:
-        return pd.read_csv(path, sep=sep, dtype=str, encoding="latin-1", **options)
+    if _sep_line(path, encoding):  # the hint line is not the header: skip it, and any rows asked
+        skip = options.pop("skiprows", None) or (lambda line: False)
+        options["skiprows"] = lambda line: line == 0 or skip(line)
+    for attempt in (encoding, *LEGACY_ENCODINGS):
+        try:
+            return pd.read_csv(path, sep=sep, dtype=str, encoding=attempt, **options)
+        except UnicodeDecodeError:
+            continue
+    raise AssertionError("unreachable: Latin-1 decodes every byte")
 
 
 def read_metadata_table(path: Path, usecols=None) -> pd.DataFrame:
     """A CSV (or tab/semicolon-separated table) as strings: no NA conversion, so ids keep
-    leading zeros and blanks stay "". Byte-order marks, CRLF line ends and Latin-1 text
-    are handled. `usecols`: a list of column names, or a callable on a (stripped) name, to
+    leading zeros and blanks stay "". Byte-order marks, CRLF line ends, Windows-1252 and
+    Latin-1 text and a ``sep=X`` first line are handled. `usecols`: a list of column names, or a callable on a (stripped) name, to
     read only those columns.
 
     A row with more or fewer fields than the header (an unquoted separator inside a value, such
@@ -197,13 +223,16 @@ def _row_shapes(path: Path) -> _RowShapes:
     """Which rows have the header's field count, by Python's csv module (quotes respected)."""
     encoding = _encoding(path)
     sep = _delimiter(path, encoding)
-    for attempt in (encoding, "latin-1"):  # as `_read_csv`: every byte decodes in Latin-1
+    for attempt in (encoding, *LEGACY_ENCODINGS):  # as `_read_csv`
         try:
             with open(path, encoding=attempt, newline="") as handle:
+                hint = 1 if _sep_line(path, encoding) else 0  # a "sep=;" line before the header
+                for _ in range(hint):
+                    handle.readline()
                 rows = csv.reader(handle, delimiter=sep)
                 header = next(rows, [])
                 shapes = _RowShapes([], [], [])
-                start = rows.line_num + 1
+                start = rows.line_num + 1 + hint
                 for row in rows:
                     if row:  # a blank line is no row, for pandas either
                         if len(row) == len(header):
@@ -211,7 +240,7 @@ def _row_shapes(path: Path) -> _RowShapes:
                         else:
                             shapes.bad_lines.append(start)
                             shapes.bad_rows.append(row)
-                    start = rows.line_num + 1
+                    start = rows.line_num + 1 + hint
                 return shapes
         except UnicodeDecodeError:
             continue
@@ -472,6 +501,10 @@ def scan_ukbb(
         kept, folders, fully_duplicated | unsplit, source, table_name,
         lambda pid: (str(root / pid), str(root / pid)), quarantine,
     ):
+        unreadable = unreadable_folder_row(pid, source, folder)
+        if unreadable:
+            quarantine.append(unreadable)
+            continue
         problems: list[QuarantineRow] = []
         attrs = parse_or_quarantine(lambda r: _parse_row(r, cols, instance_fallback), record, pid, line, source, table_name, problems)
         files = _find_files(folder, pid, source, problems)
