@@ -6,8 +6,10 @@ patient, the file and the problem; nothing stops the run or vanishes."""
 
 from __future__ import annotations
 
+import builtins
+import errno
+import io
 import os
-import stat
 
 import nibabel as nib
 import numpy as np
@@ -233,20 +235,34 @@ def test_zero_height_or_weight_leaves_bmi_undefined_and_says_why(tmp_path):
 # --- files and folders that cannot be read --------------------------------------------------
 
 
-def _unreadable(path):
-    """chmod 000 `path`; True when that really stops this process reading it (not as root)."""
-    os.chmod(path, 0)
-    try:
-        if path.is_dir():
-            os.listdir(path)
-        else:
-            path.open("rb").close()
-    except PermissionError:
-        return True
-    return False
+def _deny(monkeypatch, locked):
+    """What chmod 000 does to a non-root process, for any user (root reads a chmod-000 file, and
+    CI runs as root): opening a locked file, listing a locked folder or reaching into it raises
+    PermissionError, as the operating system would."""
+    locked = [os.path.abspath(p) for p in locked]
+    real = {"open": builtins.open, "listdir": os.listdir, "scandir": os.scandir, "stat": os.stat}
+
+    def check(path, reaching_in: bool):
+        if isinstance(path, int):
+            return
+        path = os.path.abspath(os.fspath(path))
+        for lock in locked:
+            if path == lock or (reaching_in and path.startswith(lock + os.sep)):
+                raise PermissionError(errno.EACCES, "Permission denied", path)
+
+    guarded_open = lambda file, *a, **k: (check(file, True), real["open"](file, *a, **k))[1]  # noqa: E731
+    monkeypatch.setattr(builtins, "open", guarded_open)
+    monkeypatch.setattr(io, "open", guarded_open)  # what Path.open and Path.read_text call
+    monkeypatch.setattr(os, "listdir", lambda path=".": (check(path, True), real["listdir"](path))[1])
+    monkeypatch.setattr(os, "scandir", lambda path=".": (check(path, True), real["scandir"](path))[1])
+    # stat of the locked folder itself works; of anything inside it, not (no search permission)
+    monkeypatch.setattr(os, "stat", lambda path, *a, **k: (
+        check(path, True) if os.path.dirname(os.path.abspath(os.fspath(path))) in locked or
+        any(os.path.abspath(os.fspath(path)).startswith(lock + os.sep) for lock in locked) else None,
+        real["stat"](path, *a, **k))[1])
 
 
-def test_unreadable_files_and_folders_quarantine_only_their_patient(tmp_path):
+def test_unreadable_files_and_folders_quarantine_only_their_patient(tmp_path, monkeypatch):
     """A patient folder without read permission crashed the UK Biobank and ACDC scans
     (PermissionError), and M&Ms reported it as absent ("has no folder"); an unreadable file
     was "unreadable NIfTI header (Could not read file)" without the cause; a folder below the
@@ -264,15 +280,11 @@ def test_unreadable_files_and_folders_quarantine_only_their_patient(tmp_path):
         ("acdc", "patient004", "unreadable_es_mask"): acdc.patients["patient004"]["es_mask"],
         ("acdc", "", "unreadable_folder"): acdc.root / "testing",
     }
-    try:
-        if not all([_unreadable(path) for path in locked.values()]):
-            pytest.skip("running as root: chmod 000 does not stop root reading a file")
+    with monkeypatch.context() as denied:
+        _deny(denied, locked.values())
         scans = {"ukbb": scan_ukbb(ukbb.root, ukbb.metadata), "mms": scan_mms(mms.root, mms.metadata),
                  "acdc": scan_acdc(acdc.root)}
         validated = {source: _validate(scan) for source, scan in scans.items()}
-    finally:
-        for path in locked.values():
-            os.chmod(path, stat.S_IRWXU)
 
     assert validated["ukbb"][0]["patient_id"].tolist() == ["1"]
     assert validated["mms"][0]["patient_id"].tolist() == ["A1"]
