@@ -1,7 +1,7 @@
 """Sampling settings (guidance, ControlNet scale, steps): realism, mask adherence, diagnosis signal.
 
     python benchmarks/sampling_settings.py --lake data_lake --variant guidance_scale=2 \
-        --variant controlnet_scale=1.5,guidance_scale=3 [--per-cell 16]
+        --variant controlnet_scale=1.5,guidance_scale=3 --variant guidance_interval=[0.25,1] [--per-cell 16]
 
 Each `--variant` is a comma-separated list of `DiffusionConfig` overrides of the profile's
 sampling fields; the profile's own settings always run first ("profile").
@@ -19,6 +19,7 @@ prints one JSON line with, per variant:
 - diagnosis: the real-trained diagnosis head's mean p(HF) on the images prompted HF and
   healthy, and its balanced accuracy against the prompts (real test frames for reference:
   too high a separation is a caricature, not fidelity);
+- failure_modes: images failing each QC mode (an image may fail several);
 - images_per_s.
 """
 
@@ -26,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 import time
 from dataclasses import asdict
@@ -44,10 +46,7 @@ from cardio_assets.classify.model import PenultimateFeatures  # noqa: E402
 from cardio_assets.classify.strategies import ImageSet  # noqa: E402
 from cardio_assets.cohort.cells import CELL_KEYS  # noqa: E402
 from cardio_assets.generation import Sampler, calibrate_thresholds, make_check, mask_adherence  # noqa: E402
-from cardio_assets.generation.qc import (
-    QCItem,  # noqa: E402
-    QCThresholds,  # noqa: E402
-)
+from cardio_assets.generation.qc import QCItem, QCThresholds, failure_mode  # noqa: E402
 from cardio_assets.lake.values import read_value  # noqa: E402
 from cardio_assets.metrics.realism import REAL_REAL, REAL_SYNTHETIC, module_extractor, realism_table  # noqa: E402
 from cardio_assets.profiles import get_profile  # noqa: E402
@@ -79,6 +78,12 @@ def dice_medians(images: np.ndarray, controls: np.ndarray) -> tuple[float, float
                  for ph in ("ED", "ES"))
 
 
+def failure_counts(failures: list[list[str]]) -> dict[str, int]:
+    """Images failing each mode (a mode without its measured values), most frequent first."""
+    counts = pd.Series([m for fails in failures for m in {failure_mode(f) for f in fails}]).value_counts()
+    return {str(mode): int(n) for mode, n in counts.items()}
+
+
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--lake", type=Path, required=True)
@@ -106,7 +111,7 @@ def main(argv=None) -> dict:
     profile = get_profile(args.profile)
     out: dict = {"profile": args.profile, "n_images": len(probe), "qc_thresholds": asdict(thresholds),
                  "real_test_diagnosis": diagnosis_signal(predictor, test_images, test_index["diagnosis"])}
-    variants = {"profile": {}} | {v: parse_overrides(v.split(",")) for v in args.variant}
+    variants = {"profile": {}} | {v: parse_overrides(re.split(r",(?![^\[]*\])", v)) for v in args.variant}
     for name, overrides in variants.items():
         config = profile.diffusion.replace(**overrides)
         sampler = Sampler(args.backbone or models / "diffusion_backbone", args.controlnet or models / "controlnet" / "controlnet", config)
@@ -116,7 +121,8 @@ def main(argv=None) -> dict:
         items = [QCItem(cell=r.cell, index=i, prompt=r.prompt, labels=controls[probe[i]],
                         expected={"sex": r.sex, "age_band": r.age_band, "bmi_band": r.bmi_band})
                  for i, r in enumerate(probe_index.itertuples())]
-        passed = np.mean([not fails for fails in check(generated, items)])
+        failures = check(generated, items)
+        passed = np.mean([not fails for fails in failures])
         table = realism_table(real, ImageSet(generated, probe_index), extractor, n=profile.fid_images,
                               repeats=profile.fid_repeats, seed=args.seed, log=lambda *_: None)
         rr = table[table["kind"] == REAL_REAL].set_index(["attribute", "comparison"])["fid_mean"]
@@ -124,7 +130,7 @@ def main(argv=None) -> dict:
         ed, es = dice_medians(generated, controls[probe])
         out[name] = {
             "images_per_s": round(len(probe) / seconds, 2), "qc_pass": round(float(passed), 3),
-            "dice_ed_median": ed, "dice_es_median": es,
+            "dice_ed_median": ed, "dice_es_median": es, "failure_modes": failure_counts(failures),
             "fid_ratio": {f"{a}: {c}": round(float(rs[(a, c)] / rr[(a, c)]), 2) for a, c in rs.index if (a, c) in rr.index},
             "diagnosis": diagnosis_signal(predictor, generated, probe_index["diagnosis"]),
         }

@@ -38,6 +38,7 @@ from cardio_assets.generation import (
 )
 from cardio_assets.generation.control import control_tensor
 from cardio_assets.generation.controlnet import controlnet_loss
+from cardio_assets.generation.guided_pipeline import guided_at_step
 from cardio_assets.generation.toy import paint, toy_dataset, toy_labels
 
 RES = 16
@@ -555,3 +556,24 @@ def test_controlnet_scale_weighs_the_masks_pull_on_the_image(backbone_dir, contr
     # the fixture's ControlNet has trained 6 steps, so its (zero-initialised) residuals are small
     off, default, strong = mask_effect(0.0), mask_effect(1.0), mask_effect(100.0)
     assert off < 1e-6 < default and strong > 5 * default
+
+
+def test_guidance_interval_guides_only_the_steps_inside_it(backbone_dir, controlnet_dir, data):
+    _, labels, prompts, _ = data
+
+    def image(**changes) -> np.ndarray:
+        sampler = Sampler(backbone_dir, controlnet_dir / "controlnet", cfg(**changes), device="cpu")
+        return sampler.generate(labels[:1], prompts[:1], [5], log=None)[0]
+
+    # 3 steps at fractions 0, 1/3, 2/3 of the trajectory
+    assert [guided_at_step(i, 3, (0.5, 1.0)) for i in range(3)] == [False, False, True]
+    unguided, guided = image(guidance_scale=1.0), image(guidance_scale=4.0)
+    assert np.abs(guided - unguided).max() > 1e-3
+    # an interval that holds no step is the conditional prediction alone: no guidance at all
+    np.testing.assert_allclose(image(guidance_scale=4.0, guidance_interval=(0.9, 1.0)), unguided, atol=1e-5)
+    # the last step alone guided: neither of the two; the whole trajectory: plain guidance
+    last_only = image(guidance_scale=4.0, guidance_interval=(0.5, 1.0))
+    assert np.abs(last_only - unguided).max() > 1e-4 and np.abs(last_only - guided).max() > 1e-4
+    np.testing.assert_array_equal(image(guidance_scale=4.0, guidance_interval=(0.0, 1.0)), guided)
+    with pytest.raises(ValueError, match="guidance_interval"):
+        cfg(guidance_interval=(0.6, 0.4))

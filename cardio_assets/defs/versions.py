@@ -9,9 +9,15 @@ classifiers and reports keep Dagster's own data version (from code version and i
 bytes can differ between devices even with the same seeds.
 """
 
-from dagster import DataVersion
+import warnings
+
+from dagster import BetaWarning, DataVersion
 
 from cardio_assets.lake.values import content_hash
+
+# Output(data_version=...) is marked beta by Dagster; the warning came once per cohort output and
+# frames partition (40 times in a demo's log) and said nothing a user can act on
+warnings.filterwarnings("ignore", message="Parameter `data_version`", category=BetaWarning)
 
 CODE_VERSION = "2026.11.1"
 

@@ -78,7 +78,9 @@ class Sampler:
         config: DiffusionConfig,
         device: torch.device | str | None = None,
     ) -> None:
-        from diffusers import ControlNetModel, StableDiffusionControlNetPipeline
+        from diffusers import ControlNetModel
+
+        from cardio_assets.generation.guided_pipeline import IntervalGuidanceControlNetPipeline
 
         self.config = config
         self.device = resolve_device(device if device is not None else config.device)
@@ -87,7 +89,7 @@ class Sampler:
         controlnet = ControlNetModel.from_pretrained(
             controlnet_dir, local_files_only=True, **dtype_kwargs(self.dtype)
         )
-        pipe = StableDiffusionControlNetPipeline.from_pretrained(
+        pipe = IntervalGuidanceControlNetPipeline.from_pretrained(
             backbone_dir,
             controlnet=controlnet,
             safety_checker=None,
@@ -97,6 +99,7 @@ class Sampler:
             **dtype_kwargs(self.dtype),
         )
         pipe.scheduler = make_scheduler(config.sampler, pipe.scheduler.config)
+        pipe.guidance_interval = config.guidance_interval
         self._cond_cache = _CachedConditioningEmbedding(pipe.controlnet.controlnet_cond_embedding)
         pipe.controlnet.controlnet_cond_embedding = self._cond_cache
         pipe.set_progress_bar_config(disable=True)
