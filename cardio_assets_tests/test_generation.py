@@ -577,3 +577,6 @@ def test_guidance_interval_guides_only_the_steps_inside_it(backbone_dir, control
     np.testing.assert_array_equal(image(guidance_scale=4.0, guidance_interval=(0.0, 1.0)), guided)
     with pytest.raises(ValueError, match="guidance_interval"):
         cfg(guidance_interval=(0.6, 0.4))
+    # the reports say how their synthetic frames were sampled
+    assert "guidance 4 on the steps from 25% to 100% of the trajectory" in DiffusionConfig.demo().sampling_summary()
+    assert "guidance 4 on every step" in DiffusionConfig.paper("/models/sd21-base").sampling_summary()

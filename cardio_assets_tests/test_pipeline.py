@@ -234,6 +234,7 @@ def test_reports_are_written_with_all_sections(smoke_run):
     assert "data:image/png;base64," in source["scanners"].value  # the grid, shown in the UI
     realism = (reports / "realism" / "realism_report.md").read_text()
     assert "FID" in realism and "trained here on real frames" in realism
+    assert f"Synthetic frames sampled with: {get_profile('smoke').diffusion.sampling_summary()}." in realism
     assert "## The held-out scanners" in realism
     # the extractor trained on the training frames Table 1 compares: its memorisation is measured
     memorisation = pd.read_csv(reports / "realism" / "extractor_memorisation.csv")

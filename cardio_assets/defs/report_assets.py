@@ -165,7 +165,8 @@ def realism_report(context: AssetExecutionContext, settings: PipelineSettings, g
                                     repeats=profile.fid_repeats, seed=settings.seed)
         context.log.info(f"scanner shift (FID): {dict(zip(shift['comparison'], shift['fid_mean'].round(2)))}")
     paths = write_realism_report(table, settings.reports_dir() / "realism", diversity=diversity, extractor_description=extractor.description,
-                                 sanity=sanity, extractor_accuracy=accuracy, scanner_shift=shift, memorisation=memorisation)
+                                 sanity=sanity, extractor_accuracy=accuracy, scanner_shift=shift, memorisation=memorisation,
+                                 sampling=profile.diffusion.sampling_summary())
     context.add_output_metadata({
         "report": MetadataValue.path(str(paths["report"])),
         "table_1": table_metadata(table1(table)),

@@ -201,6 +201,13 @@ class DiffusionConfig:
     def effective_batch_size(self) -> int:
         return self.batch_size * self.grad_accumulation
 
+    def sampling_summary(self) -> str:
+        """How the synthetic frames are sampled, in words, for the reports."""
+        start, end = self.guidance_interval
+        on = "every step" if (start, end) == (0.0, 1.0) else f"the steps from {start:.0%} to {end:.0%} of the trajectory"
+        return (f"{self.sampler}, {self.sampler_steps} steps, classifier-free guidance {self.guidance_scale:g} on {on}, "
+                f"ControlNet scale {self.controlnet_scale:g}, {self.resolution} px")
+
     # ------------------------------------------------------------------ serialisation
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

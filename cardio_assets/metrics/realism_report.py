@@ -49,7 +49,7 @@ def write_realism_report(realism: pd.DataFrame, out_dir, diversity: pd.DataFrame
                          title: str = "Realism of the synthetic frames",
                          sanity: pd.DataFrame | None = None, extractor_accuracy: pd.DataFrame | None = None,
                          scanner_shift: pd.DataFrame | None = None,
-                         memorisation: pd.DataFrame | None = None) -> dict[str, Path]:
+                         memorisation: pd.DataFrame | None = None, sampling: str | None = None) -> dict[str, Path]:
     """Markdown (Table 1 shape, KID beside FID, diversity) + CSVs in `out_dir`; returns {name: path}.
 
     sanity: `realism.extractor_sanity`'s table; extractor_accuracy: the attribute predictors'
@@ -57,6 +57,7 @@ def write_realism_report(realism: pd.DataFrame, out_dir, diversity: pd.DataFrame
     extractor is their penultimate layer when no InceptionV3 weights are configured).
     scanner_shift: `realism.scanner_shift_table`, where a vendor or site is held out.
     memorisation: `realism.memorisation_check`, for an extractor trained on the real frames compared.
+    sampling: how the synthetic frames were sampled (`DiffusionConfig.sampling_summary`): FID moves with it.
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -67,6 +68,8 @@ def write_realism_report(realism: pd.DataFrame, out_dir, diversity: pd.DataFrame
           f"FID and KID were computed with torch-fidelity on features of: **{extractor_description or 'unknown'}**.",
           "Values from a feature extractor other than the standard InceptionV3 compare with each other, not with "
           "published FIDs.", ""]
+    if sampling:
+        md += [f"Synthetic frames sampled with: {sampling}.", ""]
     md += _extractor_checks(sanity, extractor_accuracy, out, paths, memorisation)
     md += _table1_section(realism, out, paths)
     md += _diversity_section(diversity, out, paths)
