@@ -154,8 +154,8 @@ def _parse_row(record: dict, mapping: dict) -> dict:
     }
     if excluded:
         extra["excluded_reason"] = excluded
-    if bmi_note(height, weight):
-        extra["bmi_undefined"] = bmi_note(height, weight)
+    if note := bmi_note(height, weight):
+        extra["bmi_undefined"] = note
     # the vendor letter (A-D) is what leave-one-vendor-out names; its name where the letter is blank
     return dict(ed_frame=ed, es_frame=es, sex=sex, age=age,
                 bmi=bmi_from_height_weight(height, weight), diagnosis=diagnosis,
