@@ -87,8 +87,10 @@ def test_ukbb_field_id_columns(tmp_path):
 
 def test_ukbb_rows_of_another_length_are_quarantined_not_read_shifted(tmp_path):
     """UK Biobank reads only the columns it uses; a row with one field too many (an unquoted decimal
-    comma in BMI) would otherwise give its first fields to the wrong columns, and one cut short
-    blanks; both are quarantined by line, the rows after them keep their own line numbers."""
+    comma in BMI) would otherwise give its first fields to the wrong columns, and a last line cut
+    short (the file ends in it, without a line break: a copy interrupted) blanks; both are
+    quarantined by line, the rows after them keep their own line numbers. (A shorter row the
+    file goes on after is Excel's, its trailing empty cells left out: test_readers_exports.)"""
     patients = make_patients(5)
     paths = write_ukbb_cohort(tmp_path, patients)
     lines = paths.metadata.read_text().splitlines()
@@ -96,16 +98,16 @@ def test_ukbb_rows_of_another_length_are_quarantined_not_read_shifted(tmp_path):
     fields = rows[1].split(",")
     rows[1] = ",".join(fields[:3] + [fields[3].replace(".", ",")] + fields[4:])  # BMI 27.5 typed as 27,5: read as 27 otherwise
     assert rows[1].count(",") == header.count(",") + 1
-    rows[3] = ",".join(rows[3].split(",")[:3])  # a line cut short after the age
-    paths.metadata.write_text("\n".join([header, rows[0], "", rows[1], rows[2], rows[3], rows[4]]) + "\n")
+    rows[3] = ",".join(rows[3].split(",")[:3])  # the last line, cut short after the age
+    paths.metadata.write_text("\n".join([header, rows[0], "", rows[1], rows[2], rows[4], rows[3]]))
     result = scan_ukbb(paths.root, paths.metadata)
     ids = [p["id"] for p in patients]
     assert sorted(by_id(result)) == sorted([ids[0], ids[2], ids[4]])
     rows_by_reason = rows_of(result)
     assert sorted(rows_by_reason) == [(ids[1], "missing_metadata"), (ids[3], "missing_metadata")]
     assert f"line 4 of metadata table {paths.metadata} has 6 fields where its header has 5" in rows_by_reason[(ids[1], "missing_metadata")].detail
-    assert f"line 6 of metadata table {paths.metadata} has 3 fields" in rows_by_reason[(ids[3], "missing_metadata")].detail
-    assert by_id(result)[ids[4]].metadata_ref == f"{paths.metadata}:7"  # the blank line and the skipped rows counted
+    assert f"line 7 of metadata table {paths.metadata} has 3 fields" in rows_by_reason[(ids[3], "missing_metadata")].detail
+    assert by_id(result)[ids[4]].metadata_ref == f"{paths.metadata}:6"  # the blank line and the skipped row counted
 
 
 @pytest.mark.parametrize("style", ["field-name", "field-title"])

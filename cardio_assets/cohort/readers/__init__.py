@@ -21,7 +21,9 @@ could not use. Quarantine reason codes:
   patients it holds are unseen, so the run says where).
 
 Every folder scan skips hidden entries (``.DS_Store``, ``._name`` AppleDouble files) and
-``__MACOSX`` zip leftovers (`base.is_ignored_entry`).
+``__MACOSX`` zip leftovers (`base.is_ignored_entry`), and follows symbolic links to folders
+(a link back up the tree is not entered: `base.walk_folders`). Ids and column names are
+compared without invisible format characters (zero-width spaces, `base.normalise_id`).
 
 Opening the volumes, checking voxels, labels, shapes and orientation, and finding ES is
 done afterwards for every source by `cardio_assets.cohort.validation`. Each entry carries

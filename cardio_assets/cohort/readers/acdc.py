@@ -19,6 +19,9 @@ Tim): vendor ``Siemens``, site ``Dijon``. Labels are
 remapped with `ACDC_MAP`. Group -> diagnosis follows
 `cardio_assets.cohort.readers.diagnosis.ACDC_DIAGNOSIS_DEFAULT`, overridable with `diagnosis_map`.
 
+A file where a patient folder belongs (``patient002.zip``, an archive not unpacked, or a file
+named ``patient002``) is quarantined as ``missing_image`` naming it.
+
 The patient id is the folder name lower-cased and stripped (``Patient001`` and
 ``patient001 `` are patient001). A patient id found in two folders keeps the first (sorted
 path order); later folders are quarantined as ``duplicate_id``.
@@ -31,6 +34,7 @@ from pathlib import Path
 
 from cardio_assets.cohort.labels import ACDC_MAP
 from cardio_assets.cohort.readers.base import (
+    ARCHIVE_SUFFIXES,
     MaskRef,
     PatientEntry,
     QuarantineRow,
@@ -49,6 +53,7 @@ from cardio_assets.cohort.readers.base import (
     parse_frame,
     parse_measure,
     require_dir,
+    stand_in_note,
     unreadable_below_rows,
     unreadable_folder_row,
     walk_folders,
@@ -118,16 +123,25 @@ def _parse_info(info: dict[str, str]) -> dict:
                 bmi=bmi_from_height_weight(height, weight), bmi_undefined=bmi_note(height, weight))
 
 
-def _patient_folders(root: Path, unreadable: list[Path]) -> dict[str, list[Path]]:
+def _patient_folders(root: Path, unreadable: list[Path], stand_ins: dict[str, Path] | None = None) -> dict[str, list[Path]]:
     """``patientNNN`` folders below `root` by id; folders that could not be listed are
-    appended to `unreadable`."""
+    appended to `unreadable`. Files named as a patient folder (``patient002``, or its archive
+    ``patient002.zip``), of ids with no folder, go to `stand_ins` by id: with no metadata table
+    to name the patient, such a patient was otherwise lost without a word."""
     found: dict[str, list[Path]] = {}
+    files: dict[str, Path] = {}
     if PATIENT_DIR.match(root.name):
         found[_patient_id(root.name)] = [root]
-    for dirpath, dirnames, _ in walk_folders(root, unreadable):
+    for dirpath, dirnames, filenames in walk_folders(root, unreadable):
         for d in dirnames:
             if PATIENT_DIR.match(d):
                 found.setdefault(_patient_id(d), []).append(Path(dirpath) / d)
+        for f in filenames:
+            name = next(f[: len(f) - len(x)] for x in ARCHIVE_SUFFIXES[::-1] if f.lower().endswith(x))  # .tar.gz before .tar, '' last
+            if PATIENT_DIR.match(name):
+                files.setdefault(_patient_id(name), Path(dirpath) / f)
+    if stand_ins is not None:
+        stand_ins.update({pid: path for pid, path in files.items() if pid not in found})
     return found
 
 
@@ -233,15 +247,21 @@ def scan_acdc(root: str | Path, *, diagnosis_map: dict | None = None) -> ScanRes
     mapping = resolve_diagnosis_map(ACDC_DIAGNOSIS_DEFAULT, diagnosis_map)
     root = require_dir(root, "ACDC folder (patientNNN/Info.cfg)")
     unreadable: list[Path] = []
-    found = _patient_folders(root, unreadable)
+    stand_ins: dict[str, Path] = {}
+    found = _patient_folders(root, unreadable, stand_ins)
     if not found:
         unseen = f" (could not read {', '.join(map(str, sorted(set(unreadable))))})" if unreadable else ""
+        packed = (f" (but {len(stand_ins)} file(s) named as one, such as {min(stand_ins.values())}: unpack them)"
+                  if stand_ins else "")
         raise SourceMissingError(
-            f"ACDC: looked below {root.resolve()} for patientNNN folders and found none{unseen}"
+            f"ACDC: looked below {root.resolve()} for patientNNN folders and found none{unseen}{packed}"
         )
 
     entries: list[PatientEntry] = []
     quarantine = unreadable_below_rows(unreadable, [f for folders in found.values() for f in folders], SOURCE)
+    quarantine.extend(QuarantineRow(pid, SOURCE, str(path), "missing_image",
+                                    f"patient {pid}: no patient folder{stand_in_note(path)}")
+                      for pid, path in sorted(stand_ins.items()))
     for pid in sorted(found):
         folder, *others = sorted(found[pid], key=str)
         quarantine.extend(duplicate_folder_row(pid, SOURCE, other, folder) for other in others)

@@ -11,6 +11,7 @@ import math
 import os
 import re
 import unicodedata
+import zipfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -128,6 +129,45 @@ def decode_text(data: bytes) -> str:
     raise AssertionError("unreachable: Latin-1 decodes every byte")
 
 
+# What a metadata "table" is when it is not text: a workbook saved from Excel or LibreOffice
+# (xlsx, xlsm and ods are zip archives, xls an OLE2 compound file). Read as CSV, its bytes gave
+# a header of mojibake and an error listing that as the columns found.
+_ZIP_MAGIC, _OLE2_MAGIC = b"PK\x03\x04", b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1"
+
+
+def spreadsheet_kind(path: Path) -> str | None:
+    """What a binary metadata file is ("an Excel workbook (.xlsx)", ...), else None (text)."""
+    with open(path, "rb") as handle:
+        head = handle.read(8)
+    if head.startswith(_OLE2_MAGIC):
+        return "an old-format Excel workbook (.xls)"
+    if not head.startswith(_ZIP_MAGIC):
+        return None
+    try:
+        with zipfile.ZipFile(path) as archive:
+            names = archive.namelist()
+            mimetype = archive.read("mimetype").decode("ascii", "replace") if "mimetype" in names else ""
+    except (zipfile.BadZipFile, OSError, KeyError):
+        return "a zip archive (unreadable)"
+    if any(n.startswith("xl/") for n in names):
+        return "an Excel workbook (.xlsx)"
+    if "opendocument.spreadsheet" in mimetype:
+        return "an OpenDocument spreadsheet (.ods)"
+    shown = ", ".join(names[:3]) + (", ..." if len(names) > 3 else "")
+    return f"a zip archive (holding {shown or 'nothing'})"
+
+
+def require_text_table(path: Path, what: str) -> None:
+    """MetadataFormatError, naming the file and the fix, when `path` is a spreadsheet workbook
+    or an archive rather than CSV text (no spreadsheet reader is a dependency)."""
+    kind = spreadsheet_kind(path)
+    if kind is None:
+        return
+    fix = ("unpack it and give the CSV inside" if kind.startswith("a zip") else
+           "open it in Excel or LibreOffice and save it as CSV (File > Save As > CSV), then give the .csv file")
+    raise MetadataFormatError(f"{what} {path} is {kind}, not a CSV text table: {fix}")
+
+
 def metadata_ref(path, line: int | None = None) -> str:
     """"path:line" of a metadata row (just the path for a whole file, e.g. ACDC's Info.cfg)."""
     return f"{path}:{line}" if line is not None else str(path)
@@ -224,14 +264,44 @@ def bmi_note(height, weight) -> str | None:
     return f"{' and '.join(zeros)} 0" if zeros else None
 
 
+def without_format_characters(text: str) -> str:
+    """`text` without Unicode format characters (category Cf): zero-width spaces and joiners,
+    the word joiner, left-to-right and right-to-left marks, soft hyphens, and a byte-order mark
+    left inside the text (two exports concatenated, or a header re-saved). They come with values
+    copied from web pages, Word or e-mail and print as nothing, so "1234567" and "1234567" plus
+    a zero-width space, which look the same in every message, named two patients."""
+    return "".join(ch for ch in text if unicodedata.category(ch) != "Cf")
+
+
 def normalise_id(text: str) -> str:
-    """`text` in Unicode NFC, the form ids are compared and paired in.
+    """`text` in Unicode NFC without format characters (`without_format_characters`), the form
+    ids are compared and paired in.
 
     One name has two encodings when it holds an accent: "é" as one code point (NFC, as most
     tools and Windows write it) or as "e" plus a combining accent (NFD, as macOS file systems
     store names). A table row and a folder, or two folders, that differ only so name the same
     patient. Only the comparison key changes: paths are kept as found on disk."""
-    return unicodedata.normalize("NFC", text)
+    return unicodedata.normalize("NFC", without_format_characters(text))
+
+
+def clean_header(name) -> str:
+    """A metadata column name as the readers match it: stripped of surrounding spaces
+    (non-breaking ones included) and of invisible format characters."""
+    return without_format_characters(str(name)).strip()
+
+
+# a unit after a column name, "Height (cm)", "BMI [kg/m2]": the units the readers assume anyway
+# (height in cm or m, weight in kg, age in years); any other unit ("Weight (lbs)") is not
+# stripped, so that column is not taken for one in the assumed unit
+_KNOWN_UNIT = re.compile(r"\s*[(\[]\s*(?:cm|m|kg|kg/m2|kg/m\^2|kg/m²|years?|yrs?|y)\s*[)\]]\s*$", re.IGNORECASE)
+
+
+def column_key(name) -> str:
+    """The key a column name is matched on: `clean_header`, lower case, a known unit suffix
+    dropped (`_KNOWN_UNIT`), and spaces, underscores and hyphens removed, so "Patient ID",
+    "patient_id" and "PatientID" are one name, and "Height (cm)" is "height"."""
+    text = _KNOWN_UNIT.sub("", clean_header(name)).lower()
+    return "".join(ch for ch in text if ch not in " _-\u00a0")
 
 
 # An id column Excel took for numbers comes back as floats: "1234567.0" for eid 1234567.
@@ -242,7 +312,7 @@ def table_id(value) -> str:
     """The patient id of a metadata cell: stripped, in NFC (`normalise_id`), and a whole number
     written as a float ("1234567.0", as Excel saves a numeric column) read as that number, so
     it pairs with its folder ``1234567``. Leading zeros are kept ("001" stays "001")."""
-    text = normalise_id(str(value).strip())
+    text = normalise_id(str(value)).strip()  # after: a zero-width space can hide a space
     excel = _EXCEL_FLOAT_ID.fullmatch(text)
     return excel[1] if excel else text
 
@@ -277,14 +347,38 @@ def unreadable_folder_row(pid: str, source: str, folder: Path) -> QuarantineRow 
 
 def walk_folders(root: Path, unreadable: list[Path]):
     """`os.walk` of `root` in sorted order, ignored entries (`is_ignored_entry`) skipped; the
-    folders it could not list are appended to `unreadable` (os.walk skips them silently)."""
+    folders it could not list are appended to `unreadable` (os.walk skips them silently).
+
+    Symbolic links to folders are followed: a release split (``testing -> /data/acdc/testing``)
+    or patient folders linked in from other storage are part of the cohort, and os.walk's
+    default left them unseen (ACDC lost such patients without a word). A link to a folder above
+    it (a loop: the same device and inode as the folder or one of its parents) is not entered,
+    so the walk ends. (Two links to one folder are both walked: a patient found twice so is
+    reported as ``duplicate_id`` naming both paths, never dropped.)"""
     def note(exc: OSError) -> None:
         if exc.filename:
             unreadable.append(Path(exc.filename))
 
-    for dirpath, dirnames, filenames in os.walk(root, onerror=note):
-        dirnames[:] = sorted(d for d in dirnames if not is_ignored_entry(d))
+    above: dict[str, frozenset] = {str(root): frozenset({_folder_key(root)})}  # a folder and its parents
+    for dirpath, dirnames, filenames in os.walk(root, onerror=note, followlinks=True):
+        chain = above.pop(dirpath, frozenset())
+        kept = []
+        for d in sorted(d for d in dirnames if not is_ignored_entry(d)):
+            key = _folder_key(Path(dirpath) / d)
+            if key is None or key not in chain:  # unstat-able: os.walk reports it if unlistable
+                above[os.path.join(dirpath, d)] = chain | {key}
+                kept.append(d)
+        dirnames[:] = kept
         yield dirpath, dirnames, [f for f in filenames if not is_ignored_entry(f)]
+
+
+def _folder_key(path: Path) -> tuple[int, int] | None:
+    """(device, inode) of the folder `path` is or links to; None when it cannot be looked at."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
 
 
 def unreadable_below_rows(unreadable: list[Path], patient_folders, source: str) -> list[QuarantineRow]:
@@ -500,6 +594,28 @@ def quarantine_bad_rows(table, header: list[str], id_column: str, source: str, t
         if pid:
             ids.add(pid)
     return ids
+
+
+# what stands where a patient folder belongs in a download not fully unpacked: the folder's
+# archive (UK Biobank bulk files and per-patient shares come zipped), or a plain file of its name
+ARCHIVE_SUFFIXES: tuple[str, ...] = ("", ".zip", ".tar", ".tar.gz", ".tgz", ".7z", ".rar")
+
+
+def folder_stand_in(parent: Path, name: str) -> Path | None:
+    """The file (not folder) at ``parent/name`` or ``parent/name.zip`` (any `ARCHIVE_SUFFIXES`),
+    else None."""
+    for suffix in ARCHIVE_SUFFIXES:
+        candidate = parent / f"{name}{suffix}"
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def stand_in_note(stand_in: Path) -> str:
+    """Why a patient folder is missing when `folder_stand_in` found a file in its place."""
+    if any(stand_in.name.lower().endswith(suffix) for suffix in ARCHIVE_SUFFIXES if suffix):
+        return f"; {stand_in} is an archive where the folder belongs: unpack it"
+    return f"; {stand_in} is a file, not a folder: replace it with the patient folder"
 
 
 def duplicate_folder_row(pid: str, source: str, other: Path, first: Path) -> QuarantineRow:

@@ -10,7 +10,10 @@ work)::
 Metadata CSV (the release's ``*_M&Ms_Dataset_information_diagnosis_opendataset.csv``):
 ``External code, VendorName, Vendor, Centre, ED, ES, Age, Pathology, Sex, Height,
 Weight``; ED and ES are 0-based frame indices, Sex is M/F, Height (cm) and Weight (kg)
-may be empty or 0, "not measured" (BMI None then; a 0 is noted in ``extra["bmi_undefined"]``). Column names match case- and space-insensitively; an
+may be empty or 0, "not measured" (BMI None then; a 0 is noted in ``extra["bmi_undefined"]``). Column names match
+ignoring case, spaces, underscores, hyphens and a unit in the assumed unit (``Height (cm)``,
+``Weight [kg]``; `base.column_key`), ``Gender`` for ``Sex``; a column given twice whose copies
+disagree is refused (`refuse_conflicting_columns`); an
 unnamed index column is ignored. ``External code``, ``ED``, ``ES`` and ``Pathology`` are
 required columns; Age, Sex, Height, Weight, Vendor, VendorName and Centre are optional
 (None when absent).
@@ -37,6 +40,7 @@ from cardio_assets.cohort.readers.base import (
     SourceMissingError,
     bmi_from_height_weight,
     bmi_note,
+    column_key,
     duplicate_folder_row,
     find_nifti,
     find_nifti_or_quarantine,
@@ -59,10 +63,11 @@ from cardio_assets.cohort.readers.base import (
     walk_folders,
 )
 from cardio_assets.cohort.readers.diagnosis import MMS_DIAGNOSIS_DEFAULT, map_diagnosis, resolve_diagnosis_map
-from cardio_assets.cohort.readers.ukbb import read_metadata_table
+from cardio_assets.cohort.readers.ukbb import read_metadata_table, refuse_conflicting_columns
 
 SOURCE = "mms"
-# canonical name -> accepted spellings (compared lower-case with spaces/underscores removed)
+# canonical name -> accepted spellings (compared as `column_key`: lower case, spaces, underscores
+# and hyphens removed, a unit such as "(cm)" dropped)
 _COLUMNS = {
     "code": ("externalcode", "code", "subjectcode"),
     "vendor_name": ("vendorname",),
@@ -72,19 +77,20 @@ _COLUMNS = {
     "es": ("es",),
     "age": ("age",),
     "pathology": ("pathology",),
-    "sex": ("sex",),
+    "sex": ("sex", "gender"),
     "height": ("height",),
     "weight": ("weight",),
 }
 _REQUIRED = ("code", "ed", "es", "pathology")
 
 
-def _norm(name: str) -> str:
-    return "".join(ch for ch in name.lower() if ch not in " _-")
-
-
 def _detect_columns(columns: list[str], path: Path) -> dict[str, str | None]:
-    by_norm = {_norm(c): c for c in columns}
+    # "Height (cm)" is Height: unmatched, an optional column was silently blank for every
+    # patient (no BMI). Of names sharing a key the first is used; `scan_mms` then refuses
+    # copies that disagree (`refuse_conflicting_columns`).
+    by_norm: dict[str, str] = {}
+    for c in columns:
+        by_norm.setdefault(column_key(c), c)
     found = {
         key: next((by_norm[a] for a in aliases if a in by_norm), None)
         for key, aliases in _COLUMNS.items()
@@ -238,6 +244,7 @@ def scan_mms(
     csv = require_file(metadata_csv, "M&Ms metadata table")
     table = read_metadata_table(csv)
     cols = _detect_columns(list(table.columns), csv)
+    refuse_conflicting_columns(table, cols.values(), csv)
     table_name = str(csv)
 
     quarantine: list[QuarantineRow] = []

@@ -13,7 +13,8 @@ column (0-based).
 The metadata table is a CSV (comma, tab or semicolon separated, or as a first ``sep=X`` line
 says; UTF-8 with or without a byte-order mark, UTF-16 with or without one, else Windows-1252 or
 Latin-1; CRLF or LF; decimal commas accepted; only the columns used are read; rows with nothing
-in them skipped) with one row per participant. Columns by UK
+in them skipped; a row Excel ended early, leaving out its trailing empty cells, read with them
+blank; a workbook, .xlsx/.xls/.ods, refused naming the fix) with one row per participant. Columns by UK
 Biobank field id, in any common export spelling (``31-0.0``, ``f.31.0.0``, ``p21003_i2``; the
 Research Analysis Platform's ``participant.p21003_i2`` and its field titles,
 ``Age when attended assessment centre | Instance 2``):
@@ -30,7 +31,8 @@ Research Analysis Platform's ``participant.p21003_i2`` and its field titles,
 - ICD-10 diagnoses, field 41270 (every column): HF when any code starts with ``I50``,
   otherwise healthy.
 
-Or friendly names: ``eid, sex, age, bmi, icd10`` (sex female/male/F/M/0/1; codes joined
+Or friendly names (matched ignoring case, spaces, underscores, hyphens and a unit such as
+``(kg/m2)``: ``Patient ID``, ``BMI (kg/m2)``; `base.column_key`): ``eid, sex, age, bmi, icd10`` (sex female/male/F/M/0/1; codes joined
 by ``;`` or ``|``), optionally ``diagnosis`` (hf/healthy) instead of ``icd10``. Field-id
 columns win when both kinds are present. Optional ``es_frame`` / ``ed_frame`` (0-based).
 
@@ -50,8 +52,9 @@ only in normalisation are one patient's (the first used, the other ``duplicate_i
 from __future__ import annotations
 
 import csv
+import os
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
@@ -65,8 +68,11 @@ from cardio_assets.cohort.readers.base import (
     QuarantineRow,
     ScanResult,
     SourceMissingError,
+    clean_header,
+    column_key,
     duplicate_folder_row,
     find_nifti_or_quarantine,
+    folder_stand_in,
     is_blank,
     is_ignored_entry,
     metadata_ref,
@@ -79,6 +85,8 @@ from cardio_assets.cohort.readers.base import (
     quarantine_bad_rows,
     require_dir,
     require_file,
+    require_text_table,
+    stand_in_note,
     table_rows_by_id,
     unreadable_folder_row,
     utf16_without_bom,
@@ -113,7 +121,7 @@ _FIELD_TITLES = {
 }
 _FRIENDLY = {
     "eid": ("eid", "f.eid", "participant.eid", "participant id", "patient_id", "id"),
-    "sex": ("sex",),
+    "sex": ("sex", "gender"),
     "age": ("age", "age_at_imaging"),
     "bmi": ("bmi",),
     "icd10": ("icd10", "icd_10", "icd10_codes"),
@@ -188,15 +196,20 @@ def read_metadata_table(path: Path, usecols=None) -> pd.DataFrame:
     Latin-1 text and a ``sep=X`` first line are handled. `usecols`: a list of column names, or a callable on a (stripped) name, to
     read only those columns.
 
-    A row with more or fewer fields than the header (an unquoted separator inside a value, such
-    as the decimal comma of ``1,75`` in a comma-separated file, or a line cut short) would put
+    A row with more fields than the header (an unquoted separator inside a value, such as the
+    decimal comma of ``1,75`` in a comma-separated file), or a last line cut short, would put
     its values under the wrong columns: it is left out of the table and kept, as its list of
     fields, in ``table.attrs["bad_rows"]`` for the reader to quarantine (`quarantine_bad_rows`).
-    Such rows are found by a pass of Python's csv module over every field, since pandas, reading
-    only `usecols`, takes a longer row's first fields without a word."""
+    Other rows with fewer fields are Excel's (it drops the separators of empty cells at the end
+    of a row): their missing fields are blank. Such rows are found by a pass of Python's csv
+    module over every field, since pandas, reading only `usecols`, takes a longer row's first
+    fields without a word. A file that is a spreadsheet workbook, not text, is refused naming
+    the fix (`require_text_table`); columns given twice with values that disagree are noted in
+    ``table.attrs["conflicting_columns"]`` (`refuse_conflicting_columns`)."""
+    require_text_table(path, "metadata table")
     if callable(usecols):
         keep = usecols
-        usecols = lambda name: keep(str(name).strip())  # noqa: E731
+        usecols = lambda name: keep(clean_header(name))  # noqa: E731
     try:
         shapes = _row_shapes(path)
         bad_starts = {line - 1 for line in shapes.bad_lines}  # pandas counts file lines from 0
@@ -204,8 +217,9 @@ def read_metadata_table(path: Path, usecols=None) -> pd.DataFrame:
                           skiprows=(lambda line: line in bad_starts) if bad_starts else None)
     except Exception as exc:  # pandas and csv raise several kinds on a malformed file
         raise MetadataFormatError(f"could not read the metadata table {path}: {exc}") from exc
-    table.columns = [str(c).strip() for c in table.columns]
+    table.columns = [clean_header(c) for c in table.columns]
     table.attrs["bad_rows"] = shapes.bad_rows
+    table.attrs["conflicting_columns"] = shapes.conflicts
     table.attrs["bad_row_lines"] = shapes.bad_lines
     # the file line of each row, for messages (blank lines and quoted line breaks counted)
     table.attrs["lines"] = shapes.good_lines if len(shapes.good_lines) == len(table) else None
@@ -217,12 +231,32 @@ class _RowShapes:
     good_lines: list[int]  # 1-based file line where each row of the right length starts
     bad_lines: list[int]  # and where each of the others starts
     bad_rows: list[list[str]]  # the others' fields
+    conflicts: dict[str, str] = field(default_factory=dict)  # column_key -> how its copies differ
+
+
+def _ends_with_line_break(path: Path) -> bool:
+    """Whether the file's last byte pair holds a line end (UTF-16's "\\n\\0" included)."""
+    with open(path, "rb") as handle:
+        handle.seek(0, os.SEEK_END)
+        handle.seek(max(0, handle.tell() - 2))
+        tail = handle.read()
+    return b"\n" in tail or b"\r" in tail
 
 
 def _row_shapes(path: Path) -> _RowShapes:
-    """Which rows have the header's field count, by Python's csv module (quotes respected)."""
+    """Which rows have the header's field count, by Python's csv module (quotes respected).
+
+    A row with fewer fields is read with its missing trailing fields blank, as pandas does: Excel
+    leaves out the separators of empty cells at the end of a row (past its first rows), so a
+    patient with no ICD-10 code, or no weight, ends early. Only a last line the file ends in
+    without a line break is a line cut short (a copy interrupted): it counts as a bad row, as
+    does every row with more fields than the header.
+
+    Columns whose names share a `column_key` ("Age" twice, or "Age" and "age") are compared
+    row by row; the first row where the copies differ is in `conflicts`."""
     encoding = _encoding(path)
     sep = _delimiter(path, encoding)
+    complete = _ends_with_line_break(path)
     for attempt in (encoding, *LEGACY_ENCODINGS):  # as `_read_csv`
         try:
             with open(path, encoding=attempt, newline="") as handle:
@@ -231,29 +265,73 @@ def _row_shapes(path: Path) -> _RowShapes:
                     handle.readline()
                 rows = csv.reader(handle, delimiter=sep)
                 header = next(rows, [])
+                copies = _duplicated_columns(header)
                 shapes = _RowShapes([], [], [])
                 start = rows.line_num + 1 + hint
+                short: tuple[int, list[str]] | None = None  # the last row read, when short
                 for row in rows:
+                    short = None
                     if row:  # a blank line is no row, for pandas either
-                        if len(row) == len(header):
+                        if len(row) <= len(header):
                             shapes.good_lines.append(start)
+                            short = (start, row) if len(row) < len(header) else None
+                            _note_conflicts(copies, header, row, start, shapes.conflicts)
                         else:
                             shapes.bad_lines.append(start)
                             shapes.bad_rows.append(row)
                     start = rows.line_num + 1 + hint
+                if short and not complete:  # the last line, cut short
+                    shapes.good_lines.remove(short[0])
+                    shapes.bad_lines.append(short[0])
+                    shapes.bad_rows.append(short[1])
                 return shapes
         except UnicodeDecodeError:
             continue
     raise AssertionError("unreachable: Latin-1 decodes every byte")
 
 
+def _duplicated_columns(header: list[str]) -> dict[str, list[int]]:
+    """Positions of the header names that share a `column_key` with another, by that key."""
+    positions: dict[str, list[int]] = {}
+    for i, name in enumerate(header):
+        if clean_header(name):  # empty spreadsheet columns are not copies of one another
+            positions.setdefault(column_key(name), []).append(i)
+    return {key: found for key, found in positions.items() if len(found) > 1}
+
+
+def _note_conflicts(copies: dict[str, list[int]], header: list[str], row: list[str], line: int,
+                    conflicts: dict[str, str]) -> None:
+    """Record in `conflicts` the first line where copies of a duplicated column differ."""
+    for key, positions in copies.items():
+        if key in conflicts:
+            continue
+        values = [normalise_id(row[i]).strip() if i < len(row) else "" for i in positions]
+        if len(set(values)) > 1:
+            names = " and ".join(f"{clean_header(header[i])!r} (column {i + 1})" for i in positions)
+            conflicts[key] = f"{names} differ on line {line}: {', '.join(map(repr, values))}"
+
+
+def refuse_conflicting_columns(table: pd.DataFrame, used, path: Path) -> None:
+    """MetadataFormatError when a column a reader uses is in the table twice (the same name, or
+    names differing only in case, spaces or a unit) and the copies disagree somewhere: pandas
+    and the column matching would silently take one of them. Copies that agree on every row
+    (an id column repeated by a join) are harmless."""
+    conflicts = table.attrs.get("conflicting_columns", {})
+    for key in sorted({column_key(c) for c in used if c}):
+        if key in conflicts:
+            raise MetadataFormatError(
+                f"metadata table {path} holds a column it reads twice and the copies disagree: "
+                f"{conflicts[key]}; which one holds the values is unknowable: delete or rename the wrong one")
+
+
 def read_metadata_columns(path: Path) -> list[str]:
     """The header of a metadata table (cheap: reads no rows)."""
+    require_text_table(path, "metadata table")
     try:
         table = _read_csv(path, nrows=0)
     except Exception as exc:  # pandas raises several kinds on a malformed file
         raise MetadataFormatError(f"could not read the metadata table {path}: {exc}") from exc
-    return [str(c).strip() for c in table.columns]
+    return [clean_header(c) for c in table.columns]
 
 
 def _field_columns(columns: list[str]) -> dict[int, list[tuple[int, int, str]]]:
@@ -303,10 +381,14 @@ class UkbColumns:
     @classmethod
     def detect(cls, columns: list[str], path: Path) -> "UkbColumns":
         fields = _field_columns(columns)
-        lower = {c.lower(): c for c in columns}
+        # matched as `column_key`: "Patient ID", "PatientID", "BMI (kg/m2)", "ES frame" (the first
+        # of names sharing a key; `scan_ukbb` then refuses copies that disagree)
+        by_key: dict[str, str] = {}
+        for c in columns:
+            by_key.setdefault(column_key(c), c)
 
         def friendly(name: str) -> str | None:
-            return next((lower[a] for a in _FRIENDLY[name] if a in lower), None)
+            return next((by_key[column_key(a)] for a in _FRIENDLY[name] if column_key(a) in by_key), None)
 
         sex_cols = fields.get(FIELD_SEX, [])  # sex is recorded once; any instance will do
         found = {
@@ -463,6 +545,15 @@ def _patient_folders(root: Path, source: str, quarantine: list[QuarantineRow]) -
     return folders
 
 
+def _missing_folder(root: Path, pid: str) -> tuple[str, str]:
+    """(the path to report, where the folder was looked for) for a row without a folder; a file
+    or archive in its place is named (the folder was only ever looked for, so it read as absent)."""
+    stand_in = folder_stand_in(root, pid)
+    if stand_in is None:
+        return str(root / pid), str(root / pid)
+    return str(stand_in), f"{root / pid}{stand_in_note(stand_in)}"
+
+
 def scan_ukbb(
     root: str | Path, metadata_csv: str | Path, *, subset: str = "study", source: str = "ukbb",
     instance_fallback: bool = False,
@@ -491,6 +582,7 @@ def scan_ukbb(
     # read only the columns used: a UK Biobank export can hold thousands
     wanted = cols.used()
     table = read_metadata_table(csv, usecols=lambda name: name in wanted)
+    refuse_conflicting_columns(table, wanted, csv)
     table_name = str(csv)
 
     unsplit = quarantine_bad_rows(table, header, cols.eid, source, table_name, quarantine)
@@ -499,7 +591,7 @@ def scan_ukbb(
     entries: list[PatientEntry] = []
     for pid, line, record, folder in pair_rows_with_folders(
         kept, folders, fully_duplicated | unsplit, source, table_name,
-        lambda pid: (str(root / pid), str(root / pid)), quarantine,
+        lambda pid: _missing_folder(root, pid), quarantine,
     ):
         unreadable = unreadable_folder_row(pid, source, folder)
         if unreadable:
