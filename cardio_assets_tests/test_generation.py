@@ -580,3 +580,51 @@ def test_guidance_interval_guides_only_the_steps_inside_it(backbone_dir, control
     # the reports say how their synthetic frames were sampled
     assert "guidance 4 on the steps from 25% to 100% of the trajectory" in cfg(guidance_scale=4.0, guidance_interval=(0.25, 1.0)).sampling_summary()
     assert "guidance 4 on every step" in DiffusionConfig.paper("/models/sd21-base").sampling_summary()
+
+
+# ---------------------------------------------------------------------------- weight average
+def _checkpoint_weights(folder: Path) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    return load_file(str(folder / "checkpoint" / "model.safetensors"))
+
+
+def test_controlnet_saves_the_average_of_its_weights_and_resumes_it_exactly(tmp_path, backbone_dir, data):
+    images, labels, prompts, _ = data
+    # power 1: the decay at step 2 is 1 - 1/2, so after two steps the average is (w1 + w2) / 2
+    c = cfg(controlnet_steps=1, checkpoint_every=1, ema_power=1.0, ema_max_decay=0.99)
+    train_controlnet(backbone_dir, images, labels, prompts, c, tmp_path / "one", log=quiet)
+    train_controlnet(backbone_dir, images, labels, prompts, c.replace(controlnet_steps=2), tmp_path / "two", log=quiet)
+    w1, w2 = _checkpoint_weights(tmp_path / "one"), _checkpoint_weights(tmp_path / "two")  # raw weights
+    saved_one, saved_two = _weights(tmp_path / "one" / "controlnet"), _weights(tmp_path / "two" / "controlnet")
+    assert all(torch.equal(saved_one[k], w1[k]) for k in w1)  # decay 0 at the first step
+    moved = [k for k in w1 if not torch.equal(w1[k], w2[k])]
+    assert moved, "a training step changed no weight"
+    for k in w1:
+        torch.testing.assert_close(saved_two[k], (w1[k] + w2[k]) / 2, rtol=1e-5, atol=1e-6)
+
+    # killed after step 4 of 6 and resumed: the average continues from the checkpoint's
+    c6 = c.replace(controlnet_steps=6, checkpoint_every=2, ema_power=0.75)
+    train_controlnet(backbone_dir, images, labels, prompts, c6, tmp_path / "ref", log=quiet)
+    train_controlnet(backbone_dir, images, labels, prompts, c6.replace(controlnet_steps=4), tmp_path / "run", log=quiet)
+    rec = train_controlnet(backbone_dir, images, labels, prompts, c6, tmp_path / "run", log=quiet)
+    assert rec["resumed_from_step"] == 4
+    a, b = _weights(tmp_path / "ref" / "controlnet"), _weights(tmp_path / "run" / "controlnet")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    raw = _checkpoint_weights(tmp_path / "ref")
+    assert any(not torch.equal(a[k], raw[k]) for k in a)  # what is saved is not the last step's weights
+
+
+def test_backbone_average_changes_what_is_saved_not_how_it_trains(tmp_path, data):
+    images, _, prompts, _ = data
+    small = cfg(vae_steps=3, unet_steps=5)
+    plain = train_small_backbone(images, prompts, small, tmp_path / "plain", log=quiet)
+    averaged = train_small_backbone(images, prompts, small.replace(ema_power=0.75), tmp_path / "averaged", log=quiet)
+    assert plain["loss_curve"] == averaged["loss_curve"]
+    from safetensors.torch import load_file
+
+    unet_a = load_file(str(tmp_path / "plain" / "unet" / "diffusion_pytorch_model.safetensors"))
+    unet_b = load_file(str(tmp_path / "averaged" / "unet" / "diffusion_pytorch_model.safetensors"))
+    assert any(not torch.equal(unet_a[k], unet_b[k]) for k in unet_a)
+    with pytest.raises(ValueError, match="ema_power"):
+        cfg(ema_power=0.0)

@@ -48,6 +48,7 @@ from cardio_assets.generation.backbone import (
 from cardio_assets.generation.balance import cell_balanced_weights, draw_rows
 from cardio_assets.generation.config import DiffusionConfig
 from cardio_assets.generation.control import check_images, to_model_space
+from cardio_assets.generation.ema import weight_average
 from cardio_assets.generation.progress import Progress, subsample_curve
 from cardio_assets.generation.rows import probe_positions, take_rows
 from cardio_assets.generation.tokenizer import build_prompt_tokenizer
@@ -197,6 +198,7 @@ def _train_unet(
     warmup = max(1, config.unet_steps // 20)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / warmup))
     progress = Progress("unet", config.unet_steps, every_seconds=config.log_every_seconds, log=log)
+    average = weight_average(params, config)
     losses: list[float] = []
     unet.train()
     T = noise_scheduler.config.num_train_timesteps
@@ -221,8 +223,12 @@ def _train_unet(
         torch.nn.utils.clip_grad_norm_(params, config.max_grad_norm)
         opt.step()
         sched.step()
+        if average is not None:
+            average.step(params)
         losses.append(float(loss.detach()))
         progress.update(step + 1, losses[-1])
+    if average is not None:
+        average.copy_to(params)  # the average is what is saved and sampled
     unet.eval()
     text_encoder.eval()
     return losses

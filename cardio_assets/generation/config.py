@@ -123,6 +123,11 @@ class DiffusionConfig:
     # as an image of the largest cell (1 = uniform); see generation/balance.py
     cell_balance_cap: float = 10.0
     gradient_checkpointing: bool = False
+    # what is saved and sampled: an exponential moving average of the UNet's (and text encoder's)
+    # and of the ControlNet's weights, with the decay 1 - (1 + step) ** -ema_power, at most
+    # ema_max_decay (generation/ema.py); None saves the last step's weights
+    ema_power: float | None = None
+    ema_max_decay: float = 0.999
     # --- sampling
     sampler: str = "dpmsolver++"  # "dpmsolver++" | "unipc" | "ddim"
     sampler_steps: int = 20
@@ -170,6 +175,10 @@ class DiffusionConfig:
         start, end = self.guidance_interval
         if not 0.0 <= start < end <= 1.0:
             raise ValueError(f"guidance_interval {self.guidance_interval}: need 0 <= start < end <= 1")
+        if self.ema_power is not None and self.ema_power <= 0:
+            raise ValueError(f"ema_power {self.ema_power}: need a positive power, or None for no average")
+        if not 0.0 < self.ema_max_decay < 1.0:
+            raise ValueError(f"ema_max_decay {self.ema_max_decay}: need 0 < decay < 1")
         if self.sampler not in ("dpmsolver++", "unipc", "ddim"):
             raise ValueError(f"unknown sampler {self.sampler!r}")
 

@@ -52,6 +52,7 @@ from cardio_assets.generation.config import DiffusionConfig
 from cardio_assets.generation.control import check_controls, check_images, control_channels
 from cardio_assets.generation.controlnet_data import backbone_identity, fingerprint_images, prepare_data
 from cardio_assets.generation.data_parallel import ProcessGroup
+from cardio_assets.generation.ema import weight_average
 from cardio_assets.generation.progress import Progress, subsample_curve
 from cardio_assets.generation.rows import probe_positions, take_rows
 from cardio_assets.lake.atomic import atomic_dir, atomic_write_text
@@ -141,9 +142,12 @@ def train_controlnet(
             backbone_dir, images, controls, prompts, cells, config, out_dir, device, dtype, log
         )
     controlnet, params, optimizer, lr_scheduler = _build_controlnet(backbone, config, device)
+    average = weight_average(params, config)
     gen = torch.Generator().manual_seed(config.seed)  # all per-step randomness; checkpointed
     with group.main_first():  # rank 0 sets an incompatible checkpoint aside before the others look
-        start, losses, seconds_before, resumed_from = _resume(out_dir, resume, identity, controlnet, optimizer, lr_scheduler, gen, log)
+        start, losses, seconds_before, resumed_from = _resume(
+            out_dir, resume, identity, controlnet, optimizer, lr_scheduler, average, gen, log
+        )
     total = int(config.controlnet_steps)
     if start > total:
         log(f"controlnet: checkpoint is at step {start}, beyond the {total} steps asked; keeping it")
@@ -172,10 +176,12 @@ def train_controlnet(
             torch.nn.utils.clip_grad_norm_(params, config.max_grad_norm)
         optimizer.step()
         lr_scheduler.step()
+        if average is not None:
+            average.step(params)
         losses.append(step_loss)
         if group.is_main and config.checkpoint_every and step % config.checkpoint_every == 0:
             seconds = seconds_before + (time.perf_counter() - t_loop)
-            save_checkpoint(out_dir, controlnet, _checkpoint_state(step, optimizer, lr_scheduler, gen, losses, seconds, identity))
+            save_checkpoint(out_dir, controlnet, _checkpoint_state(step, optimizer, lr_scheduler, average, gen, losses, seconds, identity))
             last_saved = step
         progress.update(step, step_loss)
     steps_done = max(0, total - start)
@@ -187,8 +193,10 @@ def train_controlnet(
     # -- saving: the last checkpoint, the final weights, then the record (its presence = finished)
     if steps_done and last_saved != total:
         seconds = seconds_before + (time.perf_counter() - t_loop)
-        save_checkpoint(out_dir, controlnet, _checkpoint_state(total, optimizer, lr_scheduler, gen, losses, seconds, identity))
+        save_checkpoint(out_dir, controlnet, _checkpoint_state(total, optimizer, lr_scheduler, average, gen, losses, seconds, identity))
     final = out_dir / FINAL_NAME
+    if average is not None:
+        average.copy_to(params)  # the checkpoint keeps the raw weights to resume from; sampling gets the average
     set_memory_format(False, controlnet)  # stored in the ordinary layout
     with atomic_dir(final) as tmp:
         controlnet.save_pretrained(tmp, safe_serialization=True)
@@ -271,11 +279,12 @@ def _checkpoint_identity(config: DiffusionConfig, data_fingerprint: str, backbon
     }
 
 
-def _checkpoint_state(step: int, optimizer, lr_scheduler, gen, losses: list[float], seconds: float, identity: dict) -> dict:
+def _checkpoint_state(step: int, optimizer, lr_scheduler, average, gen, losses: list[float], seconds: float, identity: dict) -> dict:
     return {
         "step": step,
         "optimizer": optimizer.state_dict(),
         "lr_scheduler": lr_scheduler.state_dict(),
+        **({"weight_average": average.state_dict()} if average is not None else {}),
         "rng": rng_states(gen),
         "losses": torch.tensor(losses, dtype=torch.float64),
         "seconds": seconds,
@@ -283,9 +292,9 @@ def _checkpoint_state(step: int, optimizer, lr_scheduler, gen, losses: list[floa
     }
 
 
-def _resume(out_dir: Path, resume: str, identity: dict, controlnet, optimizer, lr_scheduler, gen, log):
+def _resume(out_dir: Path, resume: str, identity: dict, controlnet, optimizer, lr_scheduler, average, gen, log):
     """(step, losses, seconds, resumed-from step) where training starts: a compatible checkpoint
-    is loaded into the ControlNet, optimizer, lr scheduler and RNGs; an incompatible one is set
+    is loaded into the ControlNet, optimizer, lr scheduler, weight average and RNGs; an incompatible one is set
     aside (or refused), and training starts fresh at (0, [], 0.0, None)."""
     fresh = (0, [], 0.0, None)
     ckpt = find_checkpoint(out_dir)
@@ -309,6 +318,9 @@ def _resume(out_dir: Path, resume: str, identity: dict, controlnet, optimizer, l
     state = load_checkpoint(ckpt, controlnet)
     optimizer.load_state_dict(state["optimizer"])
     lr_scheduler.load_state_dict(state["lr_scheduler"])
+    if average is not None:
+        average.load_state_dict(state["weight_average"])
+        average.to(device=next(controlnet.parameters()).device)  # loaded on the CPU
     set_rng_states(state["rng"], gen)
     start = int(state["step"])
     log(f"controlnet: resuming from {ckpt} at step {start}")
