@@ -628,3 +628,32 @@ def test_backbone_average_changes_what_is_saved_not_how_it_trains(tmp_path, data
     assert any(not torch.equal(unet_a[k], unet_b[k]) for k in unet_a)
     with pytest.raises(ValueError, match="ema_power"):
         cfg(ema_power=0.0)
+
+
+# ---------------------------------------------------------------------------- learning-rate schedule
+def test_cosine_schedule_decays_the_rate_to_zero_and_ties_a_checkpoint_to_its_step_count(tmp_path, backbone_dir, data):
+    from cardio_assets.generation.backbone_training import _unet_lr_schedule
+
+    def rates(config):
+        opt = torch.optim.AdamW([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+        sched, seen = _unet_lr_schedule(opt, config), []
+        for _ in range(config.unet_steps):
+            seen.append(opt.param_groups[0]["lr"])
+            opt.step()
+            sched.step()
+        return seen
+
+    constant, cosine = rates(cfg(unet_steps=40)), rates(cfg(unet_steps=40, lr_schedule="cosine"))
+    assert constant[2:] == [1.0] * 38  # two warm-up steps (5%), then the full rate
+    assert max(cosine) == 1.0 and cosine[-1] < 0.01 and all(a >= b for a, b in zip(cosine[2:], cosine[3:]))
+
+    images, labels, prompts, _ = data
+    c = cfg(controlnet_steps=6, checkpoint_every=3, lr_schedule="cosine", lr_warmup_steps=1)
+    train_controlnet(backbone_dir, images, labels, prompts, c, tmp_path / "run", log=quiet)
+    state = torch.load(tmp_path / "run" / "checkpoint" / "state.pt", weights_only=True)
+    assert state["lr_scheduler"]["_last_lr"][0] < 0.01 * c.lr
+    # a longer run would have decayed more slowly: its checkpoint is not continued
+    with pytest.raises(CheckpointMismatch, match="controlnet_steps"):
+        train_controlnet(backbone_dir, images, labels, prompts, c.replace(controlnet_steps=8), tmp_path / "run", log=quiet, resume="require")
+    with pytest.raises(ValueError, match="lr_schedule"):
+        cfg(lr_schedule="linear")

@@ -195,8 +195,7 @@ def _train_unet(
         text_encoder.requires_grad_(False)
         text_encoder.eval()
     opt = torch.optim.AdamW(params, lr=config.unet_lr, weight_decay=config.weight_decay)
-    warmup = max(1, config.unet_steps // 20)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / warmup))
+    sched = _unet_lr_schedule(opt, config)
     progress = Progress("unet", config.unet_steps, every_seconds=config.log_every_seconds, log=log)
     average = weight_average(params, config)
     losses: list[float] = []
@@ -232,6 +231,16 @@ def _train_unet(
     unet.eval()
     text_encoder.eval()
     return losses
+
+
+def _unet_lr_schedule(opt, config: DiffusionConfig):
+    """Linear warm-up over the first 5% of the steps, then constant or diffusers' cosine decay."""
+    warmup = max(1, config.unet_steps // 20)
+    if config.lr_schedule == "cosine":
+        from diffusers.optimization import get_scheduler
+
+        return get_scheduler("cosine", opt, num_warmup_steps=warmup, num_training_steps=config.unet_steps)
+    return torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / warmup))
 
 
 @torch.no_grad()

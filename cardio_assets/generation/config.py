@@ -35,6 +35,8 @@ SD21_BASE_UNET = dict(
     use_linear_projection=True,
 )
 
+LR_SCHEDULES = ("constant", "cosine")
+
 # Fields that may change between a checkpoint and its resumption without invalidating it.
 RESUMABLE_FIELDS = frozenset(
     {
@@ -110,6 +112,10 @@ class DiffusionConfig:
     grad_accumulation: int = 1
     lr: float = 5e-4
     lr_warmup_steps: int = 0
+    # the learning rate of the UNet and the ControlNet after warm-up: "constant", or "cosine"
+    # (half a cosine from the full rate to 0 at the last step, as diffusers' get_scheduler); with
+    # "cosine" the run's length shapes every step, so the step counts are no longer resumable
+    lr_schedule: str = "constant"
     weight_decay: float = 1e-2
     max_grad_norm: float = 1.0
     prompt_drop: float = 0.1
@@ -179,6 +185,8 @@ class DiffusionConfig:
             raise ValueError(f"ema_power {self.ema_power}: need a positive power, or None for no average")
         if not 0.0 < self.ema_max_decay < 1.0:
             raise ValueError(f"ema_max_decay {self.ema_max_decay}: need 0 < decay < 1")
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise ValueError(f"unknown lr_schedule {self.lr_schedule!r}; choose one of {LR_SCHEDULES}")
         if self.sampler not in ("dpmsolver++", "unipc", "ddim"):
             raise ValueError(f"unknown sampler {self.sampler!r}")
 
@@ -233,8 +241,10 @@ class DiffusionConfig:
         return dataclasses.replace(self, **changes)
 
     def training_fingerprint(self) -> dict:
-        """The fields a ControlNet checkpoint depends on (all but RESUMABLE_FIELDS)."""
-        return {k: v for k, v in self.to_dict().items() if k not in RESUMABLE_FIELDS}
+        """The fields a ControlNet checkpoint depends on (all but RESUMABLE_FIELDS; a decaying
+        learning rate makes the step count one of them)."""
+        resumable = RESUMABLE_FIELDS if self.lr_schedule == "constant" else RESUMABLE_FIELDS - {"controlnet_steps"}
+        return {k: v for k, v in self.to_dict().items() if k not in resumable}
 
     # ------------------------------------------------------------------ presets
     @classmethod

@@ -266,7 +266,8 @@ def _build_controlnet(backbone, config: DiffusionConfig, device: torch.device):
         backbone.unet.enable_gradient_checkpointing()
     params = [p for p in controlnet.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
-    lr_scheduler = get_scheduler("constant_with_warmup", optimizer, num_warmup_steps=config.lr_warmup_steps)
+    schedule = "constant_with_warmup" if config.lr_schedule == "constant" else config.lr_schedule
+    lr_scheduler = get_scheduler(schedule, optimizer, num_warmup_steps=config.lr_warmup_steps, num_training_steps=config.controlnet_steps)
     return controlnet, params, optimizer, lr_scheduler
 
 
