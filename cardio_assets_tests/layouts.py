@@ -441,3 +441,16 @@ def make_patients(
         }
         for i in range(n)
     ]
+
+
+UKB_HEADER = "eid,31-0.0,21003-2.0,21001-2.0,41270-0.0"
+
+
+def entries_by_id(result):
+    """A reader's scan result: its patient entries by id."""
+    return {e.patient_id: e for e in result.entries}
+
+
+def quarantine_rows(result):
+    """A reader's scan result: its quarantine rows by (patient id, reason)."""
+    return {(q.patient_id, q.reason): q for q in result.quarantine}

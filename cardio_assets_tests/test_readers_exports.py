@@ -15,18 +15,14 @@ import zipfile
 import pytest
 
 from cardio_assets.cohort.readers import MetadataFormatError, scan_acdc, scan_mms, scan_ukbb
-from cardio_assets_tests.layouts import write_acdc_cohort, write_mms_cohort, write_ukbb_cohort
-
-UKB_HEADER = "eid,31-0.0,21003-2.0,21001-2.0,41270-0.0"
-
-
-def _by_id(result):
-    return {e.patient_id: e for e in result.entries}
-
-
-def _rows(result):
-    return {(q.patient_id, q.reason): q for q in result.quarantine}
-
+from cardio_assets_tests.layouts import (
+    UKB_HEADER,
+    entries_by_id,
+    quarantine_rows,
+    write_acdc_cohort,
+    write_mms_cohort,
+    write_ukbb_cohort,
+)
 
 # --- rows that end early ------------------------------------------------------------------------
 
@@ -45,7 +41,7 @@ def test_excel_rows_without_their_trailing_empty_cells_are_read_with_those_cells
 
     u, m = scan_ukbb(ukbb.root, ukbb.metadata), scan_mms(mms.root, mms.metadata)
 
-    e = _by_id(u)
+    e = entries_by_id(u)
     assert sorted(e) == ["1", "2", "3", "4"]
     assert [(e[i].sex, e[i].age, e[i].bmi, e[i].diagnosis) for i in "1234"] == [
         ("female", 55.0, 24.0, "healthy"), ("male", 56.0, 25.0, "hf"), ("male", 57.0, None, "healthy"),
@@ -54,7 +50,7 @@ def test_excel_rows_without_their_trailing_empty_cells_are_read_with_those_cells
     assert (row.patient_id, row.reason) == ("5", "missing_metadata")
     assert f"line 6 of metadata table {ukbb.metadata} has 4 fields where its header has 5" in row.detail
     assert m.quarantine == []
-    a = _by_id(m)
+    a = entries_by_id(m)
     assert (a["A1"].age, a["A1"].bmi, a["A1"].extra["height_cm"]) == (55.0, None, None)
     assert a["A2"].bmi == pytest.approx(24.0)
 
@@ -120,9 +116,9 @@ def test_column_names_with_units_other_spacing_or_case_are_matched(tmp_path):
     m, b, u = scan_mms(mms.root, mms.metadata), scan_mms(lbs.root, lbs.metadata), scan_ukbb(ukbb.root, ukbb.metadata)
 
     assert m.quarantine == [] and u.quarantine == [] and b.quarantine == []
-    e = _by_id(m)
+    e = entries_by_id(m)
     assert [(e[p].sex, e[p].age, round(e[p].bmi, 6)) for p in ("A1", "A2")] == [("female", 55.0, 25.0), ("male", 55.0, 30.0)]
-    assert _by_id(b)["B1"].bmi is None  # pounds are not read as kilograms
+    assert entries_by_id(b)["B1"].bmi is None  # pounds are not read as kilograms
     assert [(p.sex, p.age, p.bmi, p.diagnosis, p.es_frame) for p in u.entries] == [
         ("female", 55.0, 24.0, "healthy", 3), ("male", 56.0, 25.0, "hf", 4)]
 
@@ -138,7 +134,7 @@ def test_a_column_given_twice_is_used_when_its_copies_agree_and_refused_when_the
     lines = mms.metadata.read_text().splitlines()
     mms.metadata.write_text("\n".join([lines[0] + ",age", lines[1] + ",55", lines[2] + ",70"]) + "\n")
 
-    assert sorted(_by_id(scan_ukbb(ukbb.root, ukbb.metadata))) == ["1", "2"]
+    assert sorted(entries_by_id(scan_ukbb(ukbb.root, ukbb.metadata))) == ["1", "2"]
     with pytest.raises(MetadataFormatError) as raised:
         scan_mms(mms.root, mms.metadata)
     message = str(raised.value)
@@ -169,8 +165,8 @@ def test_ids_and_headers_with_invisible_characters_pair_with_their_folders(tmp_p
     u, m = scan_ukbb(ukbb.root, ukbb.metadata), scan_mms(mms.root, mms.metadata)
 
     assert u.quarantine == [] and m.quarantine == []
-    assert sorted(_by_id(u)) == ["1", "2", "3", "4", "A5"] and sorted(_by_id(m)) == ["A1", "A2"]
-    assert _by_id(u)["2"].diagnosis == "hf" and _by_id(m)["A1"].es_frame == 3
+    assert sorted(entries_by_id(u)) == ["1", "2", "3", "4", "A5"] and sorted(entries_by_id(m)) == ["A1", "A2"]
+    assert entries_by_id(u)["2"].diagnosis == "hf" and entries_by_id(m)["A1"].es_frame == 3
 
 
 # --- folders ----------------------------------------------------------------------------------
@@ -198,10 +194,10 @@ def test_linked_patient_folders_and_release_splits_are_read_and_link_loops_skipp
     a, m = scan_acdc(acdc.root), scan_mms(mms.root, mms.metadata)
 
     assert a.quarantine == [] and m.quarantine == []
-    assert sorted(_by_id(a)) == ["patient001", "patient002"]
-    assert _by_id(a)["patient002"].extra["release_folder"] == "testing"
-    assert sorted(_by_id(m)) == ["A1", "A2"]
-    assert _by_id(m)["A2"].extra["release_folder"] == "Validation"
+    assert sorted(entries_by_id(a)) == ["patient001", "patient002"]
+    assert entries_by_id(a)["patient002"].extra["release_folder"] == "testing"
+    assert sorted(entries_by_id(m)) == ["A1", "A2"]
+    assert entries_by_id(m)["A2"].extra["release_folder"] == "Validation"
 
 
 def test_a_file_or_archive_where_a_patient_folder_belongs_is_named(tmp_path):
@@ -222,14 +218,14 @@ def test_a_file_or_archive_where_a_patient_folder_belongs_is_named(tmp_path):
 
     a, u = scan_acdc(acdc.root), scan_ukbb(ukbb.root, ukbb.metadata)
 
-    assert sorted(_by_id(a)) == ["patient001"] and sorted(_by_id(u)) == ["1"]
-    rows = _rows(a)
+    assert sorted(entries_by_id(a)) == ["patient001"] and sorted(entries_by_id(u)) == ["1"]
+    rows = quarantine_rows(a)
     assert sorted(rows) == [("patient002", "missing_image"), ("patient003", "missing_image")]
     assert rows[("patient002", "missing_image")].file == str(training / "patient002.zip")
     assert rows[("patient002", "missing_image")].detail == (
         f"patient patient002: no patient folder; {training / 'patient002.zip'} is an archive where the folder belongs: unpack it")
     assert "is a file, not a folder" in rows[("patient003", "missing_image")].detail
-    rows = _rows(u)
+    rows = quarantine_rows(u)
     assert sorted(rows) == [("2", "no_images"), ("3", "no_images")]
     assert rows[("2", "no_images")].file == str(ukbb.root / "2.zip")
     assert rows[("2", "no_images")].detail.endswith(f"{ukbb.root / '2.zip'} is an archive where the folder belongs: unpack it")

@@ -18,17 +18,14 @@ import pytest
 
 from cardio_assets.cohort.readers import QUARANTINE_REASONS, SourceMissingError, scan_acdc, scan_mms, scan_ukbb
 from cardio_assets.cohort.validation import no_cell_reasons, validate_entries
-from cardio_assets_tests.layouts import write_acdc_cohort, write_mms_cohort, write_ukbb_cohort
-
-UKB_HEADER = "eid,31-0.0,21003-2.0,21001-2.0,41270-0.0"
-
-
-def _by_id(result):
-    return {e.patient_id: e for e in result.entries}
-
-
-def _rows(result):
-    return {(q.patient_id, q.reason): q for q in result.quarantine}
+from cardio_assets_tests.layouts import (
+    UKB_HEADER,
+    entries_by_id,
+    quarantine_rows,
+    write_acdc_cohort,
+    write_mms_cohort,
+    write_ukbb_cohort,
+)
 
 
 def _validate(scan):
@@ -59,7 +56,7 @@ def test_windows_1252_exports_keep_their_symbols(tmp_path):
                            sep=";", encoding="cp1252", crlf=True)
     assert b"\x99" in mms.metadata.read_bytes() and b"\x96" in mms.metadata.read_bytes()
 
-    u, m = _by_id(scan_ukbb(ukbb.root, ukbb.metadata)), _by_id(scan_mms(mms.root, mms.metadata))
+    u, m = entries_by_id(scan_ukbb(ukbb.root, ukbb.metadata)), entries_by_id(scan_mms(mms.root, mms.metadata))
 
     assert [(e.vendor, e.site) for e in u.values()] == [("Siemens®", "Hôpital – Nord"), ("GE™", "Café")]
     assert (m["A1"].extra["vendor_name"], m["A1"].site) == ("GE™", "Hôpital – Nord")
@@ -79,7 +76,7 @@ def test_excel_exports_with_odd_headers_and_padded_values(tmp_path, export):
     result = scan_ukbb(paths.root, paths.metadata)
 
     assert result.quarantine == []
-    e = _by_id(result)
+    e = entries_by_id(result)
     assert (e["001"].sex, e["001"].age, e["001"].bmi, e["001"].diagnosis) == ("female", 55.5, 27.5, "healthy")
     assert (e["2"].sex, e["2"].diagnosis) == ("male", "hf")
     assert e["001"].image_path.endswith("/001/sa.nii.gz")
@@ -96,7 +93,7 @@ def test_excel_separator_hint_line_is_not_the_header(tmp_path):
 
     u, m = scan_ukbb(ukbb.root, ukbb.metadata), scan_mms(mms.root, mms.metadata)
 
-    e = _by_id(u)
+    e = entries_by_id(u)
     assert sorted(e) == ["1", "3"] and e["1"].bmi == 24.5 and e["3"].diagnosis == "hf"
     assert e["3"].metadata_ref == f"{ukbb.metadata}:5"
     [row] = u.quarantine  # one field too many
@@ -109,7 +106,7 @@ def test_field_id_headers_in_upper_case_are_read(tmp_path):
     the reader looks for, yet the table was refused as lacking sex, age, BMI and diagnosis."""
     paths = write_ukbb_cohort(tmp_path, [{"id": "1"}, {"id": "2"}])
     paths.metadata.write_text("EID,P31,P21003_I2,F.21001.2.0,P41270\n1,0,55,24,\n2,1,56,25,I500\n")
-    e = _by_id(scan_ukbb(paths.root, paths.metadata))
+    e = entries_by_id(scan_ukbb(paths.root, paths.metadata))
     assert [(p.sex, p.age, p.bmi, p.diagnosis) for p in e.values()] == [
         ("female", 55.0, 24.0, "healthy"), ("male", 56.0, 25.0, "hf")]
 
@@ -127,7 +124,7 @@ def test_empty_spreadsheet_rows_and_columns_are_not_patients(tmp_path):
 
     u, m = scan_ukbb(ukbb.root, ukbb.metadata), scan_mms(mms.root, mms.metadata)
 
-    assert sorted(_by_id(u)) == ["1", "2"] and sorted(_by_id(m)) == ["A1", "A2"]
+    assert sorted(entries_by_id(u)) == ["1", "2"] and sorted(entries_by_id(m)) == ["A1", "A2"]
     assert m.quarantine == []
     [row] = u.quarantine  # the row with values and no id, on line 6
     assert (row.patient_id, row.reason) == ("", "missing_metadata")
@@ -141,7 +138,7 @@ def test_ids_excel_saved_as_floats_pair_with_their_folders(tmp_path):
     paths.metadata.write_text(f"{UKB_HEADER}\n1234567.0,0,55,24,\n2.00,1,56,25,I500\n007,0,57,26,\n"
                               f"3.0,1,58,27,\n3,1,58,27,\n")
     result = scan_ukbb(paths.root, paths.metadata)
-    e = _by_id(result)
+    e = entries_by_id(result)
     assert sorted(e) == ["007", "1234567", "2", "3"]  # "007" keeps its zeros
     assert (e["1234567"].sex, e["2"].diagnosis, e["3"].age) == ("female", "hf", 58.0)
     [row] = result.quarantine  # "3.0" and "3" are one patient typed twice, the same values
@@ -187,7 +184,7 @@ def test_sex_codings_read_as_documented(tmp_path):
     paths = write_ukbb_cohort(tmp_path, [{"id": i} for i in [*codes, "8"]])
     paths.metadata.write_text("\n".join([UKB_HEADER] + [f"{i},{c},55,24," for i, c in codes.items()] + ["8,2,55,24,"]) + "\n")
     result = scan_ukbb(paths.root, paths.metadata)
-    assert {pid: e.sex for pid, e in _by_id(result).items()} == {
+    assert {pid: e.sex for pid, e in entries_by_id(result).items()} == {
         "1": "female", "2": "male", "3": "male", "4": "female", "5": "male", "6": "female", "7": "male"}
     [row] = result.quarantine
     assert (row.patient_id, row.reason, row.file) == ("8", "missing_metadata", str(paths.metadata))
@@ -214,7 +211,7 @@ def test_zero_height_or_weight_leaves_bmi_undefined_and_says_why(tmp_path):
 
     a, m = scan_acdc(acdc.root), scan_mms(mms.root, mms.metadata)
 
-    e = _by_id(a)
+    e = entries_by_id(a)
     assert sorted(e) == ["patient001", "patient002", "patient003", "patient006"]
     assert all(e[pid].bmi is None for pid in ("patient001", "patient002", "patient003"))
     assert e["patient001"].extra["height_cm"] == 0.0  # the recorded value is kept
@@ -223,7 +220,7 @@ def test_zero_height_or_weight_leaves_bmi_undefined_and_says_why(tmp_path):
     assert no_cell_reasons(e["patient003"])[-1] == "no BMI"
     assert (e["patient006"].ed_frame, e["patient006"].es_frame) == (0, 3)
     assert e["patient006"].bmi == pytest.approx(70 / 1.7**2)
-    rows = _rows(a)
+    rows = quarantine_rows(a)
     assert sorted(rows) == [("patient004", "bad_metadata"), ("patient005", "bad_metadata")]
     info4 = acdc.patients["patient004"]["info"]
     assert rows[("patient004", "bad_metadata")].detail == (

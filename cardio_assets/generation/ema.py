@@ -28,9 +28,3 @@ def weight_average(params: Iterable[torch.nn.Parameter], config: DiffusionConfig
 
     return EMAModel(list(params), decay=config.ema_max_decay, use_ema_warmup=True, power=config.ema_power, foreach=True)
 
-
-def average_decay(step: int, power: float, max_decay: float) -> float:
-    """The decay `EMAModel` applies at optimization step `step` (1-based) with warm-up; for the
-    record and the docs: 0 at the first step (the average starts at the weights)."""
-    s = step - 1
-    return 0.0 if s <= 0 else min(1.0 - (1.0 + s) ** -power, max_decay)
