@@ -18,7 +18,7 @@ import pandas as pd
 from cardio_assets.cohort.cells import AGE_RANGE, BMI_RANGE, age_band, bmi_band, cell_key_or_none
 from cardio_assets.cohort.labels import LV, MYO, RV, LabelError
 from cardio_assets.cohort.readers.base import PatientEntry, QuarantineRow
-from cardio_assets.cohort.volumes import VolumeError, load_cine, load_mask
+from cardio_assets.cohort.volumes import AffineError, VolumeError, load_cine, load_mask
 
 FLOAT32_MAX = float(np.finfo(np.float32).max)
 
@@ -44,6 +44,8 @@ def validate_entry(entry: PatientEntry) -> dict | QuarantineRow:
 
     try:
         cine, affine, zooms = load_cine(entry.image_path)
+    except AffineError as exc:
+        return bad(entry.image_path, "nonfinite_affine", str(exc))
     except VolumeError as exc:
         return bad(entry.image_path, "unreadable_image", str(exc))
     if np.issubdtype(cine.dtype, np.floating) and cine.size:
@@ -71,6 +73,8 @@ def validate_entry(entry: PatientEntry) -> dict | QuarantineRow:
     for phase, ref in (("ED", entry.ed_mask), ("ES", entry.es_mask)):
         try:
             mask, mask_affine = load_mask(ref, entry.label_map)
+        except AffineError as exc:
+            return bad(ref.path, "nonfinite_affine", f"{phase} mask {exc}")
         except VolumeError as exc:
             return bad(ref.path, f"unreadable_{phase.lower()}_mask", str(exc))
         except LabelError as exc:

@@ -22,6 +22,10 @@ class VolumeError(ValueError):
     """A file cannot be read or does not hold what it should; the message names the file."""
 
 
+class AffineError(VolumeError):
+    """A file's affine (voxel-to-world transform) holds NaN or inf; the message names the file."""
+
+
 # Float label maps (resampled, or stored with a scale factor) carry rounding noise such as
 # 1.0000001; a value this close to a whole number is that label, anything further is not one.
 LABEL_ROUNDING_TOLERANCE = 1e-3
@@ -35,6 +39,7 @@ def load_cine(path: str) -> tuple[np.ndarray, np.ndarray, tuple[float, ...]]:
     if len(_trailing_squeezed_shape(img.shape, 4)) != 4:  # checked before reading the voxels
         raise VolumeError(f"{path}: expected a 4D cine (x, y, z, t), found shape {img.shape}")
     _check_voxel_sizes(img, path)
+    _check_affine(img, path)
     data = _squeeze_trailing(_read(img, path), 4)
     return data, img.affine, tuple(float(z) for z in img.header.get_zooms()[:3])
 
@@ -76,12 +81,29 @@ def _check_voxel_sizes(img: nib.Nifti1Image, path: str) -> None:
                           f"sizes leave the spacing unknown")
 
 
+def _check_affine(img: nib.Nifti1Image, path: str) -> None:
+    """AffineError when the affine nibabel reads (from the sform, else the qform, else the voxel
+    sizes) holds NaN or inf, naming which header fields it came from.
+
+    Such a file loads without complaint, but then compares unequal to every other affine, NaN
+    included: the patient was quarantined as an orientation mismatch of its mask, naming the
+    mask even when the cine was the broken file."""
+    if np.isfinite(img.affine).all():
+        return
+    header = img.header
+    source = ("sform (srow_x, srow_y, srow_z)" if header["sform_code"] > 0 else
+              "qform (quatern_b/c/d, qoffset_x/y/z)" if header["qform_code"] > 0 else "voxel sizes (pixdim)")
+    raise AffineError(f"{path}: its affine (the voxel-to-world transform, from the header's {source}) is not "
+                      f"finite (it holds NaN or inf): where its voxels lie and how it is oriented are unknown")
+
+
 def load_mask(ref: MaskRef, label_map: dict[int, int]) -> tuple[np.ndarray, np.ndarray]:
     """Canonical uint8 label map (x, y, z) of one phase and its affine.
 
     Trailing size-1 axes past the expected ones are dropped (`_squeeze_trailing`): a 3D mask
     stored as (x, y, z, 1) or (x, y, z, 1, 1), a 4D label file as (x, y, z, t, 1)."""
     img = _open(ref.path)
+    _check_affine(img, ref.path)
     data = _read(img, ref.path)
     if ref.frame is not None:
         data = _squeeze_trailing(data, 4)

@@ -10,8 +10,9 @@ could not use. Quarantine reason codes:
   metadata row whose values are present but unparsable (or without an id, or with more
   fields than the header);
 - ``duplicate_id``: an id twice in the metadata, ids differing only in case counting as
-  one (identical copies: the first is kept; conflicting copies: all quarantined) or a
-  patient folder found twice (first kept). Ids are compared in Unicode NFC, so an accented
+  one (identical copies: the first is kept; conflicting copies: all quarantined) or two
+  different patient folders of one id (first kept; two paths that are one folder, through a
+  symbolic link, are read once: `base.distinct_folders`). Ids are compared in Unicode NFC, so an accented
   id written as one code point in a table and decomposed (NFD, as macOS stores names) in a
   folder name is one patient;
 - ``no_images``: a metadata row whose patient folder is absent;

@@ -24,7 +24,8 @@ named ``patient002``) is quarantined as ``missing_image`` naming it.
 
 The patient id is the folder name lower-cased and stripped (``Patient001`` and
 ``patient001 `` are patient001). A patient id found in two folders keeps the first (sorted
-path order); later folders are quarantined as ``duplicate_id``.
+path order); later folders are quarantined as ``duplicate_id``. Two paths that are one folder
+(a symbolic link to it) are read once (`distinct_folders`).
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ from cardio_assets.cohort.readers.base import (
     bmi_from_height_weight,
     bmi_note,
     decode_text,
+    distinct_folders,
     duplicate_folder_row,
     find_nifti,
     find_nifti_or_quarantine,
@@ -263,7 +265,7 @@ def scan_acdc(root: str | Path, *, diagnosis_map: dict | None = None) -> ScanRes
                                     f"patient {pid}: no patient folder{stand_in_note(path)}")
                       for pid, path in sorted(stand_ins.items()))
     for pid in sorted(found):
-        folder, *others = sorted(found[pid], key=str)
+        folder, *others = distinct_folders(pid, sorted(found[pid], key=str))
         quarantine.extend(duplicate_folder_row(pid, SOURCE, other, folder) for other in others)
         cannot_read = unreadable_folder_row(pid, SOURCE, folder)
         if cannot_read:

@@ -7,6 +7,7 @@ checking voxels and labels, and finding ES is done once for all sources by
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import re
@@ -14,6 +15,8 @@ import unicodedata
 import zipfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -353,8 +356,8 @@ def walk_folders(root: Path, unreadable: list[Path]):
     or patient folders linked in from other storage are part of the cohort, and os.walk's
     default left them unseen (ACDC lost such patients without a word). A link to a folder above
     it (a loop: the same device and inode as the folder or one of its parents) is not entered,
-    so the walk ends. (Two links to one folder are both walked: a patient found twice so is
-    reported as ``duplicate_id`` naming both paths, never dropped.)"""
+    so the walk ends. (Two links to one folder are both walked: the readers then read a patient
+    found so once, `distinct_folders`.)"""
     def note(exc: OSError) -> None:
         if exc.filename:
             unreadable.append(Path(exc.filename))
@@ -580,16 +583,23 @@ def quarantine_bad_rows(table, header: list[str], id_column: str, source: str, t
     position = columns.index(id_column)
     ids: set[str] = set()
     bad_rows = table.attrs.get("bad_rows", [])
+    stray = table.attrs.get("stray_trailing_fields", 0)
     for fields, line in zip(bad_rows, table.attrs.get("bad_row_lines") or [None] * len(bad_rows)):
         if is_empty_row(fields):
             continue
         pid = table_id(fields[position]) if position < len(fields) else ""
         where = f"line {line} of metadata table {table_name}" if line else f"a row of metadata table {table_name}"
+        if len(fields) > len(columns) + stray:
+            habit = (f" even without the {stray} empty field(s) every row of the table ends with" if stray else "")
+            why = (f"more fields than columns{habit} (an unquoted separator inside a value, such as a "
+                   f"decimal comma?)")
+        else:
+            why = ("it is the file's last line, shorter than the other rows and without a line break "
+                   "after it (a copy cut short?)")
         quarantine.append(QuarantineRow(
             pid, source, table_name, "missing_metadata",
             f"patient {pid or '(no id)'}: {where} has {len(fields)} fields where its header has "
-            f"{len(columns)} (an unquoted separator inside a value, such as a decimal comma, or a "
-            f"line cut short?); the row is skipped: {fields}",
+            f"{len(columns)}: {why}; the row is skipped: {fields}",
         ))
         if pid:
             ids.add(pid)
@@ -616,6 +626,39 @@ def stand_in_note(stand_in: Path) -> str:
     if any(stand_in.name.lower().endswith(suffix) for suffix in ARCHIVE_SUFFIXES if suffix):
         return f"; {stand_in} is an archive where the folder belongs: unpack it"
     return f"; {stand_in} is a file, not a folder: replace it with the patient folder"
+
+
+def _same_folder(a: Path, b: Path) -> bool:
+    """Whether `a` and `b` are one folder on disk (the same device and inode, links followed):
+    unlike comparing resolved path strings, this also holds across a bind mount or a path spelled
+    in another letter case on a case-insensitive file system. False when either cannot be looked at
+    (then they stay two folders, reported, never merged)."""
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return False
+
+
+def distinct_folders(pid: str, paths: list[Path]) -> list[Path]:
+    """The folders a scan found for patient `pid` (`paths`, in scan order), each folder on disk
+    once.
+
+    A folder linked in next to itself (``A1 -> Training/Labeled/A1``), or linked twice, is found
+    under two paths; it is one patient folder, read once, so only two *different* folders of one
+    id are duplicates (`duplicate_folder_row`). Of one folder's paths, the one that is not itself
+    a link is kept, so that where the patient sits in the release (its split) is where the folder
+    really is; else the first. The paths left out are logged."""
+    kept: list[Path] = []
+    for path in paths:
+        same = next((i for i, known in enumerate(kept) if _same_folder(known, path)), None)
+        if same is None:
+            kept.append(path)
+            continue
+        real, alias = (path, kept[same]) if kept[same].is_symlink() and not path.is_symlink() else (kept[same], path)
+        kept[same] = real
+        log.info("patient %s: %s and %s are one folder (a symbolic link); the patient is read once, from %s",
+                 pid, alias, real, real)
+    return kept
 
 
 def duplicate_folder_row(pid: str, source: str, other: Path, first: Path) -> QuarantineRow:

@@ -41,6 +41,7 @@ from cardio_assets.cohort.readers.base import (
     bmi_from_height_weight,
     bmi_note,
     column_key,
+    distinct_folders,
     duplicate_folder_row,
     find_nifti,
     find_nifti_or_quarantine,
@@ -182,8 +183,8 @@ def _first_folders(root: Path, codes: set[str], quarantine: list[QuarantineRow])
     quarantine.extend(unreadable_below_rows(unreadable, [f for paths in found.values() for f in paths], SOURCE))
     folders: dict[str, Path] = {}
     for pid, paths in found.items():
-        folders[pid] = paths[0]
-        quarantine.extend(duplicate_folder_row(pid, SOURCE, extra_path, paths[0]) for extra_path in paths[1:])
+        folders[pid], *others = distinct_folders(pid, paths)
+        quarantine.extend(duplicate_folder_row(pid, SOURCE, other, folders[pid]) for other in others)
     return folders
 
 

@@ -14,7 +14,7 @@ The metadata table is a CSV (comma, tab or semicolon separated, or as a first ``
 says; UTF-8 with or without a byte-order mark, UTF-16 with or without one, else Windows-1252 or
 Latin-1; CRLF or LF; decimal commas accepted; only the columns used are read; rows with nothing
 in them skipped; a row Excel ended early, leaving out its trailing empty cells, read with them
-blank; a workbook, .xlsx/.xls/.ods, refused naming the fix) with one row per participant. Columns by UK
+blank; a stray separator ending every data row ignored; a workbook, .xlsx/.xls/.ods, refused naming the fix) with one row per participant. Columns by UK
 Biobank field id, in any common export spelling (``31-0.0``, ``f.31.0.0``, ``p21003_i2``; the
 Research Analysis Platform's ``participant.p21003_i2`` and its field titles,
 ``Age when attended assessment centre | Instance 2``):
@@ -54,6 +54,8 @@ from __future__ import annotations
 import csv
 import os
 import re
+import shlex
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -70,10 +72,12 @@ from cardio_assets.cohort.readers.base import (
     SourceMissingError,
     clean_header,
     column_key,
+    distinct_folders,
     duplicate_folder_row,
     find_nifti_or_quarantine,
     folder_stand_in,
     is_blank,
+    is_empty_row,
     is_ignored_entry,
     metadata_ref,
     normalise_id,
@@ -196,7 +200,9 @@ def read_metadata_table(path: Path, usecols=None) -> pd.DataFrame:
     Latin-1 text and a ``sep=X`` first line are handled. `usecols`: a list of column names, or a callable on a (stripped) name, to
     read only those columns.
 
-    A row with more fields than the header (an unquoted separator inside a value, such as the
+    Empty fields past the header that *every* data row ends with (an exporter that ends each row
+    with a separator, ``1,0,55,24,``) are read as absent (`_stray_trailing_fields`). A row with
+    more fields than the header (an unquoted separator inside a value, such as the
     decimal comma of ``1,75`` in a comma-separated file), or a last line cut short, would put
     its values under the wrong columns: it is left out of the table and kept, as its list of
     fields, in ``table.attrs["bad_rows"]`` for the reader to quarantine (`quarantine_bad_rows`).
@@ -213,12 +219,19 @@ def read_metadata_table(path: Path, usecols=None) -> pd.DataFrame:
     try:
         shapes = _row_shapes(path)
         bad_starts = {line - 1 for line in shapes.bad_lines}  # pandas counts file lines from 0
-        table = _read_csv(path, keep_default_na=False, na_filter=False, usecols=usecols,
-                          skiprows=(lambda line: line in bad_starts) if bad_starts else None)
+        with warnings.catch_warnings():
+            # index_col=False: rows one field longer than the header (a stray trailing separator)
+            # would otherwise make pandas take the first column, the id, for the row index. pandas
+            # then drops each row's fields past the header and warns of lost data; `_row_shapes`
+            # has checked that those fields are empty, and skips every row where they are not.
+            warnings.simplefilter("ignore", pd.errors.ParserWarning)
+            table = _read_csv(path, keep_default_na=False, na_filter=False, usecols=usecols, index_col=False,
+                              skiprows=(lambda line: line in bad_starts) if bad_starts else None)
     except Exception as exc:  # pandas and csv raise several kinds on a malformed file
         raise MetadataFormatError(f"could not read the metadata table {path}: {exc}") from exc
     table.columns = [clean_header(c) for c in table.columns]
     table.attrs["bad_rows"] = shapes.bad_rows
+    table.attrs["stray_trailing_fields"] = shapes.stray_trailing_fields
     table.attrs["conflicting_columns"] = shapes.conflicts
     table.attrs["bad_row_lines"] = shapes.bad_lines
     # the file line of each row, for messages (blank lines and quoted line breaks counted)
@@ -232,6 +245,35 @@ class _RowShapes:
     bad_lines: list[int]  # and where each of the others starts
     bad_rows: list[list[str]]  # the others' fields
     conflicts: dict[str, str] = field(default_factory=dict)  # column_key -> how its copies differ
+    stray_trailing_fields: int = 0  # empty fields past the header every data row ends with
+
+
+def _empty_tail(fields: list[str]) -> int:
+    """How many of `fields`, counted from the end, are empty (or spaces)."""
+    count = 0
+    for value in reversed(fields):
+        if value.strip():
+            break
+        count += 1
+    return count
+
+
+def _stray_trailing_fields(rows: list[list[str]], width: int) -> int:
+    """How many empty fields past the header's `width` every data row ends with: 1 for an
+    exporter that ends each data row, not the header, with a separator (``1,0,55,24,``); else 0.
+
+    The whole table decides, never one row, because one row with an empty field too many is
+    ambiguous: ``2,1,58,27,5,`` is as likely BMI 27,5 typed with a decimal comma (or another
+    unquoted separator inside a value) before an empty last column, and dropping its empty field
+    would read BMI 27 and an ICD-10 code "5" without a word. An exporter's stray separator ends
+    *every* data row, which a decimal comma does not, so only a count every row (two at least:
+    one row alone shows no habit) ends with is dropped; a row with more fields than that still
+    has more fields than columns and is quarantined. Rows with nothing in them say nothing and
+    are not counted."""
+    rows = [row for row in rows if not is_empty_row(row)]
+    if len(rows) < 2:
+        return 0
+    return min(_empty_tail(row[width:]) for row in rows)
 
 
 def _ends_with_line_break(path: Path) -> bool:
@@ -250,7 +292,8 @@ def _row_shapes(path: Path) -> _RowShapes:
     leaves out the separators of empty cells at the end of a row (past its first rows), so a
     patient with no ICD-10 code, or no weight, ends early. Only a last line the file ends in
     without a line break is a line cut short (a copy interrupted): it counts as a bad row, as
-    does every row with more fields than the header.
+    does every row with more fields than the header once the empty fields every row ends with
+    (`_stray_trailing_fields`) are left out.
 
     Columns whose names share a `column_key` ("Age" twice, or "Age" and "age") are compared
     row by row; the first row where the copies differ is in `conflicts`."""
@@ -266,24 +309,30 @@ def _row_shapes(path: Path) -> _RowShapes:
                 rows = csv.reader(handle, delimiter=sep)
                 header = next(rows, [])
                 copies = _duplicated_columns(header)
-                shapes = _RowShapes([], [], [])
+                width = len(header)
+                records: list[tuple[int, list[str]]] = []  # (start line, fields) of each row
                 start = rows.line_num + 1 + hint
-                short: tuple[int, list[str]] | None = None  # the last row read, when short
+                ends_in_row = False  # the file's last line is a row, not a blank line
                 for row in rows:
-                    short = None
                     if row:  # a blank line is no row, for pandas either
-                        if len(row) <= len(header):
-                            shapes.good_lines.append(start)
-                            short = (start, row) if len(row) < len(header) else None
-                            _note_conflicts(copies, header, row, start, shapes.conflicts)
-                        else:
-                            shapes.bad_lines.append(start)
-                            shapes.bad_rows.append(row)
+                        records.append((start, row))
+                    ends_in_row = bool(row)
                     start = rows.line_num + 1 + hint
-                if short and not complete:  # the last line, cut short
-                    shapes.good_lines.remove(short[0])
-                    shapes.bad_lines.append(short[0])
-                    shapes.bad_rows.append(short[1])
+                # a last line the file ends in without a line break may be cut short: it says
+                # nothing about how the exporter ends its rows
+                maybe_cut = records[-1] if records and ends_in_row and not complete else None
+                shapes = _RowShapes([], [], [])
+                stray = _stray_trailing_fields([record[1] for record in records if record is not maybe_cut], width)
+                shapes.stray_trailing_fields = stray
+                for record in records:
+                    line, row = record
+                    fields = row[: len(row) - min(stray, _empty_tail(row[width:]))]
+                    if len(fields) > width or (record is maybe_cut and len(row) < width + stray):
+                        shapes.bad_lines.append(line)  # too long, or the last line cut short
+                        shapes.bad_rows.append(row)
+                    else:
+                        shapes.good_lines.append(line)
+                        _note_conflicts(copies, header, fields, line, shapes.conflicts)
                 return shapes
         except UnicodeDecodeError:
             continue
@@ -532,17 +581,42 @@ def _patient_folders(root: Path, source: str, quarantine: list[QuarantineRow]) -
     """The patient folders directly in `root` by id (the name in NFC, `normalise_id`), the
     path as found. Hidden entries and ``__MACOSX`` are skipped (`is_ignored_entry`); of two
     folders whose names differ only in Unicode normalisation the first (sorted) is used and
-    the other quarantined as ``duplicate_id``."""
-    folders: dict[str, Path] = {}
+    the other quarantined as ``duplicate_id``, unless they are one folder (a link to the
+    other: `distinct_folders`)."""
+    found: dict[str, list[Path]] = {}
     for path in sorted(root.iterdir()):
         if is_ignored_entry(path.name) or not path.is_dir():
             continue
-        pid = normalise_id(path.name)
-        if pid in folders:
-            quarantine.append(duplicate_folder_row(pid, source, path, folders[pid]))
-        else:
-            folders[pid] = path
+        found.setdefault(normalise_id(path.name), []).append(path)
+    folders: dict[str, Path] = {}
+    for pid, paths in found.items():
+        folders[pid], *others = distinct_folders(pid, paths)
+        quarantine.extend(duplicate_folder_row(pid, source, other, folders[pid]) for other in others)
     return folders
+
+
+# UK Biobank's bulk file name: <eid>_<field>_<instance>_<array>.zip, e.g. 1000015_20209_2_0.zip
+# (field 20209: the short-axis cines, 20208: long-axis, as DICOM)
+_UKB_BULK_ZIP = re.compile(r"\d+_\d+_\d+_\d+\.zip", re.IGNORECASE)
+
+
+def _zipped_patients_note(root: Path) -> str:
+    """What to do when `root` holds no patient folders but zip files: UK Biobank delivers bulk
+    CMR as one zip per participant and field, and a download not yet unpacked read as an empty
+    folder. Unpacking is left to the user (as for a zip where one patient folder belongs,
+    `stand_in_note`): the reader never writes into the source. "" when `root` holds no zip."""
+    zips = sorted(p for p in root.iterdir()
+                  if not is_ignored_entry(p.name) and p.name.lower().endswith(".zip") and p.is_file())
+    if not zips:
+        return ""
+    # the folder is named by the eid: the part of the file name before the first "_"
+    command = f'cd {shlex.quote(str(root.resolve()))} && for f in *.zip; do d="${{f%.*}}"; unzip -q -n "$f" -d "${{d%%_*}}"; done'
+    dicom = (" (UK Biobank's bulk zips hold DICOM, from which ukbb_cardiac's conversion and segmentation make "
+             "this layout's sa.nii.gz, seg_sa_ED.nii.gz and seg_sa_ES.nii.gz)"
+             if any(_UKB_BULK_ZIP.fullmatch(p.name) for p in zips) else "")
+    # the command last, so that it can be copied as it stands
+    return (f", but {len(zips)} zip file{'s' if len(zips) > 1 else ''} (such as {zips[0]}): the patients are "
+            f"zipped{dicom}; unzip each into a folder named by its eid: {command}")
 
 
 def _missing_folder(root: Path, pid: str) -> tuple[str, str]:
@@ -575,7 +649,7 @@ def scan_ukbb(
     if not folders:
         raise SourceMissingError(
             f"{source}: looked for patient folders <eid>/sa.nii.gz in {root.resolve()} "
-            f"and found none"
+            f"and found none{_zipped_patients_note(root)}"
         )
     header = read_metadata_columns(csv)
     cols = UkbColumns.detect(header, csv)
