@@ -15,7 +15,9 @@ prints one JSON line with, per variant:
   frames, attribute floors of the trusted predictors);
 - dice_ed_median / dice_es_median: blood-pool Dice against the masks (QC's segmentation);
 - fid_ratio: real-vs-synthetic FID over the real-real lower bound per Table 1 comparison,
-  same extractor as the realism report (the attribute predictors' penultimate layer);
+  same extractor as the realism report (the attribute predictors' penultimate layer); over the
+  probe as drawn, balanced over the cells, where the report weighs them as the cohort does
+  (`band_realism.py` measures the healthy cells that dominate the report's BMI groups);
 - diagnosis: the real-trained diagnosis head's mean p(HF) on the images prompted HF and
   healthy, and its balanced accuracy against the prompts (real test frames for reference:
   too high a separation is a caricature, not fidelity);
