@@ -35,6 +35,7 @@ VARIANTS = {
     "central_onecycle_8": (True, 8, "onecycle", 2e-3),
     "all_constant_3": (False, 3, "constant", 1e-3),
     "all_onecycle_5": (False, 5, "onecycle", 2e-3),
+    "all_onecycle_6": (False, 6, "onecycle", 2e-3),
 }
 
 
@@ -58,6 +59,7 @@ def main(argv=None) -> None:
         predictor = train_attribute_predictor(
             train.frames(), train.index, val.frames(), val.index, image_size=profile.classifier.image_size,
             epochs=epochs, seed=args.seed, lr=lr, schedule=schedule, log=lambda _: None,
+            compute_dtype=profile.classifier.compute_dtype(),  # as the asset trains them (bf16 where the CPU has AMX)
         )
         seconds = time.perf_counter() - start
         table = accuracy_against_ceiling(predictor.validation, ceiling)
