@@ -236,6 +236,10 @@ def test_reports_are_written_with_all_sections(smoke_run):
     assert "FID" in realism and "trained here on real frames" in realism
     assert f"Synthetic frames sampled with: {get_profile('smoke').diffusion.sampling_summary()}." in realism
     assert "## The held-out scanners" in realism
+    # every attribute's classes as the predictors see them on real and kept synthetic frames
+    as_drawn = pd.read_csv(reports / "realism" / "attributes_as_drawn.csv")
+    assert "## Attributes as drawn" in realism and set(as_drawn["attribute"]) == {"sex", "age_band", "bmi_band", "diagnosis"}
+    assert (as_drawn["n_synthetic"] > 0).all() and as_drawn["synthetic_mean_p"].between(0, 1).all()
     # the extractor trained on the training frames Table 1 compares: its memorisation is measured
     memorisation = pd.read_csv(reports / "realism" / "extractor_memorisation.csv")
     assert len(memorisation) == 2 and memorisation["n"].ge(2).all() and memorisation["fid"].notna().all()

@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 from dagster import AllPartitionMapping, AssetExecutionContext, AssetIn, AssetOut, MetadataValue, Output, asset, multi_asset
 
-from cardio_assets.classify.attributes import AttributePredictor
+from cardio_assets.classify.attributes import ATTRIBUTES, AttributePredictor
 from cardio_assets.classify.model import PenultimateFeatures
 from cardio_assets.classify.run_store import read_run
 from cardio_assets.classify.strategies import STRATEGIES, STRATEGY_NAMES, ImageSet, combine_runs, run_strategies
@@ -23,6 +23,7 @@ from cardio_assets.defs.resources import PipelineSettings
 from cardio_assets.defs.versions import CODE_VERSION
 from cardio_assets.generation import Sampler
 from cardio_assets.lake.mirror import fetched
+from cardio_assets.metrics.attribute_fidelity import attribute_fidelity
 from cardio_assets.metrics.fairness import fairness_metrics
 from cardio_assets.metrics.fairness_report import write_fairness_report
 from cardio_assets.metrics.fairness_tables import report_strategies
@@ -139,11 +140,11 @@ def realism_report(context: AssetExecutionContext, settings: PipelineSettings, g
     """Table 1: FID/KID between real subgroups and real vs synthetic of a subgroup; intra-prompt diversity."""
     profile = settings.get_profile()
     accuracy = memorisation = None
+    predictor = AttributePredictor.load(fetched(settings.lake_path(attribute_predictors["folder"])), attribute_predictors["image_size"])
     if settings.inception_weights:
         extractor = inception_extractor(settings.inception_weights)
     else:
         accuracy = accuracy_against_ceiling(attribute_predictors["validation"], attribute_predictors.get("ceiling", {}))
-        predictor = AttributePredictor.load(fetched(settings.lake_path(attribute_predictors["folder"])), attribute_predictors["image_size"])
         extractor = module_extractor(PenultimateFeatures(predictor.model),
                                      "penultimate layer of the attribute predictors' ResNet-18, trained here on real frames (no InceptionV3 weights configured)")
     real, _ = gather(frames, splits=("train",))
@@ -156,6 +157,14 @@ def realism_report(context: AssetExecutionContext, settings: PipelineSettings, g
         unseen, _ = gather(frames, splits=("test",))
         memorisation = memorisation_check(seen, unseen, extractor, n=profile.fid_images, seed=settings.seed)
         context.log.info(f"feature extractor memorisation (FID): {dict(zip(memorisation['check'], memorisation['fid'].round(2)))}")
+    # real frames the predictors never trained on, against the kept synthetic frames
+    unseen_real, _ = gather(frames, splits=("val", "test"))
+    as_drawn = None
+    if synthetic is not None:
+        as_drawn = attribute_fidelity(predictor.probabilities, unseen_real.images, unseen_real.index,
+                                      synthetic.images, synthetic.index, attributes=tuple(ATTRIBUTES))
+        context.log.info("attributes as drawn (synthetic minus real mean own-class probability): "
+                         + ", ".join(f"{a}={c} {d:+.3f}" for a, c, d in zip(as_drawn["attribute"], as_drawn["class"], as_drawn["difference"])))
     diversity = _diversity(settings, gpu, frames, controlnet, profile)
     held_out, _ = gather(frames, splits=("ood_test", "ood_heldout"))
     shift = None
@@ -166,12 +175,13 @@ def realism_report(context: AssetExecutionContext, settings: PipelineSettings, g
         context.log.info(f"scanner shift (FID): {dict(zip(shift['comparison'], shift['fid_mean'].round(2)))}")
     paths = write_realism_report(table, settings.reports_dir() / "realism", diversity=diversity, extractor_description=extractor.description,
                                  sanity=sanity, extractor_accuracy=accuracy, scanner_shift=shift, memorisation=memorisation,
-                                 sampling=profile.diffusion.sampling_summary())
+                                 sampling=profile.diffusion.sampling_summary(), attributes_as_drawn=as_drawn)
     context.add_output_metadata({
         "report": MetadataValue.path(str(paths["report"])),
         "table_1": table_metadata(table1(table)),
         "feature_extractor": extractor.description,
         "feature_extractor_sanity": table_metadata(sanity),
+        **({"attributes_as_drawn": table_metadata(as_drawn.round(3))} if as_drawn is not None else {}),
         "intra_prompt_ms_ssim": float(diversity["ms_ssim"].mean()) if len(diversity) else float("nan"),
         **({"scanner_shift": table_metadata(shift)} if shift is not None else {}),
         **({"feature_extractor_memorisation": table_metadata(memorisation)} if memorisation is not None else {}),
