@@ -454,3 +454,15 @@ def entries_by_id(result):
 def quarantine_rows(result):
     """A reader's scan result: its quarantine rows by (patient id, reason)."""
     return {(q.patient_id, q.reason): q for q in result.quarantine}
+
+
+def validate_scan(scan):
+    """(cohort, every quarantine row): the reader's rows and then validation's, as the cohort asset
+    puts them together."""
+    import pandas as pd
+
+    from cardio_assets.cohort.validation import validate_entries
+
+    cohort, quarantine = validate_entries(scan.entries)
+    reader_rows = pd.DataFrame([q.as_dict() for q in scan.quarantine], columns=quarantine.columns)
+    return cohort, pd.concat([reader_rows, quarantine], ignore_index=True)

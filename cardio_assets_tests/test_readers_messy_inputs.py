@@ -17,21 +17,16 @@ import pandas as pd
 import pytest
 
 from cardio_assets.cohort.readers import QUARANTINE_REASONS, SourceMissingError, scan_acdc, scan_mms, scan_ukbb
-from cardio_assets.cohort.validation import no_cell_reasons, validate_entries
+from cardio_assets.cohort.validation import no_cell_reasons
 from cardio_assets_tests.layouts import (
     UKB_HEADER,
     entries_by_id,
     quarantine_rows,
+    validate_scan,
     write_acdc_cohort,
     write_mms_cohort,
     write_ukbb_cohort,
 )
-
-
-def _validate(scan):
-    cohort, quarantine = validate_entries(scan.entries)
-    reader_rows = pd.DataFrame([q.as_dict() for q in scan.quarantine], columns=quarantine.columns)
-    return cohort, pd.concat([reader_rows, quarantine], ignore_index=True)
 
 
 def _voxels(path):
@@ -281,7 +276,7 @@ def test_unreadable_files_and_folders_quarantine_only_their_patient(tmp_path, mo
         _deny(denied, locked.values())
         scans = {"ukbb": scan_ukbb(ukbb.root, ukbb.metadata), "mms": scan_mms(mms.root, mms.metadata),
                  "acdc": scan_acdc(acdc.root)}
-        validated = {source: _validate(scan) for source, scan in scans.items()}
+        validated = {source: validate_scan(scan) for source, scan in scans.items()}
 
     assert validated["ukbb"][0]["patient_id"].tolist() == ["1"]
     assert validated["mms"][0]["patient_id"].tolist() == ["A1"]
@@ -351,7 +346,7 @@ def test_damaged_and_odd_volumes_are_named_with_the_likely_cause(tmp_path):
     }
     kept, quarantined = [], []
     for scan in (scan_ukbb(ukbb.root, ukbb.metadata), scan_acdc(acdc.root), scan_mms(mms.root, mms.metadata)):
-        cohort, quarantine = _validate(scan)
+        cohort, quarantine = validate_scan(scan)
         kept += cohort["patient_id"].tolist()
         quarantined.append(quarantine)
     quarantine = pd.concat(quarantined).set_index("patient_id")

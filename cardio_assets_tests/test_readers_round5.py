@@ -12,26 +12,18 @@ import unicodedata
 
 import nibabel as nib
 import numpy as np
-import pandas as pd
 import pytest
 
 from cardio_assets.cohort.readers import SourceMissingError, scan_acdc, scan_mms, scan_ukbb
-from cardio_assets.cohort.validation import validate_entries
 from cardio_assets_tests.layouts import (
     UKB_HEADER,
     entries_by_id,
     quarantine_rows,
+    validate_scan,
     write_acdc_cohort,
     write_mms_cohort,
     write_ukbb_cohort,
 )
-
-
-def _validate(scan):
-    cohort, quarantine = validate_entries(scan.entries)
-    reader_rows = pd.DataFrame([q.as_dict() for q in scan.quarantine], columns=quarantine.columns)
-    return cohort, pd.concat([reader_rows, quarantine], ignore_index=True)
-
 
 # --- 1. a stray separator at the end of every data row ------------------------------------------
 
@@ -117,7 +109,7 @@ def test_a_volume_whose_affine_is_not_finite_is_quarantined_as_such(tmp_path):
     _resave_with_header(paths.patients["3"]["es_mask"], inf_qform)
     assert not np.isfinite(nib.load(paths.patients["3"]["es_mask"]).affine).all()
 
-    cohort, quarantine = _validate(scan_ukbb(paths.root, paths.metadata))
+    cohort, quarantine = validate_scan(scan_ukbb(paths.root, paths.metadata))
 
     assert cohort["patient_id"].tolist() == ["1"]
     rows = quarantine.set_index("patient_id")

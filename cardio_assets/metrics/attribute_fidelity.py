@@ -34,11 +34,10 @@ def attribute_fidelity(probabilities: Probabilities, real_images, real_index: pd
     for attribute in attributes:
         real_p = _own(predicted_real, real_index, attribute)
         synthetic_p = _own(predicted_synthetic, synthetic_index, attribute)
-        labels = pd.unique(pd.concat([real_index.get(attribute, pd.Series(dtype=object)),
-                                      synthetic_index.get(attribute, pd.Series(dtype=object))]).dropna())
+        labels = pd.unique(pd.concat([real_index[attribute], synthetic_index[attribute]]).dropna())
         for label in sorted(labels):
-            r = real_p[(real_index[attribute] == label).to_numpy()] if len(real_index) else np.zeros(0)
-            s = synthetic_p[(synthetic_index[attribute] == label).to_numpy()] if len(synthetic_index) else np.zeros(0)
+            r = real_p[(real_index[attribute] == label).to_numpy()]
+            s = synthetic_p[(synthetic_index[attribute] == label).to_numpy()]
             real_mean = float(np.nanmean(r)) if len(r) else float("nan")
             synthetic_mean = float(np.nanmean(s)) if len(s) else float("nan")
             rows.append({"attribute": attribute, "class": label, "n_real": len(r), "real_mean_p": real_mean,
