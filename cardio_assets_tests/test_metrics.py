@@ -428,28 +428,39 @@ def _brightness_probabilities(images):
     return [{"sex": {"male": float(m), "female": float(1 - m)}} for m in means]
 
 
-def test_attributes_as_drawn_shows_a_caricatured_class_and_an_ignored_one(tmp_path):
+def test_attributes_as_drawn_compares_within_cells_and_shows_a_caricatured_class_and_an_ignored_one(tmp_path):
     from cardio_assets.classify.train import Frames
     from cardio_assets.metrics.attribute_fidelity import ATTRIBUTE_FIDELITY_COLUMNS, attribute_fidelity
 
     def images(*levels):
         return np.concatenate([np.full((n, 3, 8, 8), level, np.float32) for level, n in levels])
 
-    real_index = pd.DataFrame({"sex": ["male"] * 3 + ["female"] * 2})
-    real = images((0.6, 3), (0.3, 2))  # p(own class): male 0.6, female 0.7
-    synthetic_index = pd.DataFrame({"sex": ["male"] * 2 + ["female"] * 4})
-    synthetic = images((0.9, 2), (0.5, 4))  # male over-drawn (0.9), female half-ignored (0.5)
+    def index(*cells):
+        return pd.DataFrame({"cell": [c for c, n in cells for _ in range(n)],
+                             "sex": [c.split("-")[0] for c, n in cells for _ in range(n)]})
+
+    # p(male) is the brightness: real male healthy frames 0.6, male HF frames 0.2 (HF looks less male)
+    real_index = index(("male-healthy", 3), ("male-hf", 1), ("female-healthy", 2))
+    real = images((0.6, 3), (0.2, 1), (0.3, 2))
+    # synthetic: mostly the rare HF cell, drawn as real (0.2); healthy males over-drawn (0.9); healthy
+    # females half-ignored (p(female) 0.5 against 0.7); a cell with no real frame to compare with
+    synthetic_index = index(("male-healthy", 1), ("male-hf", 3), ("female-healthy", 4), ("female-hf", 2))
+    synthetic = images((0.9, 1), (0.2, 3), (0.5, 4), (0.1, 2))
     # lazy frames, read a chunk at a time, give the same table as arrays
     lazy = Frames([(synthetic, np.arange(len(synthetic)))])
     for synthetic_images in (synthetic, lazy):
         table = attribute_fidelity(_brightness_probabilities, real, real_index, synthetic_images, synthetic_index, ("sex",))
         assert tuple(table.columns) == ATTRIBUTE_FIDELITY_COLUMNS
         rows = table.set_index("class")
-        assert rows.loc["male", ["n_real", "n_synthetic"]].tolist() == [3, 2]
-        assert rows.loc["female", ["n_real", "n_synthetic"]].tolist() == [2, 4]
-        np.testing.assert_allclose(rows.loc["male", ["real_mean_p", "synthetic_mean_p", "difference"]].astype(float), [0.6, 0.9, 0.3], atol=1e-6)
-        np.testing.assert_allclose(rows.loc["female", ["real_mean_p", "synthetic_mean_p", "difference"]].astype(float), [0.7, 0.5, -0.2], atol=1e-6)
+        assert rows.loc["male", ["cells", "n_real", "n_synthetic"]].tolist() == [2, 4, 4]
+        assert rows.loc["female", ["cells", "n_real", "n_synthetic"]].tolist() == [1, 2, 4]
+        # weighted to the real mix (3:1): the caricature shows (+0.225); a plain mean over the
+        # synthetic frames (0.375, mostly HF) would call it under-drawn
+        np.testing.assert_allclose(rows.loc["male", ["real_mean_p", "synthetic_mean_p", "difference"]].astype(float),
+                                   [0.5, 0.725, 0.225], atol=1e-6)
+        np.testing.assert_allclose(rows.loc["female", ["real_mean_p", "synthetic_mean_p", "difference"]].astype(float),
+                                   [0.7, 0.5, -0.2], atol=1e-6)
     paths = write_realism_report(pd.DataFrame(columns=REALISM_COLUMNS), tmp_path / "realism", attributes_as_drawn=table)
     text = paths["report"].read_text()
-    assert "## Attributes as drawn" in text and "| sex | male | 3 | 0.600 | 2 | 0.900 | 0.300 |" in text
+    assert "## Attributes as drawn" in text and "| sex | male | 2 | 4 | 0.500 | 4 | 0.725 | 0.225 |" in text
     assert pd.read_csv(paths["attributes_as_drawn_csv"]).shape == (2, len(ATTRIBUTE_FIDELITY_COLUMNS))

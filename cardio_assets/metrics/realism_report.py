@@ -88,7 +88,9 @@ def _attributes_section(table: pd.DataFrame | None, out: Path, paths: dict[str, 
     shown = table.assign(**{c: table[c].round(3) for c in ("real_mean_p", "synthetic_mean_p", "difference")})
     return ["## Attributes as drawn", "",
             "The attribute predictors' mean probability of each image's own class, on real frames they never trained on "
-            "(validation and test splits) and on the kept synthetic frames (their prompted class). Synthetic well above "
+            "(validation and test splits) and on the kept synthetic frames (their prompted class), compared within "
+            "cells: each cell's synthetic mean is weighted by its share of the real frames, over the `cells` of the class "
+            "both sides hold, so the synthetic frames' cell mix (mostly rare cells) does not count. Synthetic well above "
             "real: the class drawn as a caricature of itself (guidance over-draws it), which FID sees; well below: the "
             "generator does not follow that word of the prompt. Attributes QC checks against a floor select the kept "
             "frames on this probability, which lifts their synthetic mean a little.", "",
