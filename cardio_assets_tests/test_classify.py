@@ -28,6 +28,7 @@ from cardio_assets.classify.train import (
     balanced_accuracy_at,
     choose_threshold,
     predict,
+    texture_jitter,
     train_classifier,
     undersample_healthy,
 )
@@ -403,6 +404,25 @@ def test_config_presets():
     assert ClassifierConfig.for_profile("smoke") == ClassifierConfig.smoke()
     assert set(STRATEGY_NAMES) == {"real", "real_plus_synth_1x", "real_plus_synth_2x", "synth_only",
                                    "synth_pretrain_real_finetune", "real_synth_mix_alpha"}
+
+
+def test_texture_jitter_blurs_about_half_the_images_and_scales_contrast_about_the_mean_reproducibly():
+    checkerboard = (np.indices((16, 16)).sum(axis=0) % 2) * 0.5 + 0.25
+    x = torch.tensor(np.broadcast_to(checkerboard, (200, 3, 16, 16)).copy(), dtype=torch.float32)
+    blurred = texture_jitter(x, torch.Generator().manual_seed(0), max_blur_sigma=1.0, gain=0.0, offset=0.0)
+    again = texture_jitter(x, torch.Generator().manual_seed(0), max_blur_sigma=1.0, gain=0.0, offset=0.0)
+    assert torch.equal(blurred, again) and blurred.shape == x.shape
+    untouched = ((blurred - x).abs() < 1e-4).flatten(1).all(dim=1)
+    assert 0.35 < untouched.float().mean() < 0.7  # half are not blurred (and a few get a sigma too small to apply)
+    # a blur flattens the checkerboard: every blurred image has less contrast than the original, most far less
+    spread = blurred[~untouched].flatten(1).std(dim=1)
+    assert (spread < 0.999 * x[0].std()).all() and spread.median() < 0.5 * x[0].std()
+    assert blurred.min() >= 0 and blurred.max() <= 1
+    # contrast only: each image's mean stays, its spread scales by at most 10% either way
+    scaled = texture_jitter(x, torch.Generator().manual_seed(1), max_blur_sigma=0.0, gain=0.1, offset=0.0)
+    torch.testing.assert_close(scaled.mean(dim=(1, 2, 3)), x.mean(dim=(1, 2, 3)))
+    ratio = scaled.flatten(1).std(dim=1) / x.flatten(1).std(dim=1)
+    assert ((ratio >= 0.9 - 1e-5) & (ratio <= 1.1 + 1e-5)).all() and ratio.std() > 0.02
 
 
 def test_attribute_predictor_learns_what_the_images_show_with_either_schedule():

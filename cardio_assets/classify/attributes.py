@@ -29,7 +29,7 @@ from safetensors.torch import load_file, save_file
 from sklearn.metrics import balanced_accuracy_score
 
 from cardio_assets.classify.model import HFClassifier, build_classifier
-from cardio_assets.classify.train import Frames, augment
+from cardio_assets.classify.train import Frames, augment, texture_jitter
 from cardio_assets.cohort.cells import AGE_BANDS, BMI_BANDS, DIAGNOSES, SEXES
 from cardio_assets.compute import dtype_name, resolve_dtype, seed_everything
 
@@ -120,13 +120,14 @@ def train_attribute_predictor(
     train_images: Frames, train_index: pd.DataFrame, val_images: Frames, val_index: pd.DataFrame,
     image_size: int, epochs: int, seed: int, pretrained_weights: str | None = None,
     batch_size: int = 64, lr: float = 1e-3, schedule: str = "constant", log=print,
-    compute_dtype: torch.dtype = torch.float32,
+    compute_dtype: torch.dtype = torch.float32, texture_blur: float = 0.0,
 ) -> AttributePredictor:
     """Multi-head ResNet-18; class-weighted cross-entropy per head (HF and some bands are rare).
 
     schedule: "constant" (Adam at `lr`) or "onecycle" (AdamW, warm-up to `lr` over the first
     30% of steps, then cosine annealing to zero: few epochs of a network trained from scratch
-    converge further).
+    converge further). texture_blur > 0: `train.texture_jitter` with that largest blur sigma before
+    the flips and noise, so the heads read anatomy, not how sharp or bright a frame is.
     """
     if schedule not in ("constant", "onecycle"):
         raise ValueError(f"schedule must be constant or onecycle, not {schedule!r}")
@@ -151,7 +152,10 @@ def train_attribute_predictor(
             idx = order[start : start + batch_size]
             if len(idx) < 2:
                 continue
-            x = augment(torch.as_tensor(train_images.take(idx.numpy())), 0.02, generator)
+            x = torch.as_tensor(train_images.take(idx.numpy()))
+            if texture_blur > 0:
+                x = texture_jitter(x.float(), generator, max_blur_sigma=texture_blur)
+            x = augment(x, 0.02, generator)
             logits = _split(model(x))
             loss = sum(F.cross_entropy(logits[a], targets[a][idx], weight=weights[a]) for a in ATTRIBUTES)
             optimizer.zero_grad()

@@ -142,7 +142,7 @@ def attribute_predictors(context: AssetExecutionContext, settings: PipelineSetti
         train.frames(), train.index, val.frames(), val.index, image_size=profile.classifier.image_size,
         epochs=profile.attribute_epochs, seed=settings.seed, pretrained_weights=settings.resnet_weights or None,
         lr=profile.attribute_lr, schedule=profile.attribute_schedule,
-        log=context.log.info, compute_dtype=profile.classifier.compute_dtype(),
+        log=context.log.info, compute_dtype=profile.classifier.compute_dtype(), texture_blur=profile.attribute_texture_blur,
     )
     ceiling = phantom_attribute_ceiling(cohort_source, settings.ood_policy())
     accuracy = accuracy_against_ceiling(predictor.validation, ceiling)
