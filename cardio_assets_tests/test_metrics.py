@@ -464,3 +464,35 @@ def test_attributes_as_drawn_compares_within_cells_and_shows_a_caricatured_class
     text = paths["report"].read_text()
     assert "## Attributes as drawn" in text and "| sex | male | 2 | 4 | 0.500 | 4 | 0.725 | 0.225 |" in text
     assert pd.read_csv(paths["attributes_as_drawn_csv"]).shape == (2, len(ATTRIBUTE_FIDELITY_COLUMNS))
+
+
+def test_sharpness_compares_each_frame_within_cells_and_sees_a_blur(tmp_path):
+    from scipy.ndimage import gaussian_filter
+
+    from cardio_assets.metrics.sharpness import SHARPNESS_COLUMNS, high_frequency_energy, sharpness_table
+
+    rng = np.random.default_rng(0)
+    flat = np.full((1, 3, 16, 16), 0.5, np.float32)
+    assert np.allclose(high_frequency_energy(flat), 0.0)
+
+    def frames(n, amplitude, es_blur=0.0):
+        x = 0.5 + amplitude * rng.standard_normal((n, 3, 16, 16)).astype(np.float32)
+        if es_blur:
+            x[:, 1] = gaussian_filter(x[:, 1], (0, es_blur, es_blur))
+        return x
+
+    # two cells of different texture; the synthetic side holds mostly the smooth cell and, in its
+    # ES channel only, is blurred
+    real = np.concatenate([frames(30, 0.05), frames(10, 0.2)])
+    real_index = pd.DataFrame({"cell": ["smooth"] * 30 + ["rough"] * 10})
+    synthetic = np.concatenate([frames(5, 0.05, es_blur=1.0), frames(40, 0.2, es_blur=1.0)])
+    synthetic_index = pd.DataFrame({"cell": ["smooth"] * 5 + ["rough"] * 40})
+    table = sharpness_table(real, real_index, synthetic, synthetic_index).set_index("frame")
+    assert tuple(table.reset_index().columns) == SHARPNESS_COLUMNS
+    assert table.loc["ED", "cells"] == 2 and table.loc["ED", "n_real"] == 40 and table.loc["ED", "n_synthetic"] == 45
+    # weighted to the real mix, the ED frames match (a plain mean over the rough-heavy synthetic side would be ~2.5x)
+    assert 0.95 < table.loc["ED", "synthetic_over_real"] < 1.05
+    assert table.loc["ES", "synthetic_over_real"] < 0.5
+    paths = write_realism_report(pd.DataFrame(columns=REALISM_COLUMNS), tmp_path / "realism", sharpness=table.reset_index())
+    assert "## Sharpness" in paths["report"].read_text()
+    assert pd.read_csv(paths["sharpness_csv"])["frame"].tolist() == ["ED", "ES"]

@@ -240,6 +240,8 @@ def test_reports_are_written_with_all_sections(smoke_run):
     as_drawn = pd.read_csv(reports / "realism" / "attributes_as_drawn.csv")
     assert "## Attributes as drawn" in realism and set(as_drawn["attribute"]) == {"sex", "age_band", "bmi_band", "diagnosis"}
     assert (as_drawn["n_synthetic"] > 0).all() and as_drawn["synthetic_mean_p"].between(0, 1).all()
+    sharpness = pd.read_csv(reports / "realism" / "sharpness.csv")
+    assert "## Sharpness" in realism and sharpness["frame"].tolist() == ["ED", "ES"] and (sharpness["synthetic_over_real"] > 0).all()
     # the extractor trained on the training frames Table 1 compares: its memorisation is measured
     memorisation = pd.read_csv(reports / "realism" / "extractor_memorisation.csv")
     assert len(memorisation) == 2 and memorisation["n"].ge(2).all() and memorisation["fid"].notna().all()

@@ -37,6 +37,7 @@ from cardio_assets.metrics.realism import (
     scanner_shift_table,
 )
 from cardio_assets.metrics.realism_report import table1, write_realism_report
+from cardio_assets.metrics.sharpness import sharpness_table
 from cardio_assets.metrics.shift import shift_table
 from cardio_assets.metrics.table2 import table2
 from cardio_assets.phantom.ceiling import accuracy_against_ceiling
@@ -159,12 +160,14 @@ def realism_report(context: AssetExecutionContext, settings: PipelineSettings, g
         context.log.info(f"feature extractor memorisation (FID): {dict(zip(memorisation['check'], memorisation['fid'].round(2)))}")
     # real frames the predictors never trained on, against the kept synthetic frames
     unseen_real, _ = gather(frames, splits=("val", "test"))
-    as_drawn = None
+    as_drawn = sharpness = None
     if synthetic is not None:
         as_drawn = attribute_fidelity(predictor.probabilities, unseen_real.images, unseen_real.index,
                                       synthetic.images, synthetic.index, attributes=tuple(ATTRIBUTES))
         context.log.info("attributes as drawn (synthetic minus real mean own-class probability): "
                          + ", ".join(f"{a}={c} {d:+.3f}" for a, c, d in zip(as_drawn["attribute"], as_drawn["class"], as_drawn["difference"])))
+        sharpness = sharpness_table(unseen_real.images, unseen_real.index, synthetic.images, synthetic.index)
+        context.log.info(f"sharpness, synthetic over real: {dict(zip(sharpness['frame'], sharpness['synthetic_over_real'].round(3)))}")
     diversity = _diversity(settings, gpu, frames, controlnet, profile)
     held_out, _ = gather(frames, splits=("ood_test", "ood_heldout"))
     shift = None
@@ -175,13 +178,15 @@ def realism_report(context: AssetExecutionContext, settings: PipelineSettings, g
         context.log.info(f"scanner shift (FID): {dict(zip(shift['comparison'], shift['fid_mean'].round(2)))}")
     paths = write_realism_report(table, settings.reports_dir() / "realism", diversity=diversity, extractor_description=extractor.description,
                                  sanity=sanity, extractor_accuracy=accuracy, scanner_shift=shift, memorisation=memorisation,
-                                 sampling=profile.diffusion.sampling_summary(), attributes_as_drawn=as_drawn)
+                                 sampling=profile.diffusion.sampling_summary(), attributes_as_drawn=as_drawn,
+                                 sharpness=sharpness)
     context.add_output_metadata({
         "report": MetadataValue.path(str(paths["report"])),
         "table_1": table_metadata(table1(table)),
         "feature_extractor": extractor.description,
         "feature_extractor_sanity": table_metadata(sanity),
         **({"attributes_as_drawn": table_metadata(as_drawn.round(3))} if as_drawn is not None else {}),
+        **({"sharpness": table_metadata(sharpness.round(4))} if sharpness is not None else {}),
         "intra_prompt_ms_ssim": float(diversity["ms_ssim"].mean()) if len(diversity) else float("nan"),
         **({"scanner_shift": table_metadata(shift)} if shift is not None else {}),
         **({"feature_extractor_memorisation": table_metadata(memorisation)} if memorisation is not None else {}),

@@ -47,12 +47,13 @@ def attribute_fidelity(probabilities: Probabilities, real_images, real_index: pd
                                   "p": _own(predicted_synthetic, synthetic_index, attribute)})
         for label in sorted(pd.unique(pd.concat([real["label"], synthetic["label"]]).dropna())):
             rows.append({"attribute": attribute, "class": label,
-                         **_matched(real[real["label"] == label], synthetic[synthetic["label"] == label])})
+                         **matched_means(real[real["label"] == label], synthetic[synthetic["label"] == label])})
     return pd.DataFrame(rows, columns=list(ATTRIBUTE_FIDELITY_COLUMNS))
 
 
-def _matched(real: pd.DataFrame, synthetic: pd.DataFrame) -> dict:
-    """Both sides' mean over the cells they share, each cell weighted by its real image count."""
+def matched_means(real: pd.DataFrame, synthetic: pd.DataFrame) -> dict:
+    """Both sides' mean of `p` over the `cell`s they share, each cell weighted by its real image
+    count: {cells, n_real, real_mean_p, n_synthetic, synthetic_mean_p, difference}."""
     real_cells = real.groupby("cell")["p"].agg(["mean", "size"])
     synthetic_cells = synthetic.groupby("cell")["p"].agg(["mean", "size"])
     shared = real_cells.index.intersection(synthetic_cells.index)
@@ -66,12 +67,15 @@ def _matched(real: pd.DataFrame, synthetic: pd.DataFrame) -> dict:
             "difference": synthetic_mean - real_mean}
 
 
-def _predict(probabilities: Probabilities, images, n: int, chunk: int = 1024) -> list[dict[str, dict[str, float]]]:
+def _predict(probabilities: Probabilities, images, n: int) -> list[dict[str, dict[str, float]]]:
+    return [p for chunk in chunks(images, n) for p in probabilities(chunk)]
+
+
+def chunks(images, n: int, size: int = 1024):
+    """Arrays, memmaps or lazy `Frames` as float32 arrays of at most `size` images, in order."""
     frames = as_frames(images) if n else None
-    out: list[dict[str, dict[str, float]]] = []
-    for start in range(0, n, chunk):
-        out += probabilities(np.asarray(frames.take(np.arange(start, min(n, start + chunk))), dtype=np.float32))
-    return out
+    for start in range(0, n, size):
+        yield np.asarray(frames.take(np.arange(start, min(n, start + size))), dtype=np.float32)
 
 
 def _own(predicted: Sequence[dict[str, dict[str, float]]], index: pd.DataFrame, attribute: str) -> np.ndarray:

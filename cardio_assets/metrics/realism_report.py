@@ -50,7 +50,7 @@ def write_realism_report(realism: pd.DataFrame, out_dir, diversity: pd.DataFrame
                          sanity: pd.DataFrame | None = None, extractor_accuracy: pd.DataFrame | None = None,
                          scanner_shift: pd.DataFrame | None = None,
                          memorisation: pd.DataFrame | None = None, sampling: str | None = None,
-                         attributes_as_drawn: pd.DataFrame | None = None) -> dict[str, Path]:
+                         attributes_as_drawn: pd.DataFrame | None = None, sharpness: pd.DataFrame | None = None) -> dict[str, Path]:
     """Markdown (Table 1 shape, KID beside FID, diversity) + CSVs in `out_dir`; returns {name: path}.
 
     sanity: `realism.extractor_sanity`'s table; extractor_accuracy: the attribute predictors'
@@ -60,6 +60,7 @@ def write_realism_report(realism: pd.DataFrame, out_dir, diversity: pd.DataFrame
     memorisation: `realism.memorisation_check`, for an extractor trained on the real frames compared.
     sampling: how the synthetic frames were sampled (`DiffusionConfig.sampling_summary`): FID moves with it.
     attributes_as_drawn: `attribute_fidelity.attribute_fidelity`'s table (caricatures and ignored prompt words).
+    sharpness: `sharpness.sharpness_table` (smoothness, which the texture-augmented extractor weighs little).
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -75,6 +76,7 @@ def write_realism_report(realism: pd.DataFrame, out_dir, diversity: pd.DataFrame
     md += _extractor_checks(sanity, extractor_accuracy, out, paths, memorisation)
     md += _table1_section(realism, out, paths)
     md += _attributes_section(attributes_as_drawn, out, paths)
+    md += _sharpness_section(sharpness, out, paths)
     md += _diversity_section(diversity, out, paths)
     md += _scanner_shift_section(scanner_shift, out, paths)
     paths["report"] = atomic_write_text(out / "realism_report.md", "\n".join(md) + "\n")
@@ -94,6 +96,20 @@ def _attributes_section(table: pd.DataFrame | None, out: Path, paths: dict[str, 
             "real: the class drawn as a caricature of itself (guidance over-draws it), which FID sees; well below: the "
             "generator does not follow that word of the prompt. Attributes QC checks against a floor select the kept "
             "frames on this probability, which lifts their synthetic mean a little.", "",
+            markdown_table(shown, index=False), ""]
+
+
+def _sharpness_section(table: pd.DataFrame | None, out: Path, paths: dict[str, Path]) -> list[str]:
+    if table is None or not len(table):
+        return []
+    paths["sharpness_csv"] = write_csv(table, out / "sharpness.csv")
+    shown = table.assign(**{c: table[c].round(4) for c in ("real_energy", "synthetic_energy")},
+                         synthetic_over_real=table["synthetic_over_real"].round(3))
+    return ["## Sharpness", "",
+            "High-frequency energy (standard deviation of a frame minus its Gaussian blur of 1 pixel) of the same real "
+            "and kept synthetic frames, compared within cells as above. Under 1: the synthetic frames are smoother. The "
+            "attribute predictors train with blur and contrast augmentation so that they read anatomy, not sharpness: "
+            "where they give the FID features, FID weighs this difference little, so it is shown here.", "",
             markdown_table(shown, index=False), ""]
 
 
