@@ -429,7 +429,7 @@ def _brightness_probabilities(images):
 
 
 def test_attributes_as_drawn_compares_within_cells_and_shows_a_caricatured_class_and_an_ignored_one(tmp_path):
-    from cardio_assets.classify.train import Frames
+    from cardio_assets.classify.train import Frames, per_image
     from cardio_assets.metrics.attribute_fidelity import ATTRIBUTE_FIDELITY_COLUMNS, attribute_fidelity
 
     def images(*levels):
@@ -449,7 +449,8 @@ def test_attributes_as_drawn_compares_within_cells_and_shows_a_caricatured_class
     # lazy frames, read a chunk at a time, give the same table as arrays
     lazy = Frames([(synthetic, np.arange(len(synthetic)))])
     for synthetic_images in (synthetic, lazy):
-        table = attribute_fidelity(_brightness_probabilities, real, real_index, synthetic_images, synthetic_index, ("sex",))
+        (real_p,), (synthetic_p,) = per_image(real, _brightness_probabilities), per_image(synthetic_images, _brightness_probabilities, chunk=3)
+        table = attribute_fidelity(real_p, real_index, synthetic_p, synthetic_index, ("sex",))
         assert tuple(table.columns) == ATTRIBUTE_FIDELITY_COLUMNS
         rows = table.set_index("class")
         assert rows.loc["male", ["cells", "n_real", "n_synthetic"]].tolist() == [2, 4, 4]
@@ -487,7 +488,7 @@ def test_sharpness_compares_each_frame_within_cells_and_sees_a_blur(tmp_path):
     real_index = pd.DataFrame({"cell": ["smooth"] * 30 + ["rough"] * 10})
     synthetic = np.concatenate([frames(5, 0.05, es_blur=1.0), frames(40, 0.2, es_blur=1.0)])
     synthetic_index = pd.DataFrame({"cell": ["smooth"] * 5 + ["rough"] * 40})
-    table = sharpness_table(real, real_index, synthetic, synthetic_index).set_index("frame")
+    table = sharpness_table(high_frequency_energy(real), real_index, high_frequency_energy(synthetic), synthetic_index).set_index("frame")
     assert tuple(table.reset_index().columns) == SHARPNESS_COLUMNS
     assert table.loc["ED", "cells"] == 2 and table.loc["ED", "n_real"] == 40 and table.loc["ED", "n_synthetic"] == 45
     # weighted to the real mix, the ED frames match (a plain mean over the rough-heavy synthetic side would be ~2.5x)
@@ -496,3 +497,32 @@ def test_sharpness_compares_each_frame_within_cells_and_sees_a_blur(tmp_path):
     paths = write_realism_report(pd.DataFrame(columns=REALISM_COLUMNS), tmp_path / "realism", sharpness=table.reset_index())
     assert "## Sharpness" in paths["report"].read_text()
     assert pd.read_csv(paths["sharpness_csv"])["frame"].tolist() == ["ED", "ES"]
+
+
+def test_qc_by_cell_sets_each_cell_against_the_real_frames_its_masks_came_from(tmp_path):
+    from cardio_assets.metrics.qc_summary import QC_BY_CELL_COLUMNS, qc_by_cell
+
+    def items(cell, passed, attempts, source_passed, sources, modes):
+        return pd.DataFrame({"cell": cell, "qc_passed": passed, "attempts": attempts, "source_frame_qc_passed": source_passed,
+                             "source_hash": sources, "failure_modes": modes})
+
+    log = pd.concat([
+        # the generator's shortfall: every source frame passes, half the synthetic frames do not
+        items("a", [True, True, False, False], [1, 3, 3, 3], [True] * 4, ["s1", "s2", "s1", "s2"],
+              ["", "", "mask: ES: blood pool Dice below threshold", "mask: ES: blood pool Dice below threshold; attribute: x"]),
+        # limited by its masks: what fails is drawn on the source frame that fails too
+        items("b", [True, True, True, False], [1, 1, 2, 3], [True, True, True, False], ["s3"] * 3 + ["s4"],
+              ["", "", "", "mask: ED: RV cavity not brighter than myocardium"]),
+    ], ignore_index=True)
+    table = qc_by_cell(log)
+    assert tuple(table.columns) == QC_BY_CELL_COLUMNS and table["cell"].tolist() == ["a", "b"]  # lowest pass rate first
+    a, b = (table.set_index("cell").loc[c] for c in ("a", "b"))
+    assert (a["source_patients"], a["requested"], a["kept"], a["pass_rate"], a["first_attempt_pass_rate"]) == (2, 4, 2, 0.5, 0.25)
+    assert a["source_frames_pass_rate"] == 1.0 and a["pass_rate_where_source_passes"] == 0.5 and np.isnan(a["pass_rate_where_source_fails"])
+    assert a["top_failure_mode"] == "mask: ES: blood pool Dice below threshold"
+    assert b["source_frames_pass_rate"] == 0.75 and b["pass_rate_where_source_passes"] == 1.0 and b["pass_rate_where_source_fails"] == 0.0
+    # a log written before the reference existed still summarises, with the reference blank
+    assert np.isnan(qc_by_cell(log.drop(columns="source_frame_qc_passed"))["source_frames_pass_rate"]).all()
+    paths = write_realism_report(pd.DataFrame(columns=REALISM_COLUMNS), tmp_path / "realism", qc=table)
+    assert "## Quality control per cell" in paths["report"].read_text() and "5 of 8 requested" in paths["report"].read_text()
+    assert pd.read_csv(paths["qc_by_cell_csv"])["cell"].tolist() == ["a", "b"]

@@ -154,6 +154,7 @@ def test_synthetic_frames_account_for_every_request_and_protect_identities(smoke
         assert (log["attempts"].between(1, 3)).all()
         assert (log.loc[~log["qc_passed"], "attempts"] == 3).all()  # dropped only after 3 attempts
         assert (log.loc[~log["qc_passed"], "failure_modes"].str.len() > 0).all()
+        assert log["source_frame_qc_passed"].dtype == bool  # the real frames the masks came from, checked the same way
 
 
 def test_the_smoke_generator_passes_its_calibrated_qc_in_several_cells(smoke_run):
@@ -232,6 +233,8 @@ def test_reports_are_written_with_all_sections(smoke_run):
     assert (reports / "phantom_scanners.png").is_file()
     source = instance.get_latest_materialization_event(AssetKey("cohort_source")).asset_materialization.metadata
     assert "data:image/png;base64," in source["scanners"].value  # the grid, shown in the UI
+    predictors = instance.get_latest_materialization_event(AssetKey("attribute_predictors")).asset_materialization.metadata
+    assert predictors["texture_augmentation_max_blur_px"].value == get_profile("smoke").attribute_texture_blur
     realism = (reports / "realism" / "realism_report.md").read_text()
     assert "FID" in realism and "trained here on real frames" in realism
     assert f"Synthetic frames sampled with: {get_profile('smoke').diffusion.sampling_summary()}." in realism
@@ -240,6 +243,8 @@ def test_reports_are_written_with_all_sections(smoke_run):
     as_drawn = pd.read_csv(reports / "realism" / "attributes_as_drawn.csv")
     assert "## Attributes as drawn" in realism and set(as_drawn["attribute"]) == {"sex", "age_band", "bmi_band", "diagnosis"}
     assert (as_drawn["n_synthetic"] > 0).all() and as_drawn["synthetic_mean_p"].between(0, 1).all()
+    qc = pd.read_csv(reports / "realism" / "qc_by_cell.csv")
+    assert "## Quality control per cell" in realism and len(qc) == len(CELL_KEYS) and qc["source_frames_pass_rate"].between(0, 1).all()
     sharpness = pd.read_csv(reports / "realism" / "sharpness.csv")
     assert "## Sharpness" in realism and sharpness["frame"].tolist() == ["ED", "ES"] and (sharpness["synthetic_over_real"] > 0).all()
     # the extractor trained on the training frames Table 1 compares: its memorisation is measured

@@ -5,7 +5,7 @@ import pytest
 from cardio_assets.cohort.cells import Cell
 from cardio_assets.defs.check_rules import foreign_sources
 from cardio_assets.generation.memorization import NearestRealIndex, block_means, nearest_real_rms
-from cardio_assets.generation.synthesis import fallback_cells, patient_hash, plan_items, privacy_salt
+from cardio_assets.generation.synthesis import fallback_cells, patient_hash, plan_items, privacy_salt, source_frames_pass
 from cardio_assets.lake.fingerprint import rows_fingerprint
 from cardio_assets.lake.values import FrameSet
 
@@ -51,6 +51,29 @@ def test_an_empty_cell_borrows_from_the_nearest_cell_with_its_own_prompt(tmp_pat
     assert all(it.prompt == "Female, age in 50s, normal BMI, heart failure" for it in items)
     with pytest.raises(ValueError, match="no training patient"):
         plan_items("male-lt60-normal-hf", frames, n=1, seed=0, salt="s")
+
+
+def test_each_item_is_referenced_to_the_real_frame_its_mask_came_from(tmp_path):
+    donor = "female-lt60-obese-hf"
+    frames = {donor: _frameset(donor, [("x", "train"), ("y", "train")])}
+    for attribute, value in (("sex", "female"), ("age_band", "lt60"), ("bmi_band", "obese"), ("diagnosis", "hf")):
+        frames[donor].index[attribute] = value
+    frames[donor].images[:] = np.arange(4, dtype=np.float16)[:, None, None, None] / 4  # brightness = row / 4
+    items, from_cell = plan_items("female-lt60-normal-hf", frames, n=12, seed=0, salt=privacy_salt(tmp_path))
+    assert from_cell == donor and {it.source_row for it in items} == {0, 1, 2, 3}
+    seen = []
+
+    def check(images, checked):  # a real frame "passes" when bright; records what it was asked to expect
+        seen.extend(it.expected for it in checked)
+        assert all(np.array_equal(it.labels, frames[donor].controls[row]) for it, row in zip(checked, range(4)))
+        return [[] if image.mean() >= 0.5 else ["mask: too dark"] for image in images]
+
+    passed = source_frames_pass(check, frames[donor], items)
+    assert passed.tolist() == [it.source_row >= 2 for it in items]
+    assert len(seen) == 4  # each source frame checked once, however many items draw it
+    # the borrowed mask's real frame is held to its own attributes (obese), not the prompted cell's (normal)
+    assert all(e["bmi_band"] == "obese" for e in seen)
+    assert source_frames_pass(check, frames[donor], []).tolist() == []
 
 
 def test_salt_is_created_once_and_hashes_hide_ids(tmp_path):

@@ -121,6 +121,21 @@ def as_frames(images) -> Frames:
     return images if isinstance(images, Frames) else Frames([(images, None)])
 
 
+def per_image(images, *functions: Callable[[np.ndarray], Sequence], chunk: int = 1024) -> list[list]:
+    """Each function's outputs for every image of an array, memmap or lazy `Frames`, in order: the
+    images are read once, `chunk` at a time as float32, and every function sees each chunk (one
+    output per image). None or no images: empty lists."""
+    outputs: list[list] = [[] for _ in functions]
+    if images is None or not len(images):
+        return outputs
+    frames = as_frames(images)
+    for start in range(0, len(frames), chunk):
+        batch = np.asarray(frames.take(np.arange(start, min(len(frames), start + chunk))), dtype=np.float32)
+        for out, function in zip(outputs, functions):
+            out.extend(function(batch))
+    return outputs
+
+
 # --------------------------------------------------------------------------- sampling
 
 

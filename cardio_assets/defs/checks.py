@@ -119,8 +119,10 @@ def qc_pass_rate(settings: PipelineSettings, synthetic_qc_log: pd.DataFrame) -> 
     rate = float(synthetic_qc_log["qc_passed"].mean()) if len(synthetic_qc_log) else 1.0
     limit = settings.get_profile().min_qc_pass_rate
     modes = synthetic_qc_log.loc[~synthetic_qc_log["qc_passed"], "failure_modes"].value_counts().head(5).to_dict()
-    return AssetCheckResult(passed=rate >= limit, severity=AssetCheckSeverity.WARN,
-                            metadata={"pass_rate": rate, "limit": limit, "top_failure_modes": MetadataValue.json(modes)})
+    metadata = {"pass_rate": rate, "limit": limit, "top_failure_modes": MetadataValue.json(modes)}
+    if "source_frame_qc_passed" in synthetic_qc_log and len(synthetic_qc_log):  # logs written before 2026.12.2 lack it
+        metadata["source_frames_pass_rate"] = float(synthetic_qc_log["source_frame_qc_passed"].mean())
+    return AssetCheckResult(passed=rate >= limit, severity=AssetCheckSeverity.WARN, metadata=metadata)
 
 
 @asset_check(asset="synthetic_qc_log", partitions_def=cell_partitions,

@@ -40,7 +40,7 @@ from cardio_assets.generation import (
     train_small_backbone,
 )
 from cardio_assets.generation.memorization import MEMORIZATION_RMS, NearestRealIndex
-from cardio_assets.generation.synthesis import assemble_synthetic, plan_items, privacy_salt, prompt_for_cell
+from cardio_assets.generation.synthesis import assemble_synthetic, plan_items, privacy_salt, prompt_for_cell, source_frames_pass
 from cardio_assets.lake.atomic import atomic_dir
 from cardio_assets.lake.fingerprint import rows_fingerprint
 from cardio_assets.lake.mirror import fetched
@@ -157,6 +157,8 @@ def attribute_predictors(context: AssetExecutionContext, settings: PipelineSetti
             accuracy.assign(trusted_for_qc=[a in predictor.trusted for a in accuracy["attribute"]])),
         "trusted_for_qc": MetadataValue.json(sorted(predictor.trusted)),
         "init": predictor.model.description,
+        # blur, contrast and brightness jitter in training (classify.train.texture_jitter): 0 = none
+        "texture_augmentation_max_blur_px": profile.attribute_texture_blur,
     })
     return {"folder": settings.lake_relative(folder), "image_size": profile.classifier.image_size, "validation": predictor.validation,
             "trusted": sorted(predictor.trusted), "ceiling": ceiling}
@@ -225,6 +227,8 @@ def synthesize_cell(context: AssetExecutionContext, settings: PipelineSettings, 
     log["nearest_real_rms"] = np.nan
     log.loc[log["qc_passed"], "nearest_real_rms"] = rms
     log["near_copy"] = log["nearest_real_rms"] < MEMORIZATION_RMS
+    # the reference: the same QC on the real frames the masks came from (log rows follow the items' order)
+    log["source_frame_qc_passed"] = source_frames_pass(check, frames[from_cell], items)
     pass_rate = len(accepted) / len(items) if items else 1.0
     failures = log.loc[~log["qc_passed"], "failure_modes"].value_counts().to_dict()
     frames_metadata = {
@@ -239,6 +243,7 @@ def synthesize_cell(context: AssetExecutionContext, settings: PipelineSettings, 
     }
     log_metadata = {
         "qc_pass_rate": pass_rate,
+        "source_frames_qc_pass_rate": float(log["source_frame_qc_passed"].mean()) if len(log) else float("nan"),
         "failure_modes": table_metadata(pd.DataFrame({"failure_mode": list(failures), "images": list(failures.values())})),
     }
     return result, log, frames_metadata, log_metadata

@@ -11,6 +11,7 @@ from cardio_assets.classify.attributes import ATTRIBUTES, AttributePredictor
 from cardio_assets.classify.model import PenultimateFeatures
 from cardio_assets.classify.run_store import read_run
 from cardio_assets.classify.strategies import STRATEGIES, STRATEGY_NAMES, ImageSet, combine_runs, run_strategies
+from cardio_assets.classify.train import per_image
 from cardio_assets.cohort.training_patients import CLASSIFIER_FOLDER, write_training_patients
 from cardio_assets.defs.automation import AFTER_REGENERATION
 from cardio_assets.defs.check_rules import runs_that_ran, skipped_strategies
@@ -27,6 +28,7 @@ from cardio_assets.metrics.attribute_fidelity import attribute_fidelity
 from cardio_assets.metrics.fairness import fairness_metrics
 from cardio_assets.metrics.fairness_report import write_fairness_report
 from cardio_assets.metrics.fairness_tables import report_strategies
+from cardio_assets.metrics.qc_summary import qc_by_cell
 from cardio_assets.metrics.realism import (
     diversity_table,
     extractor_sanity,
@@ -37,13 +39,14 @@ from cardio_assets.metrics.realism import (
     scanner_shift_table,
 )
 from cardio_assets.metrics.realism_report import table1, write_realism_report
-from cardio_assets.metrics.sharpness import sharpness_table
+from cardio_assets.metrics.sharpness import high_frequency_energy, sharpness_table
 from cardio_assets.metrics.shift import shift_table
 from cardio_assets.metrics.table2 import table2
 from cardio_assets.phantom.ceiling import accuracy_against_ceiling
 
 ALL_FRAMES = AssetIn("frames", partition_mapping=AllPartitionMapping())
 ALL_SYNTHETIC = AssetIn("synthetic_frames", partition_mapping=AllPartitionMapping())
+ALL_QC_LOGS = AssetIn("synthetic_qc_log", partition_mapping=AllPartitionMapping())
 
 
 def _synthetic_set(synthetic_frames: dict) -> ImageSet | None:
@@ -134,10 +137,11 @@ def fairness_report(context: AssetExecutionContext, settings: PipelineSettings, 
     return fairness
 
 
-@asset(code_version=CODE_VERSION, group_name="reports", pool=GPU_POOL, ins={"frames": ALL_FRAMES, "synthetic_frames": ALL_SYNTHETIC},
+@asset(code_version=CODE_VERSION, group_name="reports", pool=GPU_POOL,
+       ins={"frames": ALL_FRAMES, "synthetic_frames": ALL_SYNTHETIC, "synthetic_qc_log": ALL_QC_LOGS},
        op_tags=gpu_op_tags(), automation_condition=AFTER_REGENERATION)
 def realism_report(context: AssetExecutionContext, settings: PipelineSettings, gpu: GpuResource, frames: dict,
-                   synthetic_frames: dict, attribute_predictors: dict, controlnet: dict) -> pd.DataFrame:
+                   synthetic_frames: dict, synthetic_qc_log: dict, attribute_predictors: dict, controlnet: dict) -> pd.DataFrame:
     """Table 1: FID/KID between real subgroups and real vs synthetic of a subgroup; intra-prompt diversity."""
     profile = settings.get_profile()
     accuracy = memorisation = None
@@ -162,12 +166,15 @@ def realism_report(context: AssetExecutionContext, settings: PipelineSettings, g
     unseen_real, _ = gather(frames, splits=("val", "test"))
     as_drawn = sharpness = None
     if synthetic is not None:
-        as_drawn = attribute_fidelity(predictor.probabilities, unseen_real.images, unseen_real.index,
-                                      synthetic.images, synthetic.index, attributes=tuple(ATTRIBUTES))
+        (real_p, real_energy), (synthetic_p, synthetic_energy) = (
+            per_image(images, predictor.probabilities, high_frequency_energy) for images in (unseen_real.images, synthetic.images))
+        as_drawn = attribute_fidelity(real_p, unseen_real.index, synthetic_p, synthetic.index, attributes=tuple(ATTRIBUTES))
         context.log.info("attributes as drawn (synthetic minus real mean own-class probability): "
                          + ", ".join(f"{a}={c} {d:+.3f}" for a, c, d in zip(as_drawn["attribute"], as_drawn["class"], as_drawn["difference"])))
-        sharpness = sharpness_table(unseen_real.images, unseen_real.index, synthetic.images, synthetic.index)
+        sharpness = sharpness_table(real_energy, unseen_real.index, synthetic_energy, synthetic.index)
         context.log.info(f"sharpness, synthetic over real: {dict(zip(sharpness['frame'], sharpness['synthetic_over_real'].round(3)))}")
+    qc = qc_by_cell(pd.concat(list(synthetic_qc_log.values()), ignore_index=True))
+    context.log.info(f"QC per cell, lowest: {qc.iloc[0][['cell', 'pass_rate', 'source_frames_pass_rate']].to_dict()}")
     diversity = _diversity(settings, gpu, frames, controlnet, profile)
     held_out, _ = gather(frames, splits=("ood_test", "ood_heldout"))
     shift = None
@@ -179,7 +186,7 @@ def realism_report(context: AssetExecutionContext, settings: PipelineSettings, g
     paths = write_realism_report(table, settings.reports_dir() / "realism", diversity=diversity, extractor_description=extractor.description,
                                  sanity=sanity, extractor_accuracy=accuracy, scanner_shift=shift, memorisation=memorisation,
                                  sampling=profile.diffusion.sampling_summary(), attributes_as_drawn=as_drawn,
-                                 sharpness=sharpness)
+                                 sharpness=sharpness, qc=qc)
     context.add_output_metadata({
         "report": MetadataValue.path(str(paths["report"])),
         "table_1": table_metadata(table1(table)),
@@ -187,6 +194,7 @@ def realism_report(context: AssetExecutionContext, settings: PipelineSettings, g
         "feature_extractor_sanity": table_metadata(sanity),
         **({"attributes_as_drawn": table_metadata(as_drawn.round(3))} if as_drawn is not None else {}),
         **({"sharpness": table_metadata(sharpness.round(4))} if sharpness is not None else {}),
+        "qc_by_cell": table_metadata(qc.round(3)),
         "intra_prompt_ms_ssim": float(diversity["ms_ssim"].mean()) if len(diversity) else float("nan"),
         **({"scanner_shift": table_metadata(shift)} if shift is not None else {}),
         **({"feature_extractor_memorisation": table_metadata(memorisation)} if memorisation is not None else {}),

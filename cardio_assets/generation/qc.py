@@ -215,6 +215,7 @@ class QCItem:
     labels: np.ndarray  # (3, H, W) uint8
     expected: dict[str, str] = field(default_factory=dict)  # prompt attributes for QC
     source: str | None = None  # the real training patient the prompt/mask came from
+    source_row: int | None = None  # that patient's frame (row of the cell's FrameSet) whose mask this is
 
 
 def make_check(

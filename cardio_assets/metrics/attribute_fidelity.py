@@ -17,68 +17,54 @@ and the real mean is over those same cells: the difference is the generator's, n
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from typing import Sequence
 
 import numpy as np
 import pandas as pd
 
-from cardio_assets.classify.train import as_frames
-
 ATTRIBUTE_FIDELITY_COLUMNS = ("attribute", "class", "cells", "n_real", "real_mean_p", "n_synthetic", "synthetic_mean_p",
                               "difference")
 
-Probabilities = Callable[[np.ndarray], Sequence[dict[str, dict[str, float]]]]
+Probabilities = Sequence[dict[str, dict[str, float]]]  # per image {attribute: {class: p}}
 
 
-def attribute_fidelity(probabilities: Probabilities, real_images, real_index: pd.DataFrame, synthetic_images,
+def attribute_fidelity(real_probabilities: Probabilities, real_index: pd.DataFrame, synthetic_probabilities: Probabilities,
                        synthetic_index: pd.DataFrame, attributes: Sequence[str]) -> pd.DataFrame:
     """One row per attribute and class, over the cells of that class that hold real and synthetic
     images: how many cells, n and mean own-class probability of each side (synthetic weighted to
-    the real cell mix), synthetic minus real. Indexes need a `cell` column and the attributes'.
-    `probabilities(images)` gives per image {attribute: {class: p}} (`AttributePredictor.probabilities`);
-    images (arrays, memmaps or lazy `Frames`) are read and predicted once, a chunk at a time."""
-    predicted_real = _predict(probabilities, real_images, len(real_index))
-    predicted_synthetic = _predict(probabilities, synthetic_images, len(synthetic_index))
+    the real cell mix), synthetic minus real. Indexes need a `cell` column and the attributes';
+    the probabilities are `AttributePredictor.probabilities` of each side's images, in index order
+    (`classify.train.per_image` computes them with a reading of the images that other tables share)."""
     rows = []
     for attribute in attributes:
         real = pd.DataFrame({"cell": real_index["cell"].to_numpy(), "label": real_index[attribute].to_numpy(),
-                             "p": _own(predicted_real, real_index, attribute)})
+                             "value": _own(real_probabilities, real_index, attribute)})
         synthetic = pd.DataFrame({"cell": synthetic_index["cell"].to_numpy(), "label": synthetic_index[attribute].to_numpy(),
-                                  "p": _own(predicted_synthetic, synthetic_index, attribute)})
+                                  "value": _own(synthetic_probabilities, synthetic_index, attribute)})
         for label in sorted(pd.unique(pd.concat([real["label"], synthetic["label"]]).dropna())):
-            rows.append({"attribute": attribute, "class": label,
-                         **matched_means(real[real["label"] == label], synthetic[synthetic["label"] == label])})
+            m = matched_means(real[real["label"] == label], synthetic[synthetic["label"] == label])
+            rows.append({"attribute": attribute, "class": label, "cells": m["cells"], "n_real": m["n_real"], "real_mean_p": m["real_mean"],
+                         "n_synthetic": m["n_synthetic"], "synthetic_mean_p": m["synthetic_mean"], "difference": m["difference"]})
     return pd.DataFrame(rows, columns=list(ATTRIBUTE_FIDELITY_COLUMNS))
 
 
 def matched_means(real: pd.DataFrame, synthetic: pd.DataFrame) -> dict:
-    """Both sides' mean of `p` over the `cell`s they share, each cell weighted by its real image
-    count: {cells, n_real, real_mean_p, n_synthetic, synthetic_mean_p, difference}."""
-    real_cells = real.groupby("cell")["p"].agg(["mean", "size"])
-    synthetic_cells = synthetic.groupby("cell")["p"].agg(["mean", "size"])
+    """Both sides' mean of `value` over the `cell`s they share, each cell weighted by its real image
+    count: {cells, n_real, real_mean, n_synthetic, synthetic_mean, difference}."""
+    real_cells = real.groupby("cell")["value"].agg(["mean", "size"])
+    synthetic_cells = synthetic.groupby("cell")["value"].agg(["mean", "size"])
     shared = real_cells.index.intersection(synthetic_cells.index)
     if not len(shared):
-        return {"cells": 0, "n_real": 0, "real_mean_p": np.nan, "n_synthetic": 0, "synthetic_mean_p": np.nan, "difference": np.nan}
+        return {"cells": 0, "n_real": 0, "real_mean": np.nan, "n_synthetic": 0, "synthetic_mean": np.nan, "difference": np.nan}
     weight = real_cells.loc[shared, "size"] / real_cells.loc[shared, "size"].sum()
     real_mean = float((weight * real_cells.loc[shared, "mean"]).sum())
     synthetic_mean = float((weight * synthetic_cells.loc[shared, "mean"]).sum())
-    return {"cells": len(shared), "n_real": int(real_cells.loc[shared, "size"].sum()), "real_mean_p": real_mean,
-            "n_synthetic": int(synthetic_cells.loc[shared, "size"].sum()), "synthetic_mean_p": synthetic_mean,
+    return {"cells": len(shared), "n_real": int(real_cells.loc[shared, "size"].sum()), "real_mean": real_mean,
+            "n_synthetic": int(synthetic_cells.loc[shared, "size"].sum()), "synthetic_mean": synthetic_mean,
             "difference": synthetic_mean - real_mean}
 
 
-def _predict(probabilities: Probabilities, images, n: int) -> list[dict[str, dict[str, float]]]:
-    return [p for chunk in chunks(images, n) for p in probabilities(chunk)]
-
-
-def chunks(images, n: int, size: int = 1024):
-    """Arrays, memmaps or lazy `Frames` as float32 arrays of at most `size` images, in order."""
-    frames = as_frames(images) if n else None
-    for start in range(0, n, size):
-        yield np.asarray(frames.take(np.arange(start, min(n, start + size))), dtype=np.float32)
-
-
-def _own(predicted: Sequence[dict[str, dict[str, float]]], index: pd.DataFrame, attribute: str) -> np.ndarray:
-    if not len(index):
-        return np.zeros(0)
+def _own(predicted: Probabilities, index: pd.DataFrame, attribute: str) -> np.ndarray:
+    if len(predicted) != len(index):
+        raise ValueError(f"{len(predicted)} predictions for {len(index)} images")
     return np.array([p[attribute].get(label, np.nan) for p, label in zip(predicted, index[attribute])], dtype=float)

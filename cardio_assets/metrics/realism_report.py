@@ -50,7 +50,8 @@ def write_realism_report(realism: pd.DataFrame, out_dir, diversity: pd.DataFrame
                          sanity: pd.DataFrame | None = None, extractor_accuracy: pd.DataFrame | None = None,
                          scanner_shift: pd.DataFrame | None = None,
                          memorisation: pd.DataFrame | None = None, sampling: str | None = None,
-                         attributes_as_drawn: pd.DataFrame | None = None, sharpness: pd.DataFrame | None = None) -> dict[str, Path]:
+                         attributes_as_drawn: pd.DataFrame | None = None, sharpness: pd.DataFrame | None = None,
+                         qc: pd.DataFrame | None = None) -> dict[str, Path]:
     """Markdown (Table 1 shape, KID beside FID, diversity) + CSVs in `out_dir`; returns {name: path}.
 
     sanity: `realism.extractor_sanity`'s table; extractor_accuracy: the attribute predictors'
@@ -61,6 +62,7 @@ def write_realism_report(realism: pd.DataFrame, out_dir, diversity: pd.DataFrame
     sampling: how the synthetic frames were sampled (`DiffusionConfig.sampling_summary`): FID moves with it.
     attributes_as_drawn: `attribute_fidelity.attribute_fidelity`'s table (caricatures and ignored prompt words).
     sharpness: `sharpness.sharpness_table` (smoothness, which the texture-augmented extractor weighs little).
+    qc: `qc_summary.qc_by_cell` (kept frames per cell, against the pass rate of the real frames whose masks they drew).
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -77,6 +79,7 @@ def write_realism_report(realism: pd.DataFrame, out_dir, diversity: pd.DataFrame
     md += _table1_section(realism, out, paths)
     md += _attributes_section(attributes_as_drawn, out, paths)
     md += _sharpness_section(sharpness, out, paths)
+    md += _qc_section(qc, out, paths)
     md += _diversity_section(diversity, out, paths)
     md += _scanner_shift_section(scanner_shift, out, paths)
     paths["report"] = atomic_write_text(out / "realism_report.md", "\n".join(md) + "\n")
@@ -110,6 +113,22 @@ def _sharpness_section(table: pd.DataFrame | None, out: Path, paths: dict[str, P
             "and kept synthetic frames, compared within cells as above. Under 1: the synthetic frames are smoother. The "
             "attribute predictors train with blur and contrast augmentation so that they read anatomy, not sharpness: "
             "where they give the FID features, FID weighs this difference little, so it is shown here.", "",
+            markdown_table(shown, index=False), ""]
+
+
+def _qc_section(table: pd.DataFrame | None, out: Path, paths: dict[str, Path]) -> list[str]:
+    if table is None or not len(table):
+        return []
+    paths["qc_by_cell_csv"] = write_csv(table, out / "qc_by_cell.csv")
+    rates = [c for c in table.columns if "rate" in c]
+    shown = table.assign(**{c: table[c].round(3) for c in rates})
+    kept, requested = int(table["kept"].sum()), int(table["requested"].sum())
+    return ["## Quality control per cell", "",
+            f"{kept} of {requested} requested synthetic frames kept ({kept / requested:.3f}) within 3 attempts, lowest pass "
+            "rate first. Every synthetic frame draws the masks of one real training frame; `source_frames_pass_rate` is the "
+            "share of a cell's requests whose real frame passes the same check in its one look, the rate a generator that "
+            "draws those masks as the acquisition did would reach per attempt. A cell far below it is the generator's "
+            "shortfall; a cell near it is limited by its masks (thresholds are calibrated on the whole BMI band's frames).", "",
             markdown_table(shown, index=False), ""]
 
 

@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 from scipy.ndimage import gaussian_filter
 
-from cardio_assets.metrics.attribute_fidelity import chunks, matched_means
+from cardio_assets.metrics.attribute_fidelity import matched_means
 
 SHARPNESS_COLUMNS = ("frame", "cells", "n_real", "real_energy", "n_synthetic", "synthetic_energy", "synthetic_over_real")
 FRAME_CHANNELS = {"ED": 0, "ES": 1}  # frames are stacked (ED, ES, ED)
@@ -27,21 +27,19 @@ def high_frequency_energy(images: np.ndarray, sigma: float = 1.0) -> np.ndarray:
     return detail.reshape(*images.shape[:2], -1).std(axis=-1)
 
 
-def sharpness_table(real_images, real_index: pd.DataFrame, synthetic_images, synthetic_index: pd.DataFrame) -> pd.DataFrame:
-    """One row per frame (ED, ES): mean high-frequency energy of real and synthetic images over the
-    cells both hold (synthetic weighted to the real cell mix), and synthetic over real."""
-    real = _energy(real_images, len(real_index))
-    synthetic = _energy(synthetic_images, len(synthetic_index))
+def sharpness_table(real_energy, real_index: pd.DataFrame, synthetic_energy, synthetic_index: pd.DataFrame) -> pd.DataFrame:
+    """One row per frame (ED, ES): mean high-frequency energy (`high_frequency_energy` of each side's
+    images, in index order) of real and synthetic images over the cells both hold (synthetic weighted
+    to the real cell mix), and synthetic over real."""
     rows = []
     for frame, channel in FRAME_CHANNELS.items():
-        m = matched_means(pd.DataFrame({"cell": real_index["cell"].to_numpy(), "p": real[:, channel]}),
-                          pd.DataFrame({"cell": synthetic_index["cell"].to_numpy(), "p": synthetic[:, channel]}))
-        rows.append({"frame": frame, "cells": m["cells"], "n_real": m["n_real"], "real_energy": m["real_mean_p"],
-                     "n_synthetic": m["n_synthetic"], "synthetic_energy": m["synthetic_mean_p"],
-                     "synthetic_over_real": m["synthetic_mean_p"] / m["real_mean_p"] if m["cells"] else np.nan})
+        m = matched_means(_side(real_index, real_energy, channel), _side(synthetic_index, synthetic_energy, channel))
+        rows.append({"frame": frame, "cells": m["cells"], "n_real": m["n_real"], "real_energy": m["real_mean"],
+                     "n_synthetic": m["n_synthetic"], "synthetic_energy": m["synthetic_mean"],
+                     "synthetic_over_real": m["synthetic_mean"] / m["real_mean"] if m["cells"] else np.nan})
     return pd.DataFrame(rows, columns=list(SHARPNESS_COLUMNS))
 
 
-def _energy(images, n: int) -> np.ndarray:
-    parts = [high_frequency_energy(chunk) for chunk in chunks(images, n)]
-    return np.concatenate(parts) if parts else np.zeros((0, len(FRAME_CHANNELS) + 1))
+def _side(index: pd.DataFrame, energy, channel: int) -> pd.DataFrame:
+    energy = np.asarray(energy, dtype=float).reshape(len(index), -1)
+    return pd.DataFrame({"cell": index["cell"].to_numpy(), "value": energy[:, channel] if len(index) else np.zeros(0)})
