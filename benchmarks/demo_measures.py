@@ -8,6 +8,9 @@ Prints one JSON line with the measures the generator is judged by:
 - qc_pass_per_attempt: the share passing at attempt k of the images that reached attempt k. A
   falling share says the failures stick to their masks (a retry keeps the mask, new seed);
 - qc_failure_modes: how often each failure mode ended an image's last failing attempt;
+- qc_source_frames: where the QC log records it (2026.12.2 on), the share of requests whose real source
+  frame (the one whose masks they drew) passes the same check, the synthetic pass rate where it does
+  and where it does not, and the lowest cell's source-frame rate (`metrics/qc_summary.py`);
 - synthetic_only_over_real: overall balanced accuracy of the synthetic-only classifier over the
   real-only one, on the real test split (mean over seeds);
 - dice_ed_median / dice_es_median: blood-pool Dice of the *kept* synthetic ED and ES frames
@@ -45,6 +48,7 @@ from cardio_assets.generation import QCThresholds, mask_adherence  # noqa: E402
 from cardio_assets.generation.backbone import load_backbone  # noqa: E402
 from cardio_assets.generation.control import to_model_space  # noqa: E402
 from cardio_assets.lake.values import read_value  # noqa: E402
+from cardio_assets.metrics.qc_summary import qc_by_cell  # noqa: E402
 from cardio_assets.metrics.realism import (  # noqa: E402
     REAL_REAL,
     REAL_SYNTHETIC,
@@ -142,6 +146,15 @@ def main(argv=None) -> dict:
         "qc_pass_per_attempt": qc_pass_per_attempt(log),
         "qc_failure_modes": qc_failure_modes(log),
     }
+    if "source_frame_qc_passed" in log:
+        source = log["source_frame_qc_passed"].astype(bool)
+        by_cell = qc_by_cell(log).set_index("cell")
+        out["qc_source_frames"] = {
+            "pass": round(float(source.mean()), 3),
+            "synthetic_pass_where_source_passes": round(float(log.loc[source, "qc_passed"].mean()), 3),
+            "synthetic_pass_where_source_fails": round(float(log.loc[~source, "qc_passed"].mean()), 3) if (~source).any() else None,
+            "lowest_cell_source_pass": round(float(by_cell.loc[per_cell.idxmin(), "source_frames_pass_rate"]), 3),
+        }
     fairness = read_value(lake / "fairness_report")
     overall = fairness[(fairness["metric"] == "balanced_accuracy") & (fairness["evaluation_set"] == "test")
                        & (fairness["group"] == "Overall")].groupby("strategy")["mean"].mean()
