@@ -173,8 +173,9 @@ def realism_report(context: AssetExecutionContext, settings: PipelineSettings, g
                          + ", ".join(f"{a}={c} {d:+.3f}" for a, c, d in zip(as_drawn["attribute"], as_drawn["class"], as_drawn["difference"])))
         sharpness = sharpness_table(real_energy, unseen_real.index, synthetic_energy, synthetic.index)
         context.log.info(f"sharpness, synthetic over real: {dict(zip(sharpness['frame'], sharpness['synthetic_over_real'].round(3)))}")
-    qc = qc_by_cell(pd.concat(list(synthetic_qc_log.values()), ignore_index=True))
-    context.log.info(f"QC per cell, lowest: {qc.iloc[0][['cell', 'pass_rate', 'source_frames_pass_rate']].to_dict()}")
+    qc = qc_by_cell(pd.concat(list(synthetic_qc_log.values()), ignore_index=True)) if synthetic_qc_log else None
+    if qc is not None and len(qc):
+        context.log.info(f"QC per cell, lowest: {qc.iloc[0][['cell', 'pass_rate', 'source_frames_pass_rate']].to_dict()}")
     diversity = _diversity(settings, gpu, frames, controlnet, profile)
     held_out, _ = gather(frames, splits=("ood_test", "ood_heldout"))
     shift = None
@@ -194,7 +195,7 @@ def realism_report(context: AssetExecutionContext, settings: PipelineSettings, g
         "feature_extractor_sanity": table_metadata(sanity),
         **({"attributes_as_drawn": table_metadata(as_drawn.round(3))} if as_drawn is not None else {}),
         **({"sharpness": table_metadata(sharpness.round(4))} if sharpness is not None else {}),
-        "qc_by_cell": table_metadata(qc.round(3)),
+        **({"qc_by_cell": table_metadata(qc.round(3))} if qc is not None else {}),
         "intra_prompt_ms_ssim": float(diversity["ms_ssim"].mean()) if len(diversity) else float("nan"),
         **({"scanner_shift": table_metadata(shift)} if shift is not None else {}),
         **({"feature_extractor_memorisation": table_metadata(memorisation)} if memorisation is not None else {}),
