@@ -17,8 +17,8 @@ import pandas as pd
 
 from cardio_assets.cohort.cells import AGE_RANGE, BMI_RANGE, age_band, bmi_band, cell_key_or_none
 from cardio_assets.cohort.labels import LV, MYO, RV, LabelError
-from cardio_assets.cohort.readers.base import PatientEntry, QuarantineRow
-from cardio_assets.cohort.volumes import AffineError, VolumeError, load_cine, load_mask
+from cardio_assets.cohort.readers.base import PatientEntry, QuarantineRow, is_utf8, printable
+from cardio_assets.cohort.volumes import AffineError, VolumeError, labelled_frames, load_cine, load_mask
 
 FLOAT32_MAX = float(np.finfo(np.float32).max)
 
@@ -37,6 +37,13 @@ def validate_entry(entry: PatientEntry) -> dict | QuarantineRow:
     def bad(file: str, reason: str, detail: str) -> QuarantineRow:
         return QuarantineRow(entry.patient_id, entry.source, file, reason, f"patient {entry.patient_id}: {detail}")
 
+    # paths are stored in the cohort table (Parquet), which holds UTF-8 text only
+    for path in (entry.image_path, entry.ed_mask.path, entry.es_mask.path, entry.metadata_ref):
+        if not is_utf8(path):
+            return bad(path, "undecodable_path",
+                       f"the path {printable(path)} holds bytes that are not UTF-8 (shown as \\xNN; a folder or file named "
+                       f"in Latin-1 or a Windows code page, as a zip made on Windows unpacks on Linux), so the cohort "
+                       f"table cannot hold it: rename it in UTF-8 (e.g. convmv -f latin1 -t utf8 -r --notest <folder>)")
     for name, value, (lo, hi) in (("age", entry.age, AGE_RANGE), ("BMI", entry.bmi, BMI_RANGE)):
         if value is not None and not (isinstance(value, (int, float)) and math.isfinite(value) and lo <= value <= hi):
             where = entry.metadata_ref or "metadata"
@@ -84,7 +91,8 @@ def validate_entry(entry: PatientEntry) -> dict | QuarantineRow:
         if not np.allclose(mask_affine, affine, atol=1e-3):
             return bad(ref.path, "orientation_mismatch", f"{phase} mask affine differs from the cine's (different orientation or spacing)")
         if not (mask == LV).any():
-            return bad(ref.path, f"empty_{phase.lower()}_mask", f"{phase} mask has no LV cavity voxels")
+            return bad(ref.path, f"empty_{phase.lower()}_mask",
+                       f"{phase} mask has no LV cavity voxels{_unlabelled_frame_note(entry, ref, phase, mask)}")
         problem = label_convention_problem(mask)
         if problem:
             return bad(ref.path, "labels_in_another_convention",
@@ -144,6 +152,24 @@ def validate_entry(entry: PatientEntry) -> dict | QuarantineRow:
         "lv_slices": int(len(lv_slices)),
         "extra": json.dumps(entry.extra, default=str, sort_keys=True),
     }
+
+
+def _unlabelled_frame_note(entry: PatientEntry, ref, phase: str, mask: np.ndarray) -> str:
+    """Why a frame of a 4D label file (M&Ms, labelled at ED and ES only) has no LV: when it holds
+    no label at all, the metadata's index points at a frame nobody labelled (1-based indices, or
+    another release's), so the note names the frame, where its index came from and the frames
+    that hold labels. "" for a 3D mask, or a frame with labels but no LV."""
+    if ref.frame is None or mask.any():
+        return ""
+    try:
+        frames = labelled_frames(ref.path)
+    except VolumeError:  # it was just read: a file changed under the run says nothing here
+        return ""
+    if not frames:
+        return ""
+    where = f" (the {phase} index on {entry.metadata_ref})" if entry.metadata_ref else ""
+    return (f": frame {ref.frame} of {ref.path}{where} holds no labels; the frames that do are "
+            f"{', '.join(map(str, frames))} (frames are 0-based: are the table's ED and ES 1-based?)")
 
 
 # The LV cavity is ringed by myocardium: in real short-axis segmentations nearly all of its

@@ -128,6 +128,13 @@ def load_mask(ref: MaskRef, label_map: dict[int, int]) -> tuple[np.ndarray, np.n
     return to_canonical(data, label_map), img.affine
 
 
+def labelled_frames(path: str) -> list[int]:
+    """The frames of a 4D label file that hold any label (M&Ms labels ED and ES only); [] when
+    the file is not 4D. Read again, whole: only asked for a patient already being quarantined."""
+    data = _squeeze_trailing(_read(_open(path), path), 4)
+    return np.flatnonzero(data.any(axis=(0, 1, 2))).tolist() if data.ndim == 4 else []
+
+
 def _open(path: str) -> nib.Nifti1Image:
     try:
         with open(path, "rb") as handle:  # nibabel's own message hides why a file cannot be opened
@@ -148,21 +155,34 @@ def _open(path: str) -> nib.Nifti1Image:
     return img
 
 
+def _has_nifti_magic(header: bytes) -> bool:
+    """Whether `header` (a file's first bytes) holds NIfTI-1's magic (``n+1``/``ni1`` at byte 344)
+    or NIfTI-2's (``n+2``/``ni2`` at byte 4)."""
+    return header[344:347] in (b"n+1", b"ni1") or header[4:7] in (b"n+2", b"ni2")
+
+
 def _likely_cause(path: str, head: bytes) -> str:
     """What nibabel's message leaves out about a file it could not open: an uncompressed NIfTI
-    named ``.nii.gz`` (its magic, not gzip's), or a gzip stream cut short or damaged before
-    its end (a copy interrupted), which nibabel can report as an unknown file type. Only run on a
-    file that failed to open, so decompressing it whole costs nothing on good files."""
+    named ``.nii.gz`` (its magic, not gzip's), a gzip stream cut short or damaged before its end
+    (a copy interrupted), which nibabel can report as an unknown file type, a gzip-compressed
+    NIfTI named ``.nii`` (nibabel goes by the name), or a gzip holding something else. Only run on
+    a file that failed to open, so decompressing it whole costs nothing on good files."""
+    gzipped = str(path).lower().endswith(".gz")
     if not head.startswith(b"\x1f\x8b"):
-        if str(path).lower().endswith(".gz") and head[344:347] == b"n+1":
+        if gzipped and _has_nifti_magic(head):
             return "; the file is an uncompressed NIfTI named .nii.gz: rename it to .nii or gzip it"
         return ""
     try:
         with gzip.open(path, "rb") as stream:
+            inner = stream.read(540)  # the larger, NIfTI-2, header
             while stream.read(1 << 20):
                 pass
     except (OSError, EOFError, zlib.error) as exc:
         return f"; its gzip stream is cut short or damaged ({type(exc).__name__}: {exc}): a truncated copy?"
+    if not _has_nifti_magic(inner):
+        return "; it is a gzip file, but what it holds is not a NIfTI image (no NIfTI magic in its header)"
+    if not gzipped:
+        return "; the file is gzip-compressed but named .nii: rename it to .nii.gz"
     return ""
 
 

@@ -21,10 +21,18 @@ could not use. Quarantine reason codes:
   permission), or a folder below the root that cannot be listed (no patient id: whatever
   patients it holds are unseen, so the run says where).
 
+Opening the files adds (`cardio_assets.cohort.validation`) ``undecodable_path``: a patient whose
+image, mask or metadata path holds bytes that are not UTF-8 (a Windows zip unpacked on Linux),
+which the cohort table cannot store, besides the volume and label problems listed there.
+
 Every folder scan skips hidden entries (``.DS_Store``, ``._name`` AppleDouble files) and
 ``__MACOSX`` zip leftovers (`base.is_ignored_entry`), and follows symbolic links to folders
 (a link back up the tree is not entered: `base.walk_folders`). Ids and column names are
-compared without invisible format characters (zero-width spaces, `base.normalise_id`).
+compared without invisible format characters (zero-width spaces, `base.normalise_id`). A patient
+folder holding nothing but its namesake (``patient002/patient002/``, a zip unpacked into a folder of
+its own name) is read from inside (`base.unwrapped`). In metadata, a row repeating the header (two
+exports concatenated) is skipped like an empty row, and zero bytes (a crashed write's padding) are
+no text. A quarantine row writes names that are not UTF-8 on disk with ``\\xNN`` escapes.
 
 Opening the volumes, checking voxels, labels, shapes and orientation, and finding ES is
 done afterwards for every source by `cardio_assets.cohort.validation`. Each entry carries

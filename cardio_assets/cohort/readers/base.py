@@ -56,6 +56,11 @@ class QuarantineRow:
     reason: str  # short machine-friendly code, e.g. "missing_es_mask"
     detail: str  # human sentence naming the problem
 
+    def __post_init__(self) -> None:
+        # a name that is not UTF-8 on disk would stop the run where the row is stored: write it escaped
+        for name in ("patient_id", "file", "detail"):
+            object.__setattr__(self, name, printable(getattr(self, name)))
+
     def as_dict(self) -> dict:
         return asdict(self)
 
@@ -68,6 +73,29 @@ class ScanResult:
 
 class SourceMissingError(FileNotFoundError):
     """The configured source folder or metadata table does not exist or holds no patients."""
+
+
+def is_utf8(text: str) -> bool:
+    """Whether `text` can be written as UTF-8: False for a file name whose bytes on disk are not
+    UTF-8 (a zip made on Windows, unpacked on Linux, names folders in Latin-1 or code page 437),
+    which Python keeps as lone surrogates (``os.fsdecode``) that no Parquet table, database or
+    log accepts."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def printable(text: str) -> str:
+    """`text`, with the bytes of a name that are not UTF-8 (`is_utf8`) written as ``\\xNN`` escapes
+    ("Donn\\xe9es" for Latin-1 "Données"), so that it can be stored and shown."""
+    if is_utf8(text):
+        return text
+    try:
+        return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    except UnicodeEncodeError:  # a lone surrogate no file name decodes to
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def require_dir(path: str | Path, what: str) -> Path:
@@ -101,11 +129,14 @@ _DECIMAL_COMMA = re.compile(r"[+-]?\d+,\d+")
 def utf16_without_bom(head: bytes) -> str | None:
     """"utf-16-le" / "utf-16-be" for UTF-16 text saved without a byte-order mark, else None.
 
-    Its ASCII characters leave every other byte zero, whereas UTF-8 and Latin-1 text hold
-    no zero bytes (read as UTF-8, the zeros would end up inside every key and column name)."""
-    if b"\x00" not in head:
+    Its ASCII characters leave every other byte zero (read as UTF-8, the zeros would end up
+    inside every key and column name), whereas UTF-8 and Latin-1 text hold no zero bytes but
+    the padding a crashed write leaves at a file's end, zeros at odd and even offsets alike:
+    so UTF-16 is zeros in at least a quarter of the bytes, nearly all at one parity."""
+    even, odd = head[0::2].count(0), head[1::2].count(0)
+    if 4 * max(even, odd) < len(head) or 4 * min(even, odd) > max(even, odd):
         return None
-    return "utf-16-le" if head[1::2].count(0) > head[0::2].count(0) else "utf-16-be"
+    return "utf-16-le" if odd > even else "utf-16-be"
 
 
 # Tried in turn on text that is not UTF-8: Windows-1252 (what Excel and Notepad write on
@@ -124,6 +155,7 @@ def decode_text(data: bytes) -> str:
     utf16 = utf16_without_bom(data[:512])
     if utf16:
         return data.decode(utf16, errors="replace")
+    data = data.replace(b"\x00", b"")  # a crashed write's zero padding: no text
     for encoding in ("utf-8-sig", *LEGACY_ENCODINGS):
         try:
             return data.decode(encoding)
@@ -163,6 +195,11 @@ def spreadsheet_kind(path: Path) -> str | None:
 def require_text_table(path: Path, what: str) -> None:
     """MetadataFormatError, naming the file and the fix, when `path` is a spreadsheet workbook
     or an archive rather than CSV text (no spreadsheet reader is a dependency)."""
+    with open(path, "rb") as handle:
+        head = handle.read(1 << 16)
+    if head and not head.strip(b"\x00"):
+        raise MetadataFormatError(f"{what} {path} holds only zero bytes (a write that never completed, or a damaged "
+                                  f"copy): give an intact copy of the table")
     kind = spreadsheet_kind(path)
     if kind is None:
         return
@@ -186,7 +223,13 @@ def is_blank(value) -> bool:
         return True
     if isinstance(value, float) and math.isnan(value):
         return True
-    return str(value).strip().lower() in MISSING_TOKENS
+    return visible_text(value).lower() in MISSING_TOKENS
+
+
+def visible_text(value) -> str:
+    """A cell's text without surrounding spaces and zero bytes (NUL: the padding a write cut short
+    by a crash or power loss leaves where the file's end should be; it holds no value)."""
+    return str(value).replace("\x00", "").strip()
 
 
 def parse_number(value, what: str, *, positive: bool = True) -> float | None:
@@ -324,7 +367,16 @@ def is_empty_row(values) -> bool:
     """True for a table row with nothing in it (every field empty or spaces): what a spreadsheet
     exports for formatted rows below the data (",,,,"). Such a row is no patient and holds no
     data, so readers skip it without a quarantine row."""
-    return all(not str(v).strip() for v in values)
+    return all(not visible_text(v) for v in values)
+
+
+def repeats_header(record: dict, id_column: str) -> bool:
+    """True for a row that is the table's header again: two exports concatenated (``cat a.csv
+    b.csv``) repeat it mid-table, byte-order mark and all. Its id cell holds the id column's name
+    and every other non-empty cell its column's name (compared as `column_key`); it is no
+    patient, so readers skip it as they skip empty rows."""
+    return column_key(record[id_column]) == column_key(id_column) and all(
+        column_key(value) == column_key(name) for name, value in record.items() if str(value).strip())
 
 
 def folder_problem(folder: Path) -> str | None:
@@ -554,7 +606,7 @@ def table_rows_by_id(records: list[dict], id_column: str, id_name: str, source: 
     rows: list[tuple[int, str, dict]] = []
     for index, record in enumerate(records):
         line = lines[index] if lines is not None else index + 2
-        if is_empty_row(record.values()):
+        if is_empty_row(record.values()) or repeats_header(record, id_column):
             continue
         pid = table_id(record[id_column])  # paired with folder names in NFC
         record = {**record, id_column: pid}  # copies "1234567" and "1234567.0" are identical
@@ -647,18 +699,50 @@ def distinct_folders(pid: str, paths: list[Path]) -> list[Path]:
     under two paths; it is one patient folder, read once, so only two *different* folders of one
     id are duplicates (`duplicate_folder_row`). Of one folder's paths, the one that is not itself
     a link is kept, so that where the patient sits in the release (its split) is where the folder
-    really is; else the first. The paths left out are logged."""
+    really is; else the first. The paths left out are logged.
+
+    A folder holding nothing but its namesake (``patient002/patient002/``) is read as that inner
+    folder (`unwrapped`), so it too is one patient folder, not two."""
     kept: list[Path] = []
-    for path in paths:
+    for path in map(unwrapped, paths):
         same = next((i for i, known in enumerate(kept) if _same_folder(known, path)), None)
         if same is None:
             kept.append(path)
+            continue
+        if path == kept[same]:  # a wrapper and the folder it holds, both found by the scan
             continue
         real, alias = (path, kept[same]) if kept[same].is_symlink() and not path.is_symlink() else (kept[same], path)
         kept[same] = real
         log.info("patient %s: %s and %s are one folder (a symbolic link); the patient is read once, from %s",
                  pid, alias, real, real)
     return kept
+
+
+def unwrapped(folder: Path) -> Path:
+    """`folder`, or, when it holds nothing but one folder of its own name (ignoring case,
+    surrounding spaces and `is_ignored_entry` leftovers), that folder, repeatedly.
+
+    "Extract to patient002/" of a zip that already holds ``patient002/`` puts the patient's files
+    in ``patient002/patient002/``: the outer folder is a wrapper, not a second patient folder (the
+    outer one was used, its files reported missing, and the real folder quarantined as a
+    duplicate). A link back to the folder itself is not followed round."""
+    seen = {_folder_key(folder)}
+    while True:
+        try:
+            entries = [p for p in folder.iterdir() if not is_ignored_entry(p.name)]
+        except OSError:  # reported where the folder is read (`unreadable_folder_row`)
+            return folder
+        if len(entries) != 1 or not entries[0].is_dir() or _name_key(entries[0].name) != _name_key(folder.name):
+            return folder
+        if _folder_key(entries[0]) in seen:
+            return folder
+        log.info("%s holds only the folder %s: read as the patient folder", folder, entries[0])
+        folder = entries[0]
+        seen.add(_folder_key(folder))
+
+
+def _name_key(name: str) -> str:
+    return normalise_id(name).strip().casefold()
 
 
 def duplicate_folder_row(pid: str, source: str, other: Path, first: Path) -> QuarantineRow:
