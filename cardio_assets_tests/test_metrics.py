@@ -500,7 +500,7 @@ def test_sharpness_compares_each_frame_within_cells_and_sees_a_blur(tmp_path):
 
 
 def test_qc_by_cell_sets_each_cell_against_the_real_frames_its_masks_came_from(tmp_path):
-    from cardio_assets.metrics.qc_summary import QC_BY_CELL_COLUMNS, qc_by_cell
+    from cardio_assets.metrics.qc_summary import QC_BY_CELL_COLUMNS, qc_by_cell, qc_by_slice
 
     def items(cell, passed, attempts, source_passed, sources, modes):
         return pd.DataFrame({"cell": cell, "qc_passed": passed, "attempts": attempts, "source_frame_qc_passed": source_passed,
@@ -523,6 +523,15 @@ def test_qc_by_cell_sets_each_cell_against_the_real_frames_its_masks_came_from(t
     assert b["source_frames_pass_rate"] == 0.75 and b["pass_rate_where_source_passes"] == 1.0 and b["pass_rate_where_source_fails"] == 0.0
     # a log written before the reference existed still summarises, with the reference blank
     assert np.isnan(qc_by_cell(log.drop(columns="source_frame_qc_passed"))["source_frames_pass_rate"]).all()
-    paths = write_realism_report(pd.DataFrame(columns=REALISM_COLUMNS), tmp_path / "realism", qc=table)
+    # by the slice the masks came from: the apical neighbour (+1) is where QC fails
+    log["source_slice_offset"] = [0, -1, 1, 1, 0, -1, 0, 1]
+    slices = qc_by_slice(log).set_index("source_slice_offset")
+    assert slices.index.tolist() == [-1, 0, 1] and slices["requested"].tolist() == [2, 3, 3]
+    assert slices["pass_rate"].round(3).tolist() == [1.0, 1.0, 0.0]
+    assert slices.loc[1, "source_frames_pass_rate"] == 2 / 3 and slices.loc[1, "pass_rate_where_source_passes"] == 0.0
+    assert qc_by_slice(log.drop(columns="source_slice_offset")).empty  # logs before 2026.12.2
+    paths = write_realism_report(pd.DataFrame(columns=REALISM_COLUMNS), tmp_path / "realism", qc=table, qc_slices=slices.reset_index())
     assert "## Quality control per cell" in paths["report"].read_text() and "5 of 8 requested" in paths["report"].read_text()
+    assert "apical neighbour" in paths["report"].read_text()
     assert pd.read_csv(paths["qc_by_cell_csv"])["cell"].tolist() == ["a", "b"]
+    assert pd.read_csv(paths["qc_by_slice_csv"])["source_slice_offset"].tolist() == [-1, 0, 1]

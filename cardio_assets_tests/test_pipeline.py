@@ -155,6 +155,7 @@ def test_synthetic_frames_account_for_every_request_and_protect_identities(smoke
         assert (log.loc[~log["qc_passed"], "attempts"] == 3).all()  # dropped only after 3 attempts
         assert (log.loc[~log["qc_passed"], "failure_modes"].str.len() > 0).all()
         assert log["source_frame_qc_passed"].dtype == bool  # the real frames the masks came from, checked the same way
+        assert set(log["source_slice_offset"]) <= {-1, 0, 1}
 
 
 def test_the_smoke_generator_passes_its_calibrated_qc_in_several_cells(smoke_run):
@@ -245,6 +246,8 @@ def test_reports_are_written_with_all_sections(smoke_run):
     assert (as_drawn["n_synthetic"] > 0).all() and as_drawn["synthetic_mean_p"].between(0, 1).all()
     qc = pd.read_csv(reports / "realism" / "qc_by_cell.csv")
     assert "## Quality control per cell" in realism and len(qc) == len(CELL_KEYS) and qc["source_frames_pass_rate"].between(0, 1).all()
+    qc_slices = pd.read_csv(reports / "realism" / "qc_by_slice.csv")
+    assert qc_slices["requested"].sum() == qc["requested"].sum() and set(qc_slices["source_slice_offset"]) <= {-1, 0, 1}
     sharpness = pd.read_csv(reports / "realism" / "sharpness.csv")
     assert "## Sharpness" in realism and sharpness["frame"].tolist() == ["ED", "ES"] and (sharpness["synthetic_over_real"] > 0).all()
     # the extractor trained on the training frames Table 1 compares: its memorisation is measured

@@ -229,6 +229,8 @@ def synthesize_cell(context: AssetExecutionContext, settings: PipelineSettings, 
     log["near_copy"] = log["nearest_real_rms"] < MEMORIZATION_RMS
     # the reference: the same QC on the real frames the masks came from (log rows follow the items' order)
     log["source_frame_qc_passed"] = source_frames_pass(check, frames[from_cell], items)
+    # where along the heart the mask lies (-1 basal neighbour, 0 central slice, +1 apical neighbour): QC fails apical masks most
+    log["source_slice_offset"] = frames[from_cell].index["slice_offset"].to_numpy()[[it.source_row for it in items]].astype(int)
     pass_rate = len(accepted) / len(items) if items else 1.0
     failures = log.loc[~log["qc_passed"], "failure_modes"].value_counts().to_dict()
     frames_metadata = {

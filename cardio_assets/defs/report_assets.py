@@ -28,7 +28,7 @@ from cardio_assets.metrics.attribute_fidelity import attribute_fidelity
 from cardio_assets.metrics.fairness import fairness_metrics
 from cardio_assets.metrics.fairness_report import write_fairness_report
 from cardio_assets.metrics.fairness_tables import report_strategies
-from cardio_assets.metrics.qc_summary import qc_by_cell
+from cardio_assets.metrics.qc_summary import qc_by_cell, qc_by_slice
 from cardio_assets.metrics.realism import (
     diversity_table,
     extractor_sanity,
@@ -173,9 +173,11 @@ def realism_report(context: AssetExecutionContext, settings: PipelineSettings, g
                          + ", ".join(f"{a}={c} {d:+.3f}" for a, c, d in zip(as_drawn["attribute"], as_drawn["class"], as_drawn["difference"])))
         sharpness = sharpness_table(real_energy, unseen_real.index, synthetic_energy, synthetic.index)
         context.log.info(f"sharpness, synthetic over real: {dict(zip(sharpness['frame'], sharpness['synthetic_over_real'].round(3)))}")
-    qc = qc_by_cell(pd.concat(list(synthetic_qc_log.values()), ignore_index=True)) if synthetic_qc_log else None
+    qc_log = pd.concat(list(synthetic_qc_log.values()), ignore_index=True) if synthetic_qc_log else None
+    qc, qc_slices = (qc_by_cell(qc_log), qc_by_slice(qc_log)) if qc_log is not None else (None, None)
     if qc is not None and len(qc):
-        context.log.info(f"QC per cell, lowest: {qc.iloc[0][['cell', 'pass_rate', 'source_frames_pass_rate']].to_dict()}")
+        context.log.info(f"QC per cell, lowest: {qc.iloc[0][['cell', 'pass_rate', 'source_frames_pass_rate']].to_dict()}; "
+                         f"by source slice offset: {dict(zip(qc_slices['source_slice_offset'], qc_slices['pass_rate'].round(3)))}")
     diversity = _diversity(settings, gpu, frames, controlnet, profile)
     held_out, _ = gather(frames, splits=("ood_test", "ood_heldout"))
     shift = None
@@ -187,7 +189,7 @@ def realism_report(context: AssetExecutionContext, settings: PipelineSettings, g
     paths = write_realism_report(table, settings.reports_dir() / "realism", diversity=diversity, extractor_description=extractor.description,
                                  sanity=sanity, extractor_accuracy=accuracy, scanner_shift=shift, memorisation=memorisation,
                                  sampling=profile.diffusion.sampling_summary(), attributes_as_drawn=as_drawn,
-                                 sharpness=sharpness, qc=qc)
+                                 sharpness=sharpness, qc=qc, qc_slices=qc_slices)
     context.add_output_metadata({
         "report": MetadataValue.path(str(paths["report"])),
         "table_1": table_metadata(table1(table)),
@@ -195,7 +197,7 @@ def realism_report(context: AssetExecutionContext, settings: PipelineSettings, g
         "feature_extractor_sanity": table_metadata(sanity),
         **({"attributes_as_drawn": table_metadata(as_drawn.round(3))} if as_drawn is not None else {}),
         **({"sharpness": table_metadata(sharpness.round(4))} if sharpness is not None else {}),
-        **({"qc_by_cell": table_metadata(qc.round(3))} if qc is not None else {}),
+        **({"qc_by_cell": table_metadata(qc.round(3)), "qc_by_slice": table_metadata(qc_slices.round(3))} if qc is not None else {}),
         "intra_prompt_ms_ssim": float(diversity["ms_ssim"].mean()) if len(diversity) else float("nan"),
         **({"scanner_shift": table_metadata(shift)} if shift is not None else {}),
         **({"feature_extractor_memorisation": table_metadata(memorisation)} if memorisation is not None else {}),

@@ -14,6 +14,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+QC_BY_SLICE_COLUMNS = ("source_slice_offset", "requested", "kept", "pass_rate", "first_attempt_pass_rate",
+                       "source_frames_pass_rate", "pass_rate_where_source_passes")
 QC_BY_CELL_COLUMNS = ("cell", "source_patients", "requested", "kept", "pass_rate", "first_attempt_pass_rate",
                       "source_frames_pass_rate", "pass_rate_where_source_passes", "pass_rate_where_source_fails",
                       "top_failure_mode")
@@ -45,3 +47,19 @@ def qc_by_cell(log: pd.DataFrame) -> pd.DataFrame:
 
 def _rate(passed: pd.Series) -> float:
     return float(passed.mean()) if len(passed) else np.nan
+
+
+def qc_by_slice(log: pd.DataFrame) -> pd.DataFrame:
+    """One row per slice offset of the masks' source frames (-1 basal neighbour, 0 central, +1 apical
+    neighbour): on the demo, QC keeps nearly every synthetic frame of the central and basal slices and
+    half of the apical ones, so the kept set holds fewer apical frames than the real one. Empty for a
+    log written before 2026.12.2 (no `source_slice_offset`)."""
+    if "source_slice_offset" not in log:
+        return pd.DataFrame(columns=list(QC_BY_SLICE_COLUMNS))
+    rows = []
+    for offset, items in log.groupby("source_slice_offset", sort=True):
+        passed, source = items["qc_passed"].astype(bool), items["source_frame_qc_passed"].astype(bool)
+        rows.append({"source_slice_offset": int(offset), "requested": len(items), "kept": int(passed.sum()),
+                     "pass_rate": float(passed.mean()), "first_attempt_pass_rate": float((passed & (items["attempts"] == 1)).mean()),
+                     "source_frames_pass_rate": float(source.mean()), "pass_rate_where_source_passes": _rate(passed[source])})
+    return pd.DataFrame(rows, columns=list(QC_BY_SLICE_COLUMNS))

@@ -51,7 +51,7 @@ def write_realism_report(realism: pd.DataFrame, out_dir, diversity: pd.DataFrame
                          scanner_shift: pd.DataFrame | None = None,
                          memorisation: pd.DataFrame | None = None, sampling: str | None = None,
                          attributes_as_drawn: pd.DataFrame | None = None, sharpness: pd.DataFrame | None = None,
-                         qc: pd.DataFrame | None = None) -> dict[str, Path]:
+                         qc: pd.DataFrame | None = None, qc_slices: pd.DataFrame | None = None) -> dict[str, Path]:
     """Markdown (Table 1 shape, KID beside FID, diversity) + CSVs in `out_dir`; returns {name: path}.
 
     sanity: `realism.extractor_sanity`'s table; extractor_accuracy: the attribute predictors'
@@ -63,6 +63,7 @@ def write_realism_report(realism: pd.DataFrame, out_dir, diversity: pd.DataFrame
     attributes_as_drawn: `attribute_fidelity.attribute_fidelity`'s table (caricatures and ignored prompt words).
     sharpness: `sharpness.sharpness_table` (smoothness, which the texture-augmented extractor weighs little).
     qc: `qc_summary.qc_by_cell` (kept frames per cell, against the pass rate of the real frames whose masks they drew).
+    qc_slices: `qc_summary.qc_by_slice` (the same by the slice the masks came from).
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -79,7 +80,7 @@ def write_realism_report(realism: pd.DataFrame, out_dir, diversity: pd.DataFrame
     md += _table1_section(realism, out, paths)
     md += _attributes_section(attributes_as_drawn, out, paths)
     md += _sharpness_section(sharpness, out, paths)
-    md += _qc_section(qc, out, paths)
+    md += _qc_section(qc, qc_slices, out, paths)
     md += _diversity_section(diversity, out, paths)
     md += _scanner_shift_section(scanner_shift, out, paths)
     paths["report"] = atomic_write_text(out / "realism_report.md", "\n".join(md) + "\n")
@@ -116,9 +117,16 @@ def _sharpness_section(table: pd.DataFrame | None, out: Path, paths: dict[str, P
             markdown_table(shown, index=False), ""]
 
 
-def _qc_section(table: pd.DataFrame | None, out: Path, paths: dict[str, Path]) -> list[str]:
+def _qc_section(table: pd.DataFrame | None, slices: pd.DataFrame | None, out: Path, paths: dict[str, Path]) -> list[str]:
     if table is None or not len(table):
         return []
+    by_slice = []
+    if slices is not None and len(slices):
+        paths["qc_by_slice_csv"] = write_csv(slices, out / "qc_by_slice.csv")
+        shown_slices = slices.assign(**{c: slices[c].round(3) for c in slices.columns if "rate" in c})
+        by_slice = ["By the slice the masks came from (-1 the basal neighbour of the central slice, 0 the central slice, "
+                    "+1 the apical neighbour): where one offset keeps far fewer, the kept synthetic set holds fewer frames "
+                    "of that level than the real one.", "", markdown_table(shown_slices, index=False), ""]
     paths["qc_by_cell_csv"] = write_csv(table, out / "qc_by_cell.csv")
     rates = [c for c in table.columns if "rate" in c]
     shown = table.assign(**{c: table[c].round(3) for c in rates})
@@ -129,7 +137,7 @@ def _qc_section(table: pd.DataFrame | None, out: Path, paths: dict[str, Path]) -
             "share of a cell's requests whose real frame passes the same check in its one look, the rate a generator that "
             "draws those masks as the acquisition did would reach per attempt. A cell far below it is the generator's "
             "shortfall; a cell near it is limited by its masks (thresholds are calibrated on the whole BMI band's frames).", "",
-            markdown_table(shown, index=False), ""]
+            markdown_table(shown, index=False), "", *by_slice]
 
 
 def _scanner_shift_section(shift: pd.DataFrame | None, out: Path, paths: dict[str, Path]) -> list[str]:
