@@ -542,7 +542,7 @@ def test_mms_values_as_people_type_them(tmp_path):
     problems = {"W1": "Age '72 years' is not a number", "W2": "Weight '70kg' is not a number",
                 "W3": "ES frame '3.5' is not a non-negative whole number",
                 "W4": "ED frame '-1' is not a non-negative whole number",
-                "W5": "ED and ES frame indices are required"}
+                "W5": "the ES frame index is blank (ED and ES frame indices are required)"}
     rows = rows_of(result)
     assert sorted(rows) == [(pid, "missing_metadata") for pid in problems]
     for line, (pid, problem) in enumerate(problems.items(), start=5):

@@ -18,7 +18,7 @@ import pandas as pd
 from cardio_assets.cohort.cells import AGE_RANGE, BMI_RANGE, age_band, bmi_band, cell_key_or_none
 from cardio_assets.cohort.labels import LV, MYO, RV, LabelError
 from cardio_assets.cohort.readers.base import PatientEntry, QuarantineRow, is_utf8, printable
-from cardio_assets.cohort.volumes import AffineError, VolumeError, labelled_frames, load_cine, load_mask
+from cardio_assets.cohort.volumes import AffineError, VolumeError, describe_affine, labelled_frames, load_cine, load_mask
 
 FLOAT32_MAX = float(np.finfo(np.float32).max)
 
@@ -68,6 +68,10 @@ def validate_entry(entry: PatientEntry) -> dict | QuarantineRow:
     n_frames = cine.shape[3]
     if n_frames < 2:  # ES must be another frame than ED, or the ES channel repeats ED
         return bad(entry.image_path, "single_frame_cine", f"the cine {entry.image_path} has {n_frames} time frame; ED and ES need two")
+    if (cine == cine[..., :1]).all():  # one frame repeated (a conversion that copied it): nothing moves
+        return bad(entry.image_path, "static_cine",
+                   f"all {n_frames} time frames of the cine {entry.image_path} are the same image (one frame repeated): "
+                   f"ES cannot be told from ED")
     # before the masks: an M&Ms mask is the frame the metadata names, so a frame past the
     # cine's end would otherwise read as an unreadable mask
     for phase, frame in (("ED", entry.ed_frame), ("ES", entry.es_frame)):
@@ -89,7 +93,11 @@ def validate_entry(entry: PatientEntry) -> dict | QuarantineRow:
         if mask.shape != cine.shape[:3]:
             return bad(ref.path, "shape_mismatch", f"{phase} mask shape {mask.shape} differs from the cine's {cine.shape[:3]}")
         if not np.allclose(mask_affine, affine, atol=1e-3):
-            return bad(ref.path, "orientation_mismatch", f"{phase} mask affine differs from the cine's (different orientation or spacing)")
+            # both in words: which of the two files is the odd one out is for the reader to see
+            return bad(ref.path, "orientation_mismatch",
+                       f"{phase} mask affine differs from the cine's (different orientation or spacing): the mask "
+                       f"{ref.path} has {describe_affine(ref.path, mask_affine)}; the cine {entry.image_path} has "
+                       f"{describe_affine(entry.image_path, affine)}")
         if not (mask == LV).any():
             return bad(ref.path, f"empty_{phase.lower()}_mask",
                        f"{phase} mask has no LV cavity voxels{_unlabelled_frame_note(entry, ref, phase, mask)}")

@@ -90,11 +90,30 @@ def _check_affine(img: nib.Nifti1Image, path: str) -> None:
     mask even when the cine was the broken file."""
     if np.isfinite(img.affine).all():
         return
-    header = img.header
-    source = ("sform (srow_x, srow_y, srow_z)" if header["sform_code"] > 0 else
-              "qform (quatern_b/c/d, qoffset_x/y/z)" if header["qform_code"] > 0 else "voxel sizes (pixdim)")
+    source = _affine_source(img.header)
     raise AffineError(f"{path}: its affine (the voxel-to-world transform, from the header's {source}) is not "
                       f"finite (it holds NaN or inf): where its voxels lie and how it is oriented are unknown")
+
+
+def _affine_source(header) -> str:
+    """Which header fields nibabel's affine comes from: the sform, else the qform, else the voxel
+    sizes alone (no orientation stored: a converter that wrote neither)."""
+    return ("sform (srow_x, srow_y, srow_z)" if header["sform_code"] > 0 else
+            "qform (quatern_b/c/d, qoffset_x/y/z)" if header["qform_code"] > 0 else
+            "voxel sizes (pixdim) alone, as it stores neither sform nor qform")
+
+
+def describe_affine(path: str, affine: np.ndarray) -> str:
+    """`affine` in words, for a message comparing two files: its axis directions, voxel sizes,
+    origin, and the header fields of `path` it came from (read again: only asked for a patient
+    already being quarantined)."""
+    sizes = np.sqrt((np.asarray(affine)[:3, :3] ** 2).sum(axis=0))
+    try:
+        source = _affine_source(nib.load(path).header)
+    except Exception:  # the same file was just read; a file changed under the run says nothing here
+        source = "its header"
+    return (f"axes {''.join(nib.aff2axcodes(affine))}, voxel sizes {', '.join(f'{v:.4g}' for v in sizes)} mm, "
+            f"origin ({', '.join(f'{v:.4g}' for v in np.asarray(affine)[:3, 3])}) from the {source}")
 
 
 def load_mask(ref: MaskRef, label_map: dict[int, int]) -> tuple[np.ndarray, np.ndarray]:
@@ -125,7 +144,22 @@ def load_mask(ref: MaskRef, label_map: dict[int, int]) -> tuple[np.ndarray, np.n
             examples = sorted(set(data[off].tolist()))[:5]
             raise LabelError(f"non-integer labels such as {examples} ({int(off.sum())} voxels)")
         data = rounded  # kept as floats: to_canonical checks them before any integer cast
-    return to_canonical(data, label_map), img.affine
+    try:
+        return to_canonical(data, label_map), img.affine
+    except LabelError as exc:
+        raise LabelError(f"{exc}{_scaling_note(img)}") from None
+
+
+def _scaling_note(img: nib.Nifti1Image) -> str:
+    """Why labels read out of their set when the header scales the stored values (scl_slope,
+    scl_inter, which nibabel applies): a writer that set them turns stored 1, 2, 3 into other
+    numbers, and the message would otherwise show values that are nowhere in the file. ""
+    when the header does not scale."""
+    slope, inter = img.dataobj.slope, img.dataobj.inter
+    if slope == 1 and inter == 0:
+        return ""
+    return (f" (read after the header's scaling, scl_slope {slope:g} and scl_inter {inter:g}: a label file should "
+            f"store its labels unscaled, slope 1 and intercept 0)")
 
 
 def labelled_frames(path: str) -> list[int]:
@@ -152,6 +186,11 @@ def _open(path: str) -> nib.Nifti1Image:
         # RGB or complex voxels: not a magnitude image or a label map (and RGB cannot be
         # compared with a threshold, which would stop the whole run)
         raise VolumeError(f"{path}: voxels are of type {dtype}, not real numbers")
+    if 0 in img.shape:
+        # a conversion that wrote no slices or frames: nibabel reads such a file as a flat array
+        # of no voxels, whose missing axes stopped the whole run where the frames were counted
+        raise VolumeError(f"{path}: its header gives the dimensions {tuple(img.shape)}, with an axis of length 0: "
+                          f"the file holds no voxels (a conversion or export that wrote no slices or frames?)")
     return img
 
 

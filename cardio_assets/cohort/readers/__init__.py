@@ -30,7 +30,9 @@ Every folder scan skips hidden entries (``.DS_Store``, ``._name`` AppleDouble fi
 (a link back up the tree is not entered: `base.walk_folders`). Ids and column names are
 compared without invisible format characters (zero-width spaces, `base.normalise_id`). A patient
 folder holding nothing but its namesake (``patient002/patient002/``, a zip unpacked into a folder of
-its own name) is read from inside (`base.unwrapped`). In metadata, a row repeating the header (two
+its own name) is read from inside (`base.unwrapped`); a file, archive or symbolic link to nowhere
+where a patient folder belongs is named in the patient's row (`base.stand_in_note`), and so is a
+file of the expected name in another format (``sa.mha``) or with a suffix added (``.nii.gz.part``). In metadata, a row repeating the header (two
 exports concatenated) is skipped like an empty row, and zero bytes (a crashed write's padding) are
 no text. A quarantine row writes names that are not UTF-8 on disk with ``\\xNN`` escapes.
 

@@ -19,8 +19,9 @@ Tim): vendor ``Siemens``, site ``Dijon``. Labels are
 remapped with `ACDC_MAP`. Group -> diagnosis follows
 `cardio_assets.cohort.readers.diagnosis.ACDC_DIAGNOSIS_DEFAULT`, overridable with `diagnosis_map`.
 
-A file where a patient folder belongs (``patient002.zip``, an archive not unpacked, or a file
-named ``patient002``) is quarantined as ``missing_image`` naming it.
+A file where a patient folder belongs (``patient002.zip``, an archive not unpacked, a file
+named ``patient002``, or a link to a folder that is gone: storage moved or not mounted) is
+quarantined as ``missing_image`` naming it.
 
 The patient id is the folder name lower-cased and stripped (``Patient001`` and
 ``patient001 `` are patient001). A patient id found in two folders keeps the first (sorted
@@ -35,12 +36,12 @@ from pathlib import Path
 
 from cardio_assets.cohort.labels import ACDC_MAP
 from cardio_assets.cohort.readers.base import (
-    ARCHIVE_SUFFIXES,
     MaskRef,
     PatientEntry,
     QuarantineRow,
     ScanResult,
     SourceMissingError,
+    archive_stem,
     bmi_from_height_weight,
     bmi_note,
     decode_text,
@@ -139,7 +140,7 @@ def _patient_folders(root: Path, unreadable: list[Path], stand_ins: dict[str, Pa
             if PATIENT_DIR.match(d):
                 found.setdefault(_patient_id(d), []).append(Path(dirpath) / d)
         for f in filenames:
-            name = next(f[: len(f) - len(x)] for x in ARCHIVE_SUFFIXES[::-1] if f.lower().endswith(x))  # .tar.gz before .tar, '' last
+            name = archive_stem(f)  # a dangling link to a patient folder is listed as a file too
             if PATIENT_DIR.match(name):
                 files.setdefault(_patient_id(name), Path(dirpath) / f)
     if stand_ins is not None:

@@ -352,13 +352,22 @@ def column_key(name) -> str:
 
 # An id column Excel took for numbers comes back as floats: "1234567.0" for eid 1234567.
 _EXCEL_FLOAT_ID = re.compile(r"(\d+)\.0+")
+# ... and, where the column was given a number format, with its digits grouped in thousands as
+# the locale writes them: "1,234,567" (English), "1.234.567" (German), "1 234 567" (French, with a
+# no-break or narrow no-break space), "1'234'567" (Swiss). One separator throughout; a single "."
+# group ("1.234") is left alone, as it reads as a decimal.
+_GROUPED_ID = re.compile(r"\d{1,3}(?:([,'\u00a0\u202f ])\d{3})(?:\1\d{3})*|\d{1,3}(?:\.\d{3}){2,}")
 
 
 def table_id(value) -> str:
     """The patient id of a metadata cell: stripped, in NFC (`normalise_id`), and a whole number
     written as a float ("1234567.0", as Excel saves a numeric column) read as that number, so
-    it pairs with its folder ``1234567``. Leading zeros are kept ("001" stays "001")."""
+    it pairs with its folder ``1234567``, and so is one with its digits grouped in thousands
+    ("1,234,567", "1.234.567", "1 234 567": a number format given to the column; `_GROUPED_ID`).
+    Leading zeros are kept ("001" stays "001")."""
     text = normalise_id(str(value)).strip()  # after: a zero-width space can hide a space
+    if _GROUPED_ID.fullmatch(text):
+        text = re.sub(r"\D", "", text)
     excel = _EXCEL_FLOAT_ID.fullmatch(text)
     return excel[1] if excel else text
 
@@ -665,7 +674,9 @@ ARCHIVE_SUFFIXES: tuple[str, ...] = ("", ".zip", ".tar", ".tar.gz", ".tgz", ".7z
 
 def folder_stand_in(parent: Path, name: str) -> Path | None:
     """The file (not folder) at ``parent/name`` or ``parent/name.zip`` (any `ARCHIVE_SUFFIXES`),
-    else None."""
+    or a symbolic link at ``parent/name`` that leads nowhere (`is_dangling_link`), else None."""
+    if is_dangling_link(parent / name):
+        return parent / name
     for suffix in ARCHIVE_SUFFIXES:
         candidate = parent / f"{name}{suffix}"
         if candidate.is_file():
@@ -673,8 +684,24 @@ def folder_stand_in(parent: Path, name: str) -> Path | None:
     return None
 
 
+def archive_stem(filename: str) -> str:
+    """`filename` without an archive suffix (`ARCHIVE_SUFFIXES`; ``.tar.gz`` before ``.tar``):
+    the patient folder a file found where folders are expected stands in for."""
+    return next(filename[: len(filename) - len(x)] for x in ARCHIVE_SUFFIXES[::-1] if filename.lower().endswith(x))
+
+
+def is_dangling_link(path: Path) -> bool:
+    """A symbolic link whose target does not exist: a patient folder linked in from storage that
+    was moved or is not mounted. A walk lists it among the files (it is no folder), so it read as
+    a file in the folder's place, or the patient as having no folder at all."""
+    return path.is_symlink() and not path.exists()
+
+
 def stand_in_note(stand_in: Path) -> str:
     """Why a patient folder is missing when `folder_stand_in` found a file in its place."""
+    if is_dangling_link(stand_in):
+        return (f"; {stand_in} is a symbolic link to {os.readlink(stand_in)}, which does not exist (storage moved "
+                f"or not mounted?): mount or restore its target, or replace the link with the patient folder")
     if any(stand_in.name.lower().endswith(suffix) for suffix in ARCHIVE_SUFFIXES if suffix):
         return f"; {stand_in} is an archive where the folder belongs: unpack it"
     return f"; {stand_in} is a file, not a folder: replace it with the patient folder"
@@ -764,11 +791,35 @@ def missing_nifti(folder: Path, stem: str) -> tuple[Path, str]:
             return candidate, f"is a symbolic link to {os.readlink(candidate)}, which is not a readable file"
         if candidate.is_dir():  # e.g. an archive unpacked into a folder of the file's name
             return candidate, "is a folder, not a NIfTI file"
+        if os.path.lexists(candidate) and not candidate.is_file():  # "does not exist" would contradict `ls`
+            return candidate, "exists but is not a regular file (a named pipe, socket or device file), so it cannot be read"
     variants = _case_variants(folder, stem)
     if len(variants) > 1:  # which one is meant is unknowable
         names = ", ".join(p.name for p in variants)
         return folder / f"{stem}.nii.gz", f"does not exist, and several files differ from it only in letter case ({names})"
+    others = _other_formats(folder, stem)
+    if others:
+        names = ", ".join(p.name for p in others)
+        # "sa.nii.gz.part", "sa.nii.gz.bak": a NIfTI under another name; "sa.mha", "sa.nrrd", "sa.hdr":
+        # a cine or mask converted to, or left in, another format
+        what = ("a NIfTI file under another name (a download not finished, or a copy?): check it and rename it"
+                if any(".nii" in p.name.lower() for p in others) else "another format than NIfTI: convert it")
+        return folder / f"{stem}.nii.gz", (f"does not exist, but {names} {'does' if len(others) == 1 else 'do'}: "
+                                           f"{what} to {stem}.nii.gz")
     return folder / f"{stem}.nii.gz", "does not exist"
+
+
+def _other_formats(folder: Path, stem: str) -> list[Path]:
+    """The files in `folder` named ``stem.<another extension>`` (``sa.mha``, ``sa.nrrd``,
+    ``sa.hdr``), in any letter case, sorted; none of them a NIfTI name."""
+    key = normalise_id(stem).casefold()
+    try:
+        return sorted(p for p in folder.iterdir()
+                      if not is_ignored_entry(p.name) and p.is_file()
+                      and normalise_id(p.name).casefold().partition(".")[0] == key and "." in p.name
+                      and not normalise_id(p.name).casefold().endswith(NIFTI_SUFFIXES))
+    except OSError:  # the folder itself unreadable: reported as the file not found
+        return []
 
 
 def find_nifti_or_quarantine(folder: Path, stem: str, pid: str, source: str, reason: str, what: str,

@@ -38,6 +38,7 @@ from cardio_assets.cohort.readers.base import (
     QuarantineRow,
     ScanResult,
     SourceMissingError,
+    archive_stem,
     bmi_from_height_weight,
     bmi_note,
     column_key,
@@ -58,6 +59,7 @@ from cardio_assets.cohort.readers.base import (
     quarantine_bad_rows,
     require_dir,
     require_file,
+    stand_in_note,
     table_rows_by_id,
     unreadable_below_rows,
     unreadable_folder_row,
@@ -106,16 +108,23 @@ def _detect_columns(columns: list[str], path: Path) -> dict[str, str | None]:
     return found
 
 
-def _patient_folders(root: Path, codes: set[str], unreadable: list[Path]) -> dict[str, list[Path]]:
+def _patient_folders(root: Path, codes: set[str], unreadable: list[Path],
+                     stand_ins: dict[str, Path] | None = None) -> dict[str, list[Path]]:
     """Folders below `root` named like a patient: holding ``<name>_sa*.nii*`` or named as a
     metadata code (`codes` in NFC), by id: the name in NFC (`normalise_id`), so two folders
     differing only in normalisation are one patient's two folders. Walked once, in sorted
     order, hidden folders and files and ``__MACOSX`` skipped (`is_ignored_entry`). Folders
     that could not be listed are appended to `unreadable`; one named as a code is that
-    patient's folder (reported unreadable for the patient, not as absent)."""
+    patient's folder (reported unreadable for the patient, not as absent). Files named as a code
+    (``B2``, ``B2.zip``, or a link to a folder that is gone) go to `stand_ins` by id: the row's
+    patient then has a file where its folder belongs, which its ``no_images`` row names."""
     found: dict[str, list[Path]] = {}
     for dirpath, _, filenames in walk_folders(root, unreadable):
         folder = Path(dirpath)
+        if stand_ins is not None:
+            for f in filenames:
+                if normalise_id(archive_stem(f)) in codes:
+                    stand_ins.setdefault(normalise_id(archive_stem(f)), folder / f)
         if folder == root:
             continue
         name = normalise_id(folder.name)
@@ -135,8 +144,10 @@ def _parse_row(record: dict, mapping: dict) -> dict:
     ValueError names the first unparsable value."""
     ed = parse_frame(record.get("ed"), "ED frame")
     es = parse_frame(record.get("es"), "ES frame")
-    if ed is None or es is None:
-        raise ValueError("ED and ES frame indices are required")
+    if ed is None or es is None:  # say which: the row's other index is there to be seen
+        blank = " and ".join(name for name, value in (("ED", ed), ("ES", es)) if value is None)
+        raise ValueError(f"the {blank} frame {'index is' if ' and ' not in blank else 'indices are'} blank "
+                         f"(ED and ES frame indices are required)")
     if ed == es:
         raise ValueError(f"ED and ES are the same frame ({ed})")
     sex = parse_sex(record.get("sex"), "Sex")
@@ -169,11 +180,13 @@ def _parse_row(record: dict, mapping: dict) -> dict:
                 vendor=extra["vendor"] or extra["vendor_name"], site=extra["centre"], extra=extra)
 
 
-def _first_folders(root: Path, codes: set[str], quarantine: list[QuarantineRow]) -> dict[str, Path]:
+def _first_folders(root: Path, codes: set[str], quarantine: list[QuarantineRow],
+                   stand_ins: dict[str, Path] | None = None) -> dict[str, Path]:
     """The folder of each patient below `root`; a patient's later folders are quarantined, and
-    so are folders that could not be listed (`unreadable_below_rows`)."""
+    so are folders that could not be listed (`unreadable_below_rows`). Files standing where a
+    code's folder belongs go to `stand_ins` (`_patient_folders`)."""
     unreadable: list[Path] = []
-    found = _patient_folders(root, codes, unreadable)
+    found = _patient_folders(root, codes, unreadable, stand_ins)
     if not found:
         unseen = f" (could not read {', '.join(map(str, sorted(set(unreadable))))})" if unreadable else ""
         raise SourceMissingError(
@@ -186,6 +199,14 @@ def _first_folders(root: Path, codes: set[str], quarantine: list[QuarantineRow])
         folders[pid], *others = distinct_folders(pid, paths)
         quarantine.extend(duplicate_folder_row(pid, SOURCE, other, folders[pid]) for other in others)
     return folders
+
+
+def _missing_folder(root: Path, pid: str, stand_ins: dict[str, Path]) -> tuple[str, str]:
+    """(the path to report, where the folder was looked for) for a row without a folder; a file,
+    archive or dangling link of its name found below `root` is named (`stand_in_note`)."""
+    where = f"{pid}/{pid}_sa.nii.gz anywhere below {root}"
+    stand_in = stand_ins.get(pid)
+    return (str(root), where) if stand_in is None else (str(stand_in), f"{where}{stand_in_note(stand_in)}")
 
 
 def _find_files(folder: Path, pid: str, problems: list[QuarantineRow]) -> tuple[Path | None, Path | None]:
@@ -256,12 +277,13 @@ def scan_mms(
         values=lambda record: {k: record[c] for k, c in cols.items() if c is not None}, lines=table.attrs["lines"],
     )
     skip = fully_duplicated | unsplit
-    folders = _first_folders(root, set(kept) | skip, quarantine)
+    stand_ins: dict[str, Path] = {}
+    folders = _first_folders(root, set(kept) | skip, quarantine, stand_ins)
 
     entries: list[PatientEntry] = []
     for pid, line, record, folder in pair_rows_with_folders(
         kept, folders, skip, SOURCE, table_name,
-        lambda pid: (str(root), f"{pid}/{pid}_sa.nii.gz anywhere below {root}"), quarantine,
+        lambda pid: _missing_folder(root, pid, stand_ins), quarantine,
     ):
         cannot_read = unreadable_folder_row(pid, SOURCE, folder)
         if cannot_read:

@@ -20,7 +20,8 @@ Research Analysis Platform's ``participant.p21003_i2`` and its field titles,
 ``Age when attended assessment centre | Instance 2``):
 
 - ``eid`` (also ``f.eid``, ``participant.eid``, ``Participant ID``), kept as a string (leading zeros
-  survive; an eid Excel saved as a float, ``1234567.0``, is ``1234567``: `table_id`);
+  survive; an eid Excel saved as a float, ``1234567.0``, or with its digits grouped, ``1,234,567``,
+  ``1.234.567``, ``1 234 567``, is ``1234567``: `table_id`);
 - sex, field 31 (0 female, 1 male; instance 0 preferred);
 - age at imaging, field 21003, and BMI, field 21001, at instance 2 (the first imaging
   visit, when the cines were acquired). Another visit's value (age at recruitment is
