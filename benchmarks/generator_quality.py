@@ -16,6 +16,9 @@ one JSON line:
 - vae_psnr_ed / vae_psnr_es: encode-decode PSNR of real training frames through the backbone's VAE;
 - vae_recon_*: Dice and QC pass of those reconstructions against their masks: the ceiling of any
   generator decoding through this VAE (`--vae-only` stops there);
+- *_qc_pass_by_slice: the QC pass rates above (real frames, VAE reconstructions, generated frames)
+  per slice offset of the mask's frame (-1 basal neighbour, +0 central, +1 apical neighbour): QC
+  fails the apical frames most, and these say whether the VAE or the diffusion model is the cause;
 - seconds per stage.
 """
 
@@ -41,8 +44,9 @@ from cardio_assets.lake.values import read_value  # noqa: E402
 from cardio_assets.profiles import get_profile  # noqa: E402
 
 
-def training_frames(lake: Path) -> tuple[np.ndarray, np.ndarray, list[str], list[str]]:
-    images, controls, prompts, cells = [], [], [], []
+def training_frames(lake: Path) -> tuple[np.ndarray, np.ndarray, list[str], list[str], np.ndarray]:
+    """(images, masks, prompts, cells, slice offsets) of the lake's training frames."""
+    images, controls, prompts, cells, slices = [], [], [], [], []
     for key in CELL_KEYS:
         folder = lake / "frames" / key
         if not folder.exists():
@@ -53,9 +57,10 @@ def training_frames(lake: Path) -> tuple[np.ndarray, np.ndarray, list[str], list
         controls.append(np.asarray(fs.controls[rows], dtype=np.uint8))
         prompts += fs.index["prompt"].iloc[rows].tolist()
         cells += [key] * len(rows)
+        slices.append(fs.index["slice_offset"].to_numpy()[rows].astype(int))
     if not prompts:
         raise SystemExit(f"no training frames under {lake / 'frames'}: run cohort_job and frames_job first")
-    return np.concatenate(images), np.concatenate(controls), prompts, cells
+    return np.concatenate(images), np.concatenate(controls), prompts, cells, np.concatenate(slices)
 
 
 def rare_cell_probe(cells: list[str], n: int, rng: np.random.Generator, n_cells: int = 9) -> np.ndarray:
@@ -88,11 +93,17 @@ def vae_reconstruct(backbone_dir: Path, images: np.ndarray, resolution: int) -> 
     return ((recon.clamp(-1, 1) + 1) / 2).numpy(), ((x + 1) / 2).numpy()
 
 
-def dice_medians(images: np.ndarray, controls: np.ndarray, thresholds) -> tuple[float, float, float]:
+def dice_medians(images: np.ndarray, controls: np.ndarray, thresholds, slices: np.ndarray | None = None,
+                 by_slice: dict | None = None) -> tuple[float, float, float]:
+    """(median ED Dice, median ES Dice, QC pass rate); with `slices` and `by_slice`, the QC pass rate
+    per source slice offset goes into `by_slice` (the apical neighbour, +1, is where QC fails most)."""
     results = [mask_adherence(i, c, thresholds) for i, c in zip(images, controls)]
     ed = [r["phases"]["ED"]["dice"] for r in results if r["phases"].get("ED", {}).get("scorable")]
     es = [r["phases"]["ES"]["dice"] for r in results if r["phases"].get("ES", {}).get("scorable")]
-    return float(np.median(ed)), float(np.median(es)), float(np.mean([r["passed"] for r in results]))
+    passed = np.array([r["passed"] for r in results], dtype=float)
+    if slices is not None and by_slice is not None:
+        by_slice.update({f"{offset:+d}": round(float(passed[slices == offset].mean()), 3) for offset in np.unique(slices)})
+    return float(np.median(ed)), float(np.median(es)), float(passed.mean())
 
 
 def main(argv=None) -> dict:
@@ -115,7 +126,7 @@ def main(argv=None) -> dict:
     profile = get_profile(args.profile)
     overrides = parse_overrides(args.set)
     config = profile.diffusion.replace(**overrides)
-    images, controls, prompts, cells = training_frames(args.lake)
+    images, controls, prompts, cells, slices = training_frames(args.lake)
     rng = np.random.default_rng(args.seed)
     calib = rng.permutation(len(images))[:500]
     thresholds, _ = calibrate_thresholds(images[calib], controls[calib])
@@ -131,7 +142,10 @@ def main(argv=None) -> dict:
             out["backbone_seconds"] = round(time.perf_counter() - t0, 1)
         recon, reference = vae_reconstruct(backbone, images[probe], config.resolution)
         out["vae_psnr_ed"], out["vae_psnr_es"] = round(psnr(recon[:, 0], reference[:, 0]), 2), round(psnr(recon[:, 1], reference[:, 1]), 2)
-        recon_ed, recon_es, recon_passed = dice_medians(recon.astype(np.float32), controls[probe], thresholds)
+        out["vae_recon_qc_pass_by_slice"], out["real_qc_pass_by_slice"] = {}, {}
+        recon_ed, recon_es, recon_passed = dice_medians(recon.astype(np.float32), controls[probe], thresholds,
+                                                        slices[probe], out["vae_recon_qc_pass_by_slice"])
+        dice_medians(images[probe], controls[probe], thresholds, slices[probe], out["real_qc_pass_by_slice"])
         out.update(vae_recon_dice_ed_median=round(recon_ed, 3), vae_recon_dice_es_median=round(recon_es, 3),
                    vae_recon_qc_pass=round(recon_passed, 3))
         if args.vae_only:
@@ -145,7 +159,8 @@ def main(argv=None) -> dict:
         generated = sampler.generate(controls[probe], [prompts[i] for i in probe], list(range(len(probe))), log=None)
         out["sample_images_per_s"] = round(len(probe) / (time.perf_counter() - t0), 2)
         generated_rare = sampler.generate(controls[rare], [prompts[i] for i in rare], list(range(len(rare))), log=None)
-    ed, es, passed = dice_medians(generated, controls[probe], thresholds)
+    out["qc_pass_first_attempt_by_slice"] = {}
+    ed, es, passed = dice_medians(generated, controls[probe], thresholds, slices[probe], out["qc_pass_first_attempt_by_slice"])
     real_ed, real_es, real_passed = dice_medians(images[probe], controls[probe], thresholds)
     _, _, out["rare_cells_qc_pass_first_attempt"] = dice_medians(generated_rare, controls[rare], thresholds)
     out.update(qc_pass_first_attempt=round(passed, 3), dice_ed_median=round(ed, 3), dice_es_median=round(es, 3),
