@@ -93,17 +93,17 @@ def vae_reconstruct(backbone_dir: Path, images: np.ndarray, resolution: int) -> 
     return ((recon.clamp(-1, 1) + 1) / 2).numpy(), ((x + 1) / 2).numpy()
 
 
-def dice_medians(images: np.ndarray, controls: np.ndarray, thresholds, slices: np.ndarray | None = None,
-                 by_slice: dict | None = None) -> tuple[float, float, float]:
-    """(median ED Dice, median ES Dice, QC pass rate); with `slices` and `by_slice`, the QC pass rate
-    per source slice offset goes into `by_slice` (the apical neighbour, +1, is where QC fails most)."""
+def dice_medians(images: np.ndarray, controls: np.ndarray, thresholds) -> tuple[float, float, np.ndarray]:
+    """(median ED Dice, median ES Dice, each image's QC outcome as 0/1)."""
     results = [mask_adherence(i, c, thresholds) for i, c in zip(images, controls)]
     ed = [r["phases"]["ED"]["dice"] for r in results if r["phases"].get("ED", {}).get("scorable")]
     es = [r["phases"]["ES"]["dice"] for r in results if r["phases"].get("ES", {}).get("scorable")]
-    passed = np.array([r["passed"] for r in results], dtype=float)
-    if slices is not None and by_slice is not None:
-        by_slice.update({f"{offset:+d}": round(float(passed[slices == offset].mean()), 3) for offset in np.unique(slices)})
-    return float(np.median(ed)), float(np.median(es)), float(passed.mean())
+    return float(np.median(ed)), float(np.median(es)), np.array([r["passed"] for r in results], dtype=float)
+
+
+def pass_by_slice(passed: np.ndarray, slices: np.ndarray) -> dict[str, float]:
+    """QC pass rate per slice offset of the mask's frame (the apical neighbour, +1, fails most)."""
+    return {f"{offset:+d}": round(float(passed[slices == offset].mean()), 3) for offset in np.unique(slices)}
 
 
 def main(argv=None) -> dict:
@@ -142,12 +142,12 @@ def main(argv=None) -> dict:
             out["backbone_seconds"] = round(time.perf_counter() - t0, 1)
         recon, reference = vae_reconstruct(backbone, images[probe], config.resolution)
         out["vae_psnr_ed"], out["vae_psnr_es"] = round(psnr(recon[:, 0], reference[:, 0]), 2), round(psnr(recon[:, 1], reference[:, 1]), 2)
-        out["vae_recon_qc_pass_by_slice"], out["real_qc_pass_by_slice"] = {}, {}
-        recon_ed, recon_es, recon_passed = dice_medians(recon.astype(np.float32), controls[probe], thresholds,
-                                                        slices[probe], out["vae_recon_qc_pass_by_slice"])
-        dice_medians(images[probe], controls[probe], thresholds, slices[probe], out["real_qc_pass_by_slice"])
+        recon_ed, recon_es, recon_passed = dice_medians(recon.astype(np.float32), controls[probe], thresholds)
+        real_ed, real_es, real_passed = dice_medians(images[probe], controls[probe], thresholds)
+        out["vae_recon_qc_pass_by_slice"] = pass_by_slice(recon_passed, slices[probe])
+        out["real_qc_pass_by_slice"] = pass_by_slice(real_passed, slices[probe])
         out.update(vae_recon_dice_ed_median=round(recon_ed, 3), vae_recon_dice_es_median=round(recon_es, 3),
-                   vae_recon_qc_pass=round(recon_passed, 3))
+                   vae_recon_qc_pass=round(float(recon_passed.mean()), 3))
         if args.vae_only:
             print(json.dumps(out))
             return out
@@ -159,12 +159,11 @@ def main(argv=None) -> dict:
         generated = sampler.generate(controls[probe], [prompts[i] for i in probe], list(range(len(probe))), log=None)
         out["sample_images_per_s"] = round(len(probe) / (time.perf_counter() - t0), 2)
         generated_rare = sampler.generate(controls[rare], [prompts[i] for i in rare], list(range(len(rare))), log=None)
-    out["qc_pass_first_attempt_by_slice"] = {}
-    ed, es, passed = dice_medians(generated, controls[probe], thresholds, slices[probe], out["qc_pass_first_attempt_by_slice"])
-    real_ed, real_es, real_passed = dice_medians(images[probe], controls[probe], thresholds)
-    _, _, out["rare_cells_qc_pass_first_attempt"] = dice_medians(generated_rare, controls[rare], thresholds)
-    out.update(qc_pass_first_attempt=round(passed, 3), dice_ed_median=round(ed, 3), dice_es_median=round(es, 3),
-               real_qc_pass=round(real_passed, 3), real_dice_ed_median=round(real_ed, 3), real_dice_es_median=round(real_es, 3),
+    ed, es, passed = dice_medians(generated, controls[probe], thresholds)
+    out["qc_pass_first_attempt_by_slice"] = pass_by_slice(passed, slices[probe])
+    out["rare_cells_qc_pass_first_attempt"] = round(float(dice_medians(generated_rare, controls[rare], thresholds)[2].mean()), 3)
+    out.update(qc_pass_first_attempt=round(float(passed.mean()), 3), dice_ed_median=round(ed, 3), dice_es_median=round(es, 3),
+               real_qc_pass=round(float(real_passed.mean()), 3), real_dice_ed_median=round(real_ed, 3), real_dice_es_median=round(real_es, 3),
                thresholds={"min_contrast": round(thresholds.min_contrast, 3), "min_dice": round(thresholds.min_dice, 3)})
     print(json.dumps(out))
     return out

@@ -68,7 +68,9 @@ def validate_entry(entry: PatientEntry) -> dict | QuarantineRow:
     n_frames = cine.shape[3]
     if n_frames < 2:  # ES must be another frame than ED, or the ES channel repeats ED
         return bad(entry.image_path, "single_frame_cine", f"the cine {entry.image_path} has {n_frames} time frame; ED and ES need two")
-    if (cine == cine[..., :1]).all():  # one frame repeated (a conversion that copied it): nothing moves
+    # one frame repeated (a conversion that copied it): nothing moves; frame 1 first, so a cine that
+    # moves is not compared whole
+    if (cine[..., 1] == cine[..., 0]).all() and (cine == cine[..., :1]).all():
         return bad(entry.image_path, "static_cine",
                    f"all {n_frames} time frames of the cine {entry.image_path} are the same image (one frame repeated): "
                    f"ES cannot be told from ED")
