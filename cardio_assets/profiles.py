@@ -29,8 +29,9 @@ class Profile:
     # synthetic images made per cell; the classifier strategies use N (+2000) and 2N (+4000)
     synthetic_per_cell: int
     # attribute predictors (QC's attribute checks, FID features): all nine training frames of a
-    # patient with a one-cycle schedule reach 81-89% of the demo phantom's ceiling per attribute, the
-    # central frame alone at a constant rate 46-73% (benchmarks/attribute_predictors.py)
+    # patient with a one-cycle schedule reach 81-89% of the demo phantom's ceiling of every parameter, the
+    # central frame alone at a constant rate 46-73% (benchmarks/attribute_predictors.py); 93-99% of the
+    # ceiling of what the frames show (`phantom/in_frame.py`); six epochs overfit (sex 0.73 -> 0.69)
     attribute_epochs: int = 3
     attribute_all_frames: bool = True
     attribute_schedule: str = "onecycle"

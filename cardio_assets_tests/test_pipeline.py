@@ -236,6 +236,8 @@ def test_reports_are_written_with_all_sections(smoke_run):
     assert "data:image/png;base64," in source["scanners"].value  # the grid, shown in the UI
     predictors = instance.get_latest_materialization_event(AssetKey("attribute_predictors")).asset_materialization.metadata
     assert predictors["texture_augmentation_max_blur_px"].value == get_profile("smoke").attribute_texture_blur
+    # the ceiling of what the frames show, and of every parameter beside it (the crop leaves out chest wall)
+    assert "ceiling_all_parameters" in predictors["validation_balanced_accuracy"].value.records[0].data
     realism = (reports / "realism" / "realism_report.md").read_text()
     assert "FID" in realism and "trained here on real frames" in realism
     assert f"Synthetic frames sampled with: {get_profile('smoke').diffusion.sampling_summary()}." in realism

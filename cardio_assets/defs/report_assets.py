@@ -149,7 +149,8 @@ def realism_report(context: AssetExecutionContext, settings: PipelineSettings, g
     if settings.inception_weights:
         extractor = inception_extractor(settings.inception_weights)
     else:
-        accuracy = accuracy_against_ceiling(attribute_predictors["validation"], attribute_predictors.get("ceiling", {}))
+        accuracy = accuracy_against_ceiling(attribute_predictors["validation"], attribute_predictors.get("ceiling", {}),
+                                            attribute_predictors.get("ceiling_all_parameters") or None)
         extractor = module_extractor(PenultimateFeatures(predictor.model),
                                      "penultimate layer of the attribute predictors' ResNet-18, trained here on real frames (no InceptionV3 weights configured)")
     real, _ = gather(frames, splits=("train",))

@@ -19,7 +19,7 @@ from cardio_assets.lake.values import content_hash
 # frames partition (40 times in a demo's log) and said nothing a user can act on
 warnings.filterwarnings("ignore", message="Parameter `data_version`", category=BetaWarning)
 
-CODE_VERSION = "2026.12.3"
+CODE_VERSION = "2026.12.4"
 
 
 def data_version(value) -> DataVersion:

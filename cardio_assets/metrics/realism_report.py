@@ -166,7 +166,9 @@ def _extractor_checks(sanity: pd.DataFrame | None, accuracy: pd.DataFrame | None
         paths["extractor_memorisation_csv"] = write_csv(memorisation, out / "extractor_memorisation.csv")
     if accuracy is not None and len(accuracy):
         md += ["The extractor's own training task (attribute predictors, validation balanced accuracy; the phantom's "
-               "ceiling is what a classifier given each patient's exact image parameters reaches, cross-validated):", "",
+               "ceiling is what a classifier given each patient's exact image parameters reaches, cross-validated, on the "
+               "parameters as the frames show them: the chest wall as far as the crop holds it, sizes in pixels; "
+               "`ceiling_all_parameters` counts every parameter whole):", "",
                markdown_table(accuracy, index=False), ""]
     return md
 
