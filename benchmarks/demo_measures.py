@@ -23,7 +23,9 @@ Prints one JSON line with the measures the generator is judged by:
 - vae_fid_ratio: per Table 1 group, FID of real frames of one half of its patients against the VAE's
   reconstructions of the other half's frames, over the FID of the same two halves as they are: what
   decoding through the VAE alone costs, the part of fid_ratio no diffusion model can remove;
-- near_copies: kept images within the memorization distance of a real training image.
+- near_copies: kept images within the memorization distance of a real training image;
+- attribute_predictors: validation balanced accuracy per attribute and its share of the phantom's
+  ceiling of what the frames show (`phantom/in_frame.py`), and of the ceiling of every parameter.
 """
 
 from __future__ import annotations
@@ -128,6 +130,19 @@ def qc_failure_modes(log: pd.DataFrame) -> dict[str, int]:
     return {m: int(n) for m, n in modes[modes != ""].value_counts().items()}
 
 
+def predictor_shares(predictors: dict) -> dict[str, dict[str, float]]:
+    """{attribute: validation accuracy, share of the in-frame ceiling, share of every parameter's}."""
+    out = {}
+    for attribute, accuracy in predictors["validation"].items():
+        row = {"balanced_accuracy": round(accuracy, 3)}
+        for name, key in (("share_of_ceiling", "ceiling"), ("share_of_ceiling_all_parameters", "ceiling_all_parameters")):
+            top = predictors.get(key, {}).get(attribute)
+            if top:
+                row[name] = round(accuracy / top, 3)
+        out[attribute] = row
+    return out
+
+
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--lake", type=Path, default=Path("data_lake"))
@@ -155,6 +170,7 @@ def main(argv=None) -> dict:
             "synthetic_pass_where_source_fails": round(float(log.loc[~source, "qc_passed"].mean()), 3) if (~source).any() else None,
             "lowest_cell_source_pass": round(float(by_cell.loc[per_cell.idxmin(), "source_frames_pass_rate"]), 3),
         }
+    out["attribute_predictors"] = predictor_shares(read_value(lake / "attribute_predictors"))
     fairness = read_value(lake / "fairness_report")
     overall = fairness[(fairness["metric"] == "balanced_accuracy") & (fairness["evaluation_set"] == "test")
                        & (fairness["group"] == "Overall")].groupby("strategy")["mean"].mean()

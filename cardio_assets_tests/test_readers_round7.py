@@ -249,6 +249,19 @@ def test_an_orientation_mismatch_shows_both_files_and_where_their_affines_come_f
     assert "from the voxel sizes (pixdim) alone, as it stores neither sform nor qform" in detail
 
 
+def test_an_affine_whose_file_is_gone_by_the_message_is_still_described(tmp_path):
+    """The header is read again only to word a quarantine row: a file removed or truncated under the
+    run since it was validated gets its axes and sizes, and says why the header fields are missing."""
+    from cardio_assets.cohort.volumes import describe_affine
+
+    truncated = tmp_path / "sa.nii.gz"
+    truncated.write_bytes(b"\x1f\x8b\x08\x00")  # a gzip header and nothing after it
+    for path in (tmp_path / "gone.nii.gz", truncated):
+        text = describe_affine(str(path), np.diag([1.8, 1.8, 8.0, 1.0]))
+        assert text.startswith("axes RAS, voxel sizes 1.8, 1.8, 8 mm, origin (0, 0, 0)")
+        assert text.endswith("from the header (which could not be read again to say which fields)")
+
+
 # --- 9. an M&Ms row with one frame index blank ----------------------------------------------------
 
 

@@ -110,8 +110,9 @@ def describe_affine(path: str, affine: np.ndarray) -> str:
     sizes = np.sqrt((np.asarray(affine)[:3, :3] ** 2).sum(axis=0))
     try:
         source = _affine_source(nib.load(path).header)
-    except Exception:  # the same file was just read; a file changed under the run says nothing here
-        source = "its header"
+    except (OSError, EOFError, ValueError, zlib.error, nib.filebasedimages.ImageFileError):
+        # the same file was just read: one changed or removed under the run still gets its message
+        source = "header (which could not be read again to say which fields)"
     return (f"axes {''.join(nib.aff2axcodes(affine))}, voxel sizes {', '.join(f'{v:.4g}' for v in sizes)} mm, "
             f"origin ({', '.join(f'{v:.4g}' for v in np.asarray(affine)[:3, 3])}) from the {source}")
 
