@@ -113,7 +113,8 @@ def _split(logits: torch.Tensor) -> dict[str, torch.Tensor]:
 
 
 def _targets(index: pd.DataFrame) -> dict[str, torch.Tensor]:
-    return {a: torch.as_tensor(index[a].map({v: i for i, v in enumerate(vals)}).to_numpy(), dtype=torch.long) for a, vals in ATTRIBUTES.items()}
+    # torch.tensor copies: pandas hands out read-only arrays under copy-on-write, which torch.as_tensor warns about
+    return {a: torch.tensor(index[a].map({v: i for i, v in enumerate(vals)}).to_numpy(), dtype=torch.long) for a, vals in ATTRIBUTES.items()}
 
 
 def train_attribute_predictor(
