@@ -81,6 +81,15 @@ def validate_entry(entry: PatientEntry) -> dict | QuarantineRow:
             where = entry.metadata_ref or "metadata"
             return bad(entry.image_path, "frame_out_of_range",
                        f"{phase} frame {frame} ({where}) outside 0..{n_frames - 1}, the frames of the cine {entry.image_path}")
+    # ACDC's Info.cfg counts the cine's frames (NbFrame): a cine with another count was cut short
+    # by its conversion (or is another acquisition's), and was read as if whole, its ES looked for
+    # among the frames that happen to be there
+    nb_frames = entry.extra.get("nb_frames")
+    if nb_frames is not None and nb_frames != n_frames:
+        where = entry.metadata_ref or "metadata"
+        return bad(entry.image_path, "frame_count_mismatch",
+                   f"the cine {entry.image_path} has {n_frames} time frames, but {where} gives NbFrame {nb_frames}: "
+                   f"a cine cut short by its conversion, or another acquisition's?")
 
     masks = {}
     for phase, ref in (("ED", entry.ed_mask), ("ES", entry.es_mask)):

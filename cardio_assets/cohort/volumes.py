@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import gzip
 import math
+import os
 import zlib
 
 import nibabel as nib
@@ -192,7 +193,49 @@ def _open(path: str) -> nib.Nifti1Image:
         # of no voxels, whose missing axes stopped the whole run where the frames were counted
         raise VolumeError(f"{path}: its header gives the dimensions {tuple(img.shape)}, with an axis of length 0: "
                           f"the file holds no voxels (a conversion or export that wrote no slices or frames?)")
+    _check_dimensions(img, path)
     return img
+
+
+# Deflate, gzip's compression, cannot shrink data more than about 1032 to 1 (a run of one byte):
+# a .nii.gz smaller than its voxels / 1032 cannot hold them, whatever they are.
+GZIP_MAX_RATIO = 1032
+
+
+def _check_dimensions(img: nib.Nifti1Image, path: str) -> None:
+    """VolumeError when the header's dimensions are negative, or ask for more voxel bytes than the
+    file can hold (a damaged header).
+
+    Checked before reading: nibabel allocates the whole array a gzipped file's header asks for
+    before reading any of it, so a header saying (20000, 20000, 20000, 8) tried to take 128 TB
+    (a MemoryError that named no cause), and a claim of a few GB was taken in full before the
+    read found the file short. Only .nii and .nii.gz are bounded: other compressions have no
+    such ratio."""
+    shape = tuple(int(n) for n in img.shape)
+    if min(shape) < 0:  # nibabel opens such a header; the read then failed as "negative count"
+        raise VolumeError(f"{path}: its header gives the dimensions {shape}, with an axis of negative length: "
+                          f"the header is damaged")
+    needed = math.prod(shape) * img.get_data_dtype().itemsize
+    size = os.path.getsize(path)
+    name = str(path).lower()
+    if name.endswith(".nii"):
+        room, how = size - int(img.header.get_data_offset()), ""
+    elif name.endswith(".nii.gz"):
+        room, how = size * GZIP_MAX_RATIO, f", even at gzip's greatest compression ({GZIP_MAX_RATIO}:1),"
+    else:
+        return
+    if needed > room:
+        raise VolumeError(f"{path}: its header gives the dimensions {shape} of {img.get_data_dtype()} voxels, "
+                          f"{_in_bytes(needed)} of voxel data, but the file is {size} bytes, which{how} cannot hold "
+                          f"them: a damaged header, or a file cut short?")
+
+
+def _in_bytes(n: int) -> str:
+    """`n` bytes in decimal units ("128 TB"), for a message."""
+    for unit in ("bytes", "kB", "MB", "GB", "TB"):
+        if n < 1000 or unit == "TB":
+            return f"{n:.0f} {unit}" if unit == "bytes" else f"{n:.3g} {unit}"
+        n /= 1000
 
 
 def _has_nifti_magic(header: bytes) -> bool:

@@ -12,7 +12,8 @@ A Height or Weight that is blank or 0 ("not measured") leaves BMI None (a 0 is n
 ``extra["bmi_undefined"]``); a negative one, or two that give no finite BMI, is ``bad_metadata``.
 ED and ES are required (a file without them, with a line that is not ``Key: value``, or
 with a key given twice with different values, is ``bad_metadata``); a folder without Info.cfg is ``missing_metadata``. Frames become
-0-based (``ed_frame = ED - 1``); the masks are the ``_gt`` files of frames ED and ES.
+0-based (``ed_frame = ED - 1``); the masks are the ``_gt`` files of frames ED and ES. NbFrame, where
+given, must be the cine's frame count (validation quarantines another as ``frame_count_mismatch``).
 ACDC records no sex and no age: they stay None, so the patient has no cell. Every patient was
 scanned at one site (University Hospital of Dijon) on Siemens scanners (1.5 T Aera, 3 T Trio
 Tim): vendor ``Siemens``, site ``Dijon``. Labels are
@@ -25,8 +26,10 @@ quarantined as ``missing_image`` naming it.
 
 The patient id is the folder name lower-cased and stripped (``Patient001`` and
 ``patient001 `` are patient001). A patient id found in two folders keeps the first (sorted
-path order); later folders are quarantined as ``duplicate_id``. Two paths that are one folder
-(a symbolic link to it) are read once (`distinct_folders`).
+path order); later folders are quarantined as ``duplicate_id``, as are folders whose number
+differs only in leading zeros from another's (``patient0001`` beside ``patient001``: the
+three-digit one is used). Two paths that are one folder (a symbolic link to it) are read once
+(`distinct_folders`).
 """
 
 from __future__ import annotations
@@ -78,16 +81,42 @@ def _patient_id(folder_name: str) -> str:
     return folder_name.strip().lower()
 
 
+def _number(pid: str) -> int:
+    """The patient number of an id: 1 for ``patient001``, ``patient0001`` and ``patient1``."""
+    return int(pid[len("patient"):])
+
+
+def _release_spelling_first(pid: str) -> tuple[int, bool, str]:
+    """Ids by number, the release's three-digit spelling (``patient001``) first among those of one
+    number, so that it is the folder kept."""
+    return _number(pid), pid != f"patient{_number(pid):03d}", pid
+
+
+def _same_number_row(pid: str, folder: Path, kept: Path) -> QuarantineRow:
+    """The quarantine row of a folder whose number another patient's folder already has, but for
+    leading zeros (``patient0001`` beside ``patient001``: a copy renamed by a script). Read as a
+    patient of its own, one heart could sit in two splits, training and test."""
+    return QuarantineRow(
+        pid, SOURCE, str(folder), "duplicate_id",
+        f"patient {pid}: the folder {folder} has the patient number of {kept} but for leading zeros, so it "
+        f"is taken for the same patient; {kept} is used and this one is quarantined",
+    )
+
+
 def read_info_cfg(path: Path) -> dict[str, str]:
     """``Key: value`` lines as a dict; ValueError on a line of another shape, or on a key
     given twice with different values (an edited file: which one holds is unknowable).
 
-    A byte-order mark, CRLF line ends, UTF-16, Windows-1252 and Latin-1 text are read like plain UTF-8; the
-    known keys are matched in any letter case ("ed: 1" is ED)."""
+    A byte-order mark, CRLF line ends, a DOS end-of-file mark (Ctrl-Z) at its end, UTF-16,
+    Windows-1252 and Latin-1 text are read like plain UTF-8; the known keys are matched in any
+    letter case ("ed: 1" is ED)."""
     try:
         text = decode_text(path.read_bytes())
     except (UnicodeDecodeError, OSError) as exc:
         raise ValueError(f"cannot read it as text ({exc})") from None
+    # DOS's end-of-file mark, Ctrl-Z (0x1A), which old Windows tools (``copy /a``, some editors)
+    # append to a text file: it is no line of the file, and made a whole patient bad_metadata
+    text = text.rstrip().rstrip("\x1a")
     info: dict[str, str] = {}
     first_line: dict[str, int] = {}
     for number, line in enumerate(text.splitlines(), start=1):
@@ -265,9 +294,14 @@ def scan_acdc(root: str | Path, *, diagnosis_map: dict | None = None) -> ScanRes
     quarantine.extend(QuarantineRow(pid, SOURCE, str(path), "missing_image",
                                     f"patient {pid}: no patient folder{stand_in_note(path)}")
                       for pid, path in sorted(stand_ins.items()))
-    for pid in sorted(found):
+    kept_by_number: dict[int, Path] = {}
+    for pid in sorted(found, key=_release_spelling_first):
         folder, *others = distinct_folders(pid, sorted(found[pid], key=str))
         quarantine.extend(duplicate_folder_row(pid, SOURCE, other, folder) for other in others)
+        if _number(pid) in kept_by_number:
+            quarantine.append(_same_number_row(pid, folder, kept_by_number[_number(pid)]))
+            continue
+        kept_by_number[_number(pid)] = folder
         cannot_read = unreadable_folder_row(pid, SOURCE, folder)
         if cannot_read:
             quarantine.append(cannot_read)
