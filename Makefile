@@ -1,20 +1,29 @@
-# The two commands of the README: `make demo` and `make test`. Both set up .venv first.
+# The two commands of the README: `make demo` and `make test`. Both set up .venv first:
+# `make demo` with what the pipeline needs, `make test` adds the test tools (the `dev` extra).
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 # torch 2.14.1 / torchvision 0.29.1 are what this project is tested with; override on
 # platforms where another build is wanted, e.g. make demo TORCH_SPEC="torch torchvision"
 TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
+# extras installed with the pipeline, e.g. make demo EXTRAS=s3 for a data lake on S3 (pyproject.toml)
+EXTRAS ?=
 export DAGSTER_HOME ?= $(CURDIR)/.dagster_home
 
-.PHONY: setup demo ablation test ui check-defs benchmark clean-lake chromium postgresql
+.PHONY: setup setup-dev demo ablation test ui check-defs benchmark clean-lake chromium postgresql
 
 setup: $(VENV)/.installed
+setup-dev: $(VENV)/.installed-dev
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet $(TORCH_SPEC)
+	$(PY) -m pip install --quiet -e '.$(if $(EXTRAS),[$(EXTRAS)])'
+	touch $@
+
+# the test tools (pytest, playwright, moto, dagster-k8s, dagster-postgres): the demo needs none of them
+$(VENV)/.installed-dev: $(VENV)/.installed
 	$(PY) -m pip install --quiet -e '.[dev]'
 	touch $@
 
@@ -43,7 +52,7 @@ demo: setup $(DAGSTER_HOME)/dagster.yaml
 ablation: setup $(DAGSTER_HOME)/dagster.yaml
 	$(PY) -m cardio_assets.run --ablation
 
-test: setup chromium postgresql
+test: setup-dev chromium postgresql
 	$(PY) -m pytest -q
 
 ui: setup $(DAGSTER_HOME)/dagster.yaml

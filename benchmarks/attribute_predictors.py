@@ -4,8 +4,8 @@
 
 Trains each variant on the lake's real training frames (as the `attribute_predictors` asset
 does) and prints one JSON line per variant: validation balanced accuracy per attribute, its
-share of the phantom's ceiling (`phantom/ceiling.py`, from the lake's ground truth, counting the chest wall as far
-as the frames' crop shows it; the ceiling of all parameters beside it), and the
+share of the phantom's ceiling (`phantom/ceiling.py`, from the lake's ground truth as the frames show it: the
+chest wall as far as their crop holds it, sizes in pixels; the ceiling of every parameter beside it), and the
 seconds it took; balanced accuracy on validation and test frames together (neither trains the
 predictors; twice the frames, less noise between recipes) and the texture sensitivity: how far a
 blur of half a pixel moves each class's mean probability on those frames. Variants: which training
@@ -33,7 +33,7 @@ from cardio_assets.cohort.cells import CELL_KEYS  # noqa: E402
 from cardio_assets.defs.images import gather, read_all  # noqa: E402
 from cardio_assets.defs.resources import PipelineSettings  # noqa: E402
 from cardio_assets.lake.values import read_value  # noqa: E402
-from cardio_assets.phantom.ceiling import accuracy_against_ceiling, phantom_attribute_ceiling  # noqa: E402
+from cardio_assets.phantom.ceiling import accuracy_against_ceiling, phantom_attribute_ceilings  # noqa: E402
 from cardio_assets.profiles import get_profile  # noqa: E402
 
 # name: (central frames only, epochs, schedule, lr, texture augmentation's largest blur sigma, 0: none)
@@ -66,8 +66,7 @@ def main(argv=None) -> None:
     # the ceiling as the asset computes it: without the vendor or site the run holds out
     settings = PipelineSettings(profile=args.profile, source="phantom")
     source = read_value(args.lake / "cohort_source")
-    ceiling = phantom_attribute_ceiling(source, settings.ood_policy(), crop_px=profile.frames.crop_px)
-    ceiling_all = phantom_attribute_ceiling(source, settings.ood_policy())
+    ceiling, ceiling_all = phantom_attribute_ceilings(source, settings.ood_policy(), profile.frames.crop_px)
     val, _ = gather(frames, splits=("val",))
     unseen, _ = gather(frames, splits=("val", "test"))
     unseen_images = read_all(unseen)

@@ -122,6 +122,13 @@ def autocast_context(device: torch.device, dtype: torch.dtype):
     return contextlib.nullcontext()
 
 
+def load_kwargs(dtype: torch.dtype, library: str = "diffusers") -> dict:
+    """What every `from_pretrained` of local weights gets: no network, the dtype, and a plain load.
+    diffusers' low-memory load needs `accelerate`, which this project does not depend on: left to its
+    default, every load printed a four-line warning recommending it (156 lines of a demo's log)."""
+    return {"local_files_only": True, "low_cpu_mem_usage": False, **dtype_kwargs(dtype, library)}
+
+
 def dtype_kwargs(dtype: torch.dtype, library: str = "diffusers") -> dict:
     """`{"dtype": ...}` for libraries that renamed `torch_dtype` (diffusers >= 0.36,
     transformers >= 4.56), else `{"torch_dtype": ...}`."""

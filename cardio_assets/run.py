@@ -83,6 +83,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.profile:
         os.environ["CARDIO_PROFILE"] = args.profile
+    _quiet_model_loading()
     settings = PipelineSettings.from_env()
     try:
         settings.get_profile().diffusion.require_backbone_source(settings.sd_backbone_dir)
@@ -118,6 +119,16 @@ def main(argv: list[str] | None = None) -> int:
         print("\n".join("  " + line for line in shift_lines(fairness, "test", "ood_test")))
     print("\nTimings: " + ", ".join(f"{k} {v:.0f}s" for k, v in summary.seconds.items()))
     return 0
+
+
+def _quiet_model_loading() -> None:
+    """No progress bars for loading and saving the small models: the demo loads them ~40 times,
+    and their bars (77 lines) buried the run log's events."""
+    import diffusers
+    import transformers
+
+    diffusers.utils.logging.disable_progress_bar()
+    transformers.utils.logging.disable_progress_bar()
 
 
 def _ablation(settings: PipelineSettings, instance: DagsterInstance) -> int:

@@ -27,7 +27,7 @@ def _muscle_in_frame(params, config: PhantomConfig, crop_px: int, training: bool
     """The muscle layer painted as an image and put through the frames' own crop: mm per column of the crop
     (columns inside the image), measured on pixels, independently of `visible_chest_wall`'s arithmetic."""
     g = patient_geometry(params, config)
-    _, wall_inner, muscle_top, _ = chest_wall_edges(params, g, g.u)
+    wall_inner, muscle_top, _ = chest_wall_edges(params, g, g.u)
     muscle = ((g.v > muscle_top) & (g.v < wall_inner)).astype(np.float32)  # (Y, X)
     muscle[0, 0], muscle[-1, -1] = 0.0, 1.0  # both values present: the frames' min-max scaling keeps it binary
     _, ed, es = patient_truth(params, config)

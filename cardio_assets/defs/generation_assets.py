@@ -44,7 +44,7 @@ from cardio_assets.generation.synthesis import assemble_synthetic, plan_items, p
 from cardio_assets.lake.atomic import atomic_dir
 from cardio_assets.lake.fingerprint import rows_fingerprint
 from cardio_assets.lake.mirror import fetched
-from cardio_assets.phantom.ceiling import accuracy_against_ceiling, phantom_attribute_ceiling
+from cardio_assets.phantom.ceiling import accuracy_against_ceiling, phantom_attribute_ceilings
 
 ALL_FRAMES = AssetIn("frames", partition_mapping=AllPartitionMapping())
 
@@ -145,8 +145,7 @@ def attribute_predictors(context: AssetExecutionContext, settings: PipelineSetti
         log=context.log.info, compute_dtype=profile.classifier.compute_dtype(), texture_blur=profile.attribute_texture_blur,
     )
     # the ceiling of what the frames show (the crop leaves out most of the chest wall), and of every parameter
-    ceiling = phantom_attribute_ceiling(cohort_source, settings.ood_policy(), crop_px=profile.frames.crop_px)
-    ceiling_all = phantom_attribute_ceiling(cohort_source, settings.ood_policy())
+    ceiling, ceiling_all = phantom_attribute_ceilings(cohort_source, settings.ood_policy(), profile.frames.crop_px)
     accuracy = accuracy_against_ceiling(predictor.validation, ceiling, ceiling_all if ceiling else None)
     if ceiling:
         context.log.info(f"attribute predictors against the phantom's ceiling: {accuracy.round(3).to_dict('records')}")

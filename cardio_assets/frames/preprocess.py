@@ -70,6 +70,17 @@ def _crop(plane: np.ndarray, x0: int, y0: int, crop_px: int, fill) -> np.ndarray
     return out
 
 
+def slices_and_crop(ed_mask: np.ndarray, es_mask: np.ndarray, training: bool, crop_px: int) -> tuple[list[tuple[int, int]], tuple[int, int]]:
+    """The slices a patient's frames come from, as (offset from the central slice, slice index): the
+    central one, with its neighbours for training patients; and the top-left corner of the crop,
+    centred on those slices' labels at ED and ES."""
+    centre = central_slice(ed_mask)
+    offsets = TRAIN_SLICE_OFFSETS if training else (0,)
+    picks = [(o, centre + o) for o in offsets if 0 <= centre + o < ed_mask.shape[2]]
+    slices = [z for _, z in picks]
+    return picks, crop_box([ed_mask[:, :, slices], es_mask[:, :, slices]], crop_px)
+
+
 def make_frames(
     cine: np.ndarray,
     ed_mask: np.ndarray,
@@ -80,12 +91,9 @@ def make_frames(
     spec: FrameSpec,
 ) -> PatientFrames:
     """All images of one patient in the paper's format (see module docstring)."""
-    n_slices, n_frames = cine.shape[2], cine.shape[3]
-    centre = central_slice(ed_mask)
-    slice_offsets = TRAIN_SLICE_OFFSETS if training else (0,)
+    n_frames = cine.shape[3]
     frame_offsets = TRAIN_FRAME_OFFSETS if training else (0,)
-    picks = [(o, centre + o) for o in slice_offsets if 0 <= centre + o < n_slices]
-    x0, y0 = crop_box([ed_mask[:, :, [z for _, z in picks]], es_mask[:, :, [z for _, z in picks]]], spec.crop_px)
+    picks, (x0, y0) = slices_and_crop(ed_mask, es_mask, training, spec.crop_px)
 
     images, controls, slices, s_offs, f_offs = [], [], [], [], []
     for s_off, z in picks:

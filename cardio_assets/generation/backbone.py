@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from cardio_assets.compute import dtype_kwargs, resolve_device, resolve_dtype
+from cardio_assets.compute import load_kwargs, resolve_device, resolve_dtype
 from cardio_assets.generation.config import DiffusionConfig
 
 RECORD_NAME = "training_record.json"
@@ -230,12 +230,9 @@ def load_backbone(
     device = resolve_device(device or "auto")
     dtype = resolve_dtype(dtype or "auto", device)
     kw = dict(local_files_only=True)
-    dkw = dtype_kwargs(dtype, "diffusers")
-    vae = AutoencoderKL.from_pretrained(folder, subfolder="vae", **kw, **dkw)
-    unet = UNet2DConditionModel.from_pretrained(folder, subfolder="unet", **kw, **dkw)
-    text_encoder = CLIPTextModel.from_pretrained(
-        folder, subfolder="text_encoder", **kw, **dtype_kwargs(dtype, "transformers")
-    )
+    vae = AutoencoderKL.from_pretrained(folder, subfolder="vae", **load_kwargs(dtype))
+    unet = UNet2DConditionModel.from_pretrained(folder, subfolder="unet", **load_kwargs(dtype))
+    text_encoder = CLIPTextModel.from_pretrained(folder, subfolder="text_encoder", **load_kwargs(dtype, "transformers"))
     tokenizer = CLIPTokenizer.from_pretrained(folder, subfolder="tokenizer", **kw)
     noise_scheduler = DDPMScheduler.from_pretrained(folder, subfolder="scheduler", **kw)
     for m in (vae, unet, text_encoder):

@@ -16,7 +16,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from cardio_assets.compute import configure_backend, dtype_kwargs, resolve_device, resolve_dtype, set_memory_format
+from cardio_assets.compute import configure_backend, load_kwargs, resolve_device, resolve_dtype, set_memory_format
 from cardio_assets.generation.config import DiffusionConfig
 from cardio_assets.generation.control import check_controls, control_tensor
 
@@ -87,7 +87,7 @@ class Sampler:
         self.dtype = resolve_dtype(config.dtype, self.device)
         configure_backend(config.tf32, config.cpu_threads)
         controlnet = ControlNetModel.from_pretrained(
-            controlnet_dir, local_files_only=True, **dtype_kwargs(self.dtype)
+            controlnet_dir, **load_kwargs(self.dtype)
         )
         pipe = IntervalGuidanceControlNetPipeline.from_pretrained(
             backbone_dir,
@@ -95,8 +95,7 @@ class Sampler:
             safety_checker=None,
             feature_extractor=None,
             requires_safety_checker=False,
-            local_files_only=True,
-            **dtype_kwargs(self.dtype),
+            **load_kwargs(self.dtype),
         )
         pipe.scheduler = make_scheduler(config.sampler, pipe.scheduler.config)
         pipe.guidance_interval = config.guidance_interval

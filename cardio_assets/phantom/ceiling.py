@@ -76,15 +76,31 @@ def phantom_attribute_ceiling(cohort_source: dict, held_out: OodPolicy | None = 
     out, so the ceiling is of the scanners the predictors learn from. `crop_px`: the frames' crop
     (`FrameSpec.crop_px`): the chest wall counts as far as the crop shows it (module docstring);
     None: every parameter counts in full."""
-    if cohort_source.get("source") != "phantom":
+    truth = _study_truth(cohort_source, held_out)
+    if truth is None:
         return {}
-    study = next(part for part in cohort_source["parts"] if part["subset"] == "study")
-    truth = pd.read_csv(Path(study["root"]) / "truth.csv", dtype={"vendor": str, "site": str})
-    if held_out is not None:
-        truth = truth[~held_out.held_out(truth)]
     if crop_px is not None:
         truth = in_frame_truth(truth, PhantomConfig(**cohort_source["phantom_manifest"]["config"]), crop_px)
     return attribute_ceiling(truth)
+
+
+def phantom_attribute_ceilings(cohort_source: dict, held_out: OodPolicy | None, crop_px: int) -> tuple[dict[str, float], dict[str, float]]:
+    """Both ceilings of `phantom_attribute_ceiling` from one reading of truth.csv: (what the frames
+    show, every parameter); ({}, {}) for real data."""
+    truth = _study_truth(cohort_source, held_out)
+    if truth is None:
+        return {}, {}
+    shown = in_frame_truth(truth, PhantomConfig(**cohort_source["phantom_manifest"]["config"]), crop_px)
+    return attribute_ceiling(shown), attribute_ceiling(truth)
+
+
+def _study_truth(cohort_source: dict, held_out: OodPolicy | None) -> pd.DataFrame | None:
+    """The phantom study cohort's truth.csv without the held-out scanner's patients; None for real data."""
+    if cohort_source.get("source") != "phantom":
+        return None
+    study = next(part for part in cohort_source["parts"] if part["subset"] == "study")
+    truth = pd.read_csv(Path(study["root"]) / "truth.csv", dtype={"vendor": str, "site": str})
+    return truth if held_out is None else truth[~held_out.held_out(truth)]
 
 
 def accuracy_against_ceiling(validation: dict[str, float], ceiling: dict[str, float],

@@ -25,7 +25,7 @@ from dataclasses import fields
 import numpy as np
 import pandas as pd
 
-from cardio_assets.frames.preprocess import TRAIN_SLICE_OFFSETS, central_slice, crop_box
+from cardio_assets.frames.preprocess import slices_and_crop
 from cardio_assets.phantom.anatomy import PatientParams
 from cardio_assets.phantom.config import PhantomConfig
 from cardio_assets.phantom.geometry import patient_geometry
@@ -47,15 +47,12 @@ def params_from_truth(row: dict) -> PatientParams:
 
 def visible_chest_wall(params: PatientParams, config: PhantomConfig, crop_px: int, training: bool = False) -> dict[str, float]:
     """{chest-wall parameter: mm of that layer inside the patient's frame crop}. The crop is centred on
-    the labels of the slices a patient's frames come from (`frames.preprocess.make_frames`): the central
+    the labels of the slices a patient's frames come from (`frames.preprocess.slices_and_crop`): the central
     one for validation and test patients, where the predictors are measured; with its neighbours for
     training patients (`training`), whose crop sits a pixel or two higher or lower."""
     g = patient_geometry(params, config)
     _, ed, es = truth_of(params, g)
-    centre = central_slice(ed)
-    offsets = TRAIN_SLICE_OFFSETS if training else (0,)
-    slices = [centre + o for o in offsets if 0 <= centre + o < ed.shape[2]]
-    x0, y0 = crop_box([ed[:, :, slices], es[:, :, slices]], crop_px)
+    _, (x0, y0) = slices_and_crop(ed, es, training, crop_px)
     n = config.matrix
     # the crop in the image's (u, v) millimetres; rows and columns outside the image are padding
     rows = np.arange(max(y0, 0), min(y0 + crop_px, n))
@@ -66,9 +63,9 @@ def visible_chest_wall(params: PatientParams, config: PhantomConfig, crop_px: in
     v_top = float(g.v[rows[0], 0]) - half
     v_bottom = float(g.v[rows[-1], 0]) + half
     u = g.u[0, cols]
-    heart_top, wall_inner, muscle_top, skin = chest_wall_edges(params, g, u)
+    wall_inner, muscle_top, skin = chest_wall_edges(params, g, u)
     # each layer spans [outer, inner] in v (anterior is smaller v): the part of it within the crop's rows
-    layers = {"chest_gap_mm": (wall_inner, np.full_like(u, heart_top)),
+    layers = {"chest_gap_mm": (wall_inner, np.full_like(u, g.heart_top_v)),
               "chest_muscle_mm": (muscle_top, wall_inner), "subcut_fat_mm": (skin, muscle_top)}
     return {name: float(np.mean(np.clip(np.minimum(inner, v_bottom) - np.maximum(outer, v_top), 0.0, None)))
             for name, (outer, inner) in layers.items()}

@@ -60,20 +60,21 @@ def _paint(img: np.ndarray, alpha: np.ndarray, value: float) -> None:
     img += alpha * (np.float32(value) - img)
 
 
-def chest_wall_edges(p: PatientParams, g: Geometry, u: np.ndarray) -> tuple[float, np.ndarray, np.ndarray, np.ndarray]:
-    """The chest wall's edges in v (mm, anterior is smaller) at lateral positions `u`: the heart's
-    top, the wall's inner face, the muscle's outer face and the skin (`phantom.in_frame` reads them too)."""
+def chest_wall_edges(p: PatientParams, g: Geometry, u: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The chest wall's edges in v (mm, anterior is smaller) at lateral positions `u`, above the heart's
+    top (`g.heart_top_v`): the wall's inner face, the muscle's outer face and the skin (`phantom.in_frame`
+    reads them too)."""
     curvature = u**2 / (2.0 * 170.0)  # the chest wall curves back laterally
     wall_inner = g.heart_top_v - p.chest_gap_mm + curvature
     muscle_top = wall_inner - p.chest_muscle_mm
-    return g.heart_top_v, wall_inner, muscle_top, muscle_top - p.subcut_fat_mm
+    return wall_inner, muscle_top, muscle_top - p.subcut_fat_mm
 
 
 def _surroundings(p: PatientParams, g: Geometry, n_slices: int, w: float, texture: np.ndarray) -> np.ndarray:
     """Static tissue around the heart, (Z, Y, X): chest wall, lungs, liver, aorta; the chest muscle
     and the liver carry `texture` (Z, Y, X)."""
     u, v = g.u, g.v
-    _, wall_inner, muscle_top, skin = chest_wall_edges(p, g, u)
+    wall_inner, muscle_top, skin = chest_wall_edges(p, g, u)
     f = slice_fraction(n_slices)
     out = np.empty((n_slices,) + u.shape, np.float32)
     for z in range(n_slices):
