@@ -34,6 +34,7 @@ three-digit one is used). Two paths that are one folder (a symbolic link to it) 
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 
@@ -53,6 +54,7 @@ from cardio_assets.cohort.readers.base import (
     find_nifti,
     find_nifti_or_quarantine,
     is_blank,
+    is_dangling_link,
     is_ignored_entry,
     metadata_ref,
     missing_nifti,
@@ -201,8 +203,11 @@ def _read_info(pid: str, folder: Path, quarantine: list[QuarantineRow]) -> dict 
     cfg = _info_file(folder)
     if not cfg.is_file():
         # a folder of that name (an unpacking accident) is named as such: "has no Info.cfg"
-        # would contradict what the reader sees in the folder
-        why = f"has {cfg.name}, but it is a folder, not a file" if cfg.is_dir() else f"has no {INFO_FILE}"
+        # would contradict what the reader sees in the folder; so would it for a symbolic link
+        # whose target is gone (a data folder moved or not mounted)
+        why = (f"has {cfg.name}, but it is a folder, not a file" if cfg.is_dir() else
+               f"has {cfg.name}, but it is a symbolic link to {os.readlink(cfg)}, which does not exist"
+               if is_dangling_link(cfg) else f"has no {INFO_FILE}")
         quarantine.append(QuarantineRow(
             pid, SOURCE, str(cfg), "missing_metadata", f"patient folder {folder} {why}",
         ))

@@ -363,11 +363,41 @@ def table_id(value) -> str:
     """The patient id of a metadata cell: stripped, in NFC (`normalise_id`), and a whole number
     written as a float ("1234567.0", as Excel saves a numeric column) read as that number, so
     it pairs with its folder ``1234567``, and so is one with its digits grouped in thousands
-    ("1,234,567", "1.234.567", "1 234 567": a number format given to the column; `_GROUPED_ID`).
-    Leading zeros are kept ("001" stays "001")."""
+    ("1,234,567", "1.234.567", "1 234 567": a number format given to the column; `_GROUPED_ID`),
+    and so is one Excel wrote in scientific notation with all its digits ("1.234567E+06";
+    `_scientific_whole_number`). Leading zeros are kept ("001" stays "001")."""
     text = normalise_id(str(value)).strip()  # after: a zero-width space can hide a space
     if _GROUPED_ID.fullmatch(text):
         text = re.sub(r"\D", "", text)
+    excel = _EXCEL_FLOAT_ID.fullmatch(text)
+    if excel:
+        return excel[1]
+    return _scientific_whole_number(text) or text
+
+
+def _scientific_whole_number(text: str) -> str | None:
+    """The digits of an id Excel wrote in scientific notation with every digit shown
+    ("1.000001E+06" is 1000001), else None: one with digits hidden ("1E+06", which may have been
+    1000001) is no number that can be known (`_scientific_id_hint` says so)."""
+    match = _SCIENTIFIC_ID.fullmatch(text)
+    if match is None:
+        return None
+    digits = match[1] + (match[2] or "")
+    exponent = int(text[text.upper().rindex("E") + 1:])
+    return digits if exponent == len(digits) - 1 else None
+
+
+def code_text(value) -> str | None:
+    """A code cell (a site or centre number) as text: stripped, None when blank,
+    and a whole number written as a float ("11025.0", "3.0") read as that number.
+
+    A numeric column holding one blank cell is saved by pandas (and by Excel's number formats) as
+    floats throughout: UK Biobank's field 54 became site "11025.0", which is not the Cheadle centre
+    "11025" names, and an M&Ms-1 centre "3.0" and "3" were two sites, so a hold-out of site 3 missed
+    the patients saved as "3.0"."""
+    if is_blank(value):
+        return None
+    text = str(value).strip()
     excel = _EXCEL_FLOAT_ID.fullmatch(text)
     return excel[1] if excel else text
 
@@ -552,6 +582,47 @@ def split_duplicates(
     return kept, quarantine
 
 
+# An id Excel showed in scientific notation ("1E+06", "1.23457E+11": a number wider than its
+# column, or of 12 digits or more) and saved to CSV as shown: the digits not shown are lost, so the
+# row pairs with no folder. Excel always writes the exponent's sign, so an id such as M&Ms-1's
+# "6E1234" does not match.
+_SCIENTIFIC_ID = re.compile(r"(\d)(?:[.,](\d+))?E[+-]\d+", re.IGNORECASE)
+
+
+def _scientific_id_hint(name: str, others) -> str:
+    """Why a row's id `name` written in scientific notation (`_SCIENTIFIC_ID`) finds no folder, or,
+    for a folder `name`, which unmatched row id of `others` may be its id so mangled (the folder's
+    number rounded to the digits shown); else ""."""
+    fix = ("format the id column as Text (or Number with no decimals) in the spreadsheet, "
+           "or export the table again from its source")
+    if _SCIENTIFIC_ID.fullmatch(name):
+        return (f" ({name!r} is a number in scientific notation, as Excel shows a long number and saves it to "
+                f"CSV with only the digits shown, so the id's other digits are lost: {fix})")
+    if not name.isdigit():
+        return ""
+    for other in sorted(others):
+        match = _SCIENTIFIC_ID.fullmatch(other)
+        if match is None:
+            continue
+        digits = 1 + len(match[2] or "")
+        if float(f"{int(name):.{digits - 1}e}") == float(other.replace(",", ".")):
+            return (f" (the table's id {other!r} may be this one, written in scientific notation by Excel, "
+                    f"which keeps only the digits shown: {fix})")
+    return ""
+
+
+def _differs_only_in_leading_zeros(name: str, others) -> str:
+    """" (compare '001234', ...)" when one of `others` is the number `name` but for leading zeros,
+    else "": Excel reads an id column of digits as numbers and drops their leading zeros ("001234"
+    saved as "1234"), so the row and its folder were two unexplained quarantine rows. They are not
+    paired: "1234" and "001234" may be two patients."""
+    if not name.isdigit():
+        return ""
+    near = sorted(o for o in others if o != name and o.isdigit() and o.lstrip("0") == name.lstrip("0"))
+    return (f" (compare {near[0]!r}, which differs only in leading zeros: Excel drops them from an id column "
+            f"it reads as numbers; format the column as Text, or export the table again)") if near else ""
+
+
 def _differs_only_in_case_or_spaces(name: str, others) -> str:
     """" (compare 'X ', which differs only in case or surrounding spaces)" when one of
     `others` is `name` but for those, else "": the likely fix for an unmatched row or folder."""
@@ -572,7 +643,9 @@ def pair_rows_with_folders(kept: dict, folders: dict, skip: set, source: str, ta
         if pid in skip:
             continue
         if pid not in kept:
-            hint = _differs_only_in_case_or_spaces(pid, set(kept) - set(folders))
+            hint = (_differs_only_in_case_or_spaces(pid, set(kept) - set(folders))
+                    or _differs_only_in_leading_zeros(pid, set(kept) - set(folders))
+                    or _scientific_id_hint(pid, set(kept) - set(folders)))
             quarantine.append(QuarantineRow(
                 pid, source, table_name, "missing_metadata",
                 f"patient folder {folders[pid]} has no row in metadata table {table_name}{hint}",
@@ -581,7 +654,9 @@ def pair_rows_with_folders(kept: dict, folders: dict, skip: set, source: str, ta
         line, record = kept[pid]
         if pid not in folders:
             file, where = missing_folder(pid)
-            hint = _differs_only_in_case_or_spaces(pid, set(folders) - set(kept))
+            hint = (_differs_only_in_case_or_spaces(pid, set(folders) - set(kept))
+                    or _differs_only_in_leading_zeros(pid, set(folders) - set(kept))
+                    or _scientific_id_hint(pid, set(folders) - set(kept)))
             quarantine.append(QuarantineRow(
                 pid, source, file, "no_images",
                 f"patient {pid} (line {line} of {table_name}) has no folder {where}{hint}",

@@ -41,6 +41,7 @@ from cardio_assets.cohort.readers.base import (
     archive_stem,
     bmi_from_height_weight,
     bmi_note,
+    code_text,
     column_key,
     distinct_folders,
     duplicate_folder_row,
@@ -163,9 +164,9 @@ def _parse_row(record: dict, mapping: dict) -> dict:
         return None if is_blank(value) else str(value).strip()
 
     extra = {
-        "vendor": text("vendor"),
+        "vendor": _vendor_letter(text("vendor")),
         "vendor_name": text("vendor_name"),
-        "centre": text("centre"),
+        "centre": code_text(record.get("centre")),
         "pathology": pathology,
         "height_cm": height,
         "weight_kg": weight,
@@ -178,6 +179,12 @@ def _parse_row(record: dict, mapping: dict) -> dict:
     return dict(ed_frame=ed, es_frame=es, sex=sex, age=age,
                 bmi=bmi_from_height_weight(height, weight), diagnosis=diagnosis,
                 vendor=extra["vendor"] or extra["vendor_name"], site=extra["centre"], extra=extra)
+
+
+def _vendor_letter(vendor: str | None) -> str | None:
+    """The Vendor cell, a one-letter code (A-D) in upper case: a letter typed in lower case ("a")
+    was a fifth vendor beside "A", so a hold-out of vendor A trained on those patients."""
+    return vendor.upper() if vendor is not None and len(vendor) == 1 and vendor.isalpha() else vendor
 
 
 def _first_folders(root: Path, codes: set[str], quarantine: list[QuarantineRow],

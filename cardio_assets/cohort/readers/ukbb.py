@@ -72,6 +72,7 @@ from cardio_assets.cohort.readers.base import (
     ScanResult,
     SourceMissingError,
     clean_header,
+    code_text,
     column_key,
     distinct_folders,
     duplicate_folder_row,
@@ -532,7 +533,7 @@ def _parse_row(record: dict, cols: UkbColumns, fallback: bool = False) -> dict:
     if cols.icd10:
         extra["icd10"] = codes
     vendor = _text(record, cols.vendor) if cols.vendor else UKB_VENDOR
-    site = _text(record, cols.site)
+    site = code_text(record[cols.site]) if cols.site else None  # "11025.0" is centre 11025
     return dict(sex=sex, age=age, bmi=bmi, diagnosis=diagnosis, ed_frame=ed, es_frame=es,
                 vendor=vendor, site=IMAGING_CENTRES.get(site, site) if site else None, extra=extra)
 
